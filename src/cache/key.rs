@@ -1,0 +1,294 @@
+//! Stage keys: what decides whether a stored result can be reused.
+//!
+//! A key is blake3 over the canonical JSON of [`KeyComponents`], prefixed by
+//! a format tag. **In** the key:
+//! 1. the declared stage name and its kind's identity: name, version, and an
+//!    implementation digest (a built-in's code version; an external plugin's
+//!    manifest minus docs, plus the content of its program files),
+//! 2. every parameter after defaults are filled in, typed (an int written for
+//!    a float is that float), canonically ordered,
+//! 3. the *output* digests of its inputs, in order (an upstream rerun that
+//!    produces identical bytes does not force this stage to rerun), and the
+//!    content digests of `path` parameters (not the paths themselves),
+//! 4. the seed, and the backend class (`cpu`/`gpu`) for kinds that compute on one.
+//!
+//! **Out** of the key, on purpose: the experiment's name and file path,
+//! whitespace and comments, documentation strings, absolute paths of the
+//! checkout, times, the environment.
+//!
+//! The components are stored next to each run so [`diff`] can say why a key changed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dsl::Value;
+
+/// Bump when the encoding or the meaning of a component changes.
+pub const KEY_FORMAT: u32 = 1;
+
+/// Hex blake3 of the components.
+pub type StageKey = String;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputDigest {
+    /// The upstream stage's declared name (for messages; kept in the hash too).
+    pub stage: String,
+    /// Its output digest.
+    pub output: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyComponents {
+    pub format: u32,
+    pub stage: String,
+    pub kind: String,
+    pub kind_version: String,
+    pub implementation: String,
+    /// Parameters that are not paths.
+    pub params: BTreeMap<String, Value>,
+    /// `path` parameters: content digests by parameter name (`name[i]` in lists).
+    pub files: BTreeMap<String, String>,
+    pub inputs: Vec<InputDigest>,
+    pub seed: i64,
+    pub backend: Option<String>,
+}
+
+impl KeyComponents {
+    pub fn key(&self) -> StageKey {
+        let mut h = blake3::Hasher::new();
+        h.update(b"efrlhf-stage-key\n");
+        // Serialising plain data with ordered maps cannot fail and is deterministic.
+        h.update(&serde_json::to_vec(self).unwrap_or_default());
+        h.finalize().to_hex().to_string()
+    }
+}
+
+/// One reason two keys differ.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Format {
+        old: u32,
+        new: u32,
+    },
+    Kind {
+        old: String,
+        new: String,
+    },
+    KindVersion {
+        old: String,
+        new: String,
+    },
+    Implementation,
+    Param {
+        name: String,
+        old: Option<Value>,
+        new: Option<Value>,
+    },
+    File {
+        name: String,
+        old: Option<String>,
+        new: Option<String>,
+    },
+    InputCount {
+        old: usize,
+        new: usize,
+    },
+    Input {
+        index: usize,
+        stage: String,
+        old_stage: String,
+    },
+    Seed {
+        old: i64,
+        new: i64,
+    },
+    Backend {
+        old: Option<String>,
+        new: Option<String>,
+    },
+}
+
+fn show_opt(v: &Option<Value>) -> String {
+    v.as_ref()
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "(unset)".into())
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Format { old, new } => write!(f, "cache key format: {old} -> {new}"),
+            Change::Kind { old, new } => write!(f, "kind: `{old}` -> `{new}`"),
+            Change::KindVersion { old, new } => write!(f, "kind version: {old} -> {new}"),
+            Change::Implementation => write!(
+                f,
+                "the kind's implementation changed (its manifest or program files)"
+            ),
+            Change::Param { name, old, new } => {
+                write!(f, "param `{name}`: {} -> {}", show_opt(old), show_opt(new))
+            }
+            Change::File {
+                name,
+                old: Some(_),
+                new: Some(_),
+            } => write!(f, "content of `{name}` changed"),
+            Change::File { name, old, new } => {
+                write!(
+                    f,
+                    "file param `{name}`: {} -> {}",
+                    if old.is_some() { "set" } else { "unset" },
+                    if new.is_some() { "set" } else { "unset" }
+                )
+            }
+            Change::InputCount { old, new } => write!(f, "number of inputs: {old} -> {new}"),
+            Change::Input {
+                stage, old_stage, ..
+            } if stage != old_stage => write!(f, "input `{old_stage}` replaced by `{stage}`"),
+            Change::Input { stage, .. } => write!(f, "output of input `{stage}` changed"),
+            Change::Seed { old, new } => write!(f, "seed: {old} -> {new}"),
+            Change::Backend { old, new } => write!(
+                f,
+                "backend: {} -> {}",
+                old.as_deref().unwrap_or("none"),
+                new.as_deref().unwrap_or("none")
+            ),
+        }
+    }
+}
+
+/// What changed from `old` to `new`. With `with_inputs` false, input digests
+/// are not compared (used when upstream results are not known yet).
+pub fn diff(old: &KeyComponents, new: &KeyComponents, with_inputs: bool) -> Vec<Change> {
+    let mut out = Vec::new();
+    if old.format != new.format {
+        out.push(Change::Format {
+            old: old.format,
+            new: new.format,
+        });
+    }
+    if old.kind != new.kind {
+        out.push(Change::Kind {
+            old: old.kind.clone(),
+            new: new.kind.clone(),
+        });
+    } else if old.kind_version != new.kind_version {
+        out.push(Change::KindVersion {
+            old: old.kind_version.clone(),
+            new: new.kind_version.clone(),
+        });
+    } else if old.implementation != new.implementation {
+        out.push(Change::Implementation);
+    }
+    let names: std::collections::BTreeSet<&String> =
+        old.params.keys().chain(new.params.keys()).collect();
+    for name in names {
+        let (o, n) = (old.params.get(name), new.params.get(name));
+        if o != n {
+            out.push(Change::Param {
+                name: name.clone(),
+                old: o.cloned(),
+                new: n.cloned(),
+            });
+        }
+    }
+    let names: std::collections::BTreeSet<&String> =
+        old.files.keys().chain(new.files.keys()).collect();
+    for name in names {
+        let (o, n) = (old.files.get(name), new.files.get(name));
+        if o != n {
+            out.push(Change::File {
+                name: name.clone(),
+                old: o.cloned(),
+                new: n.cloned(),
+            });
+        }
+    }
+    if old.inputs.len() != new.inputs.len() {
+        out.push(Change::InputCount {
+            old: old.inputs.len(),
+            new: new.inputs.len(),
+        });
+    } else {
+        for (i, (o, n)) in old.inputs.iter().zip(&new.inputs).enumerate() {
+            if o.stage != n.stage || (with_inputs && o.output != n.output) {
+                out.push(Change::Input {
+                    index: i,
+                    stage: n.stage.clone(),
+                    old_stage: o.stage.clone(),
+                });
+            }
+        }
+    }
+    if old.seed != new.seed {
+        out.push(Change::Seed {
+            old: old.seed,
+            new: new.seed,
+        });
+    }
+    if old.backend != new.backend {
+        out.push(Change::Backend {
+            old: old.backend.clone(),
+            new: new.backend.clone(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn comp() -> KeyComponents {
+        KeyComponents {
+            format: KEY_FORMAT,
+            stage: "b".into(),
+            kind: "shout".into(),
+            kind_version: "1".into(),
+            implementation: "x".into(),
+            params: BTreeMap::from([("times".to_string(), Value::Int(1))]),
+            files: BTreeMap::new(),
+            inputs: vec![InputDigest {
+                stage: "a".into(),
+                output: "d1".into(),
+            }],
+            seed: 7,
+            backend: None,
+        }
+    }
+
+    #[test]
+    fn key_changes_with_each_component_and_diff_names_it() {
+        let a = comp();
+        let mut b = comp();
+        assert_eq!(a.key(), b.key());
+        b.params.insert("times".into(), Value::Int(2));
+        assert_ne!(a.key(), b.key());
+        assert_eq!(
+            diff(&a, &b, true),
+            vec![Change::Param {
+                name: "times".into(),
+                old: Some(Value::Int(1)),
+                new: Some(Value::Int(2))
+            }]
+        );
+        assert_eq!(diff(&a, &b, true)[0].to_string(), "param `times`: 1 -> 2");
+        let mut c = comp();
+        c.inputs[0].output = "d2".into();
+        assert_ne!(a.key(), c.key());
+        assert_eq!(diff(&a, &c, true).len(), 1);
+        assert!(diff(&a, &c, false).is_empty());
+        let mut d = comp();
+        d.seed = 8;
+        assert_eq!(diff(&a, &d, true), vec![Change::Seed { old: 7, new: 8 }]);
+    }
+
+    #[test]
+    fn int_and_float_params_hash_differently() {
+        let a = comp();
+        let mut b = comp();
+        b.params.insert("times".into(), Value::Float(1.0));
+        assert_ne!(a.key(), b.key());
+    }
+}

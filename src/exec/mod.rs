@@ -1,0 +1,20 @@
+//! Deciding what to compute and computing it.
+//!
+//! [`plan`] is pure with respect to results: it reads the index and stats
+//! artifacts, and returns a typed status per stage ("cached", or "run"
+//! with a [`Reason`]) that `plan`, `explain` and `show` all read.
+//! [`run`] is the one place that starts threads and processes: a scheduler
+//! with `--jobs N` workers, early cut-off (a stage whose inputs were
+//! recomputed to identical bytes is not rerun), per-key locks so concurrent
+//! runs compute each key once, and events that only the main thread prints.
+
+mod backend;
+mod events;
+mod plan;
+mod run;
+mod subprocess;
+
+pub use backend::{Backend, resolve_backend};
+pub use events::{Event, Mode, Reporter};
+pub use plan::{Plan, PlanOptions, Reason, Status, plan};
+pub use run::{RunOptions, RunSummary, run};

@@ -1,0 +1,27 @@
+//! efrlhf: declarative, incremental RLHF experiments.
+//!
+//! An experiment (`experiments/*.kdl`) is a graph of stages. The flow:
+//!
+//! ```text
+//! dsl    KDL text + stage-kind manifests  -> Experiment, Registry (with spans)
+//! graph  validation, sweep expansion      -> Pipeline (a petgraph DAG)
+//! exec   plan: keys against the cache     -> Plan (cached / run + why)
+//!        run: scheduler, workers, events  -> results in the cache
+//! cache  keys (blake3), artifact store, sled index, verify, gc
+//! stages built-in stage kinds (one module each, one table)
+//! report tables for `show` and `cache ls`
+//! ops    one function per command; cli parses and prints
+//! ```
+//!
+//! A stage's result is reused when its key (kind, parameters, input
+//! *output* digests, seed, backend class) is stored; see `cache::key`.
+
+pub mod cache;
+pub mod cli;
+pub mod dsl;
+pub mod error;
+pub mod exec;
+pub mod graph;
+pub mod ops;
+pub mod report;
+pub mod stages;

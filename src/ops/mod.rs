@@ -1,0 +1,302 @@
+//! The operations behind each command. The CLI parses arguments and calls
+//! these; they return values or text and never touch the terminal directly
+//! (except `run`, through its `Reporter`).
+
+mod cache_ops;
+mod explain;
+mod show;
+
+use std::path::{Path, PathBuf};
+
+pub use cache_ops::{GcReport, cache_du, cache_gc, cache_ls, cache_verify};
+pub use explain::explain;
+pub use show::{show_json, show_table};
+
+use crate::cache::Cache;
+use crate::dsl::{Manifest, Registry, load_experiment};
+use crate::error::Diags;
+use crate::exec::{Plan, PlanOptions, Reason, Status, plan, resolve_backend};
+use crate::graph::{Pipeline, build};
+
+/// `$EFRLHF_CACHE`, else `cache/` in the working directory.
+pub fn default_cache_dir() -> PathBuf {
+    std::env::var_os("EFRLHF_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("cache"))
+}
+
+/// Extra plugin folders from `$EFRLHF_PLUGIN_PATH` (colon-separated).
+pub fn env_plugin_dirs() -> Vec<PathBuf> {
+    std::env::var_os("EFRLHF_PLUGIN_PATH")
+        .map(|p| std::env::split_paths(&p).filter(|d| d.is_dir()).collect())
+        .unwrap_or_default()
+}
+
+/// The registry for an experiment: built-ins, `$EFRLHF_PLUGIN_PATH`, and its `plugins` folders.
+pub fn registry_for(extra: &[PathBuf]) -> Result<Registry, Diags> {
+    let mut dirs = env_plugin_dirs();
+    dirs.extend(extra.iter().cloned());
+    Registry::load(&crate::stages::builtin_manifests(), &dirs)
+}
+
+/// Reads, validates and expands an experiment.
+pub fn load_pipeline(file: &Path) -> Result<Pipeline, Diags> {
+    let exp = load_experiment(file)?;
+    let registry = registry_for(&exp.plugin_dirs)?;
+    build(exp, registry)
+}
+
+/// Loads an experiment and computes its plan against `cache`.
+pub fn load_plan(
+    file: &Path,
+    cache: &Cache,
+    backend: Option<&str>,
+    force: &[String],
+) -> Result<Plan, Diags> {
+    let pipeline = load_pipeline(file)?;
+    let requested = backend
+        .map(str::to_string)
+        .or_else(|| pipeline.experiment.backend.as_ref().map(|(b, _)| b.clone()));
+    let backend = resolve_backend(requested.as_deref())?;
+    plan(
+        pipeline,
+        cache,
+        backend,
+        &PlanOptions {
+            force: force.to_vec(),
+        },
+    )
+}
+
+/// `plan --json`: `{"stages": [{"id", "kind", "key", "status", "reason"}]}`.
+pub fn plan_json(plan: &Plan) -> serde_json::Value {
+    let stages: Vec<serde_json::Value> = plan
+        .pipeline
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let (status, reason) = match &plan.statuses[i] {
+                Status::Cached(_) => ("cached", "result stored".to_string()),
+                Status::Run(r) => ("run", r.to_string()),
+            };
+            serde_json::json!({
+                "id": n.id, "kind": n.kind.name, "key": plan.keys[i], "status": status, "reason": reason,
+                "inputs": n.inputs.iter().map(|&u| plan.pipeline.nodes[u].id.clone()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "experiment": plan.experiment_name(), "stages": stages })
+}
+
+/// `plan` for people.
+pub fn plan_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let n = plan.pipeline.nodes.len();
+    let cached = plan.count_cached();
+    out.push_str(&format!(
+        "experiment `{}` ({}): {n} stages, {cached} cached, {} to run\n",
+        plan.experiment_name(),
+        plan.pipeline.experiment.source.path.display(),
+        n - cached
+    ));
+    let width = plan
+        .pipeline
+        .nodes
+        .iter()
+        .map(|n| n.id.chars().count())
+        .max()
+        .unwrap_or(0);
+    let kwidth = plan
+        .pipeline
+        .nodes
+        .iter()
+        .map(|n| n.kind.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    for (i, node) in plan.pipeline.nodes.iter().enumerate() {
+        let (status, why) = match &plan.statuses[i] {
+            Status::Cached(_) => ("cached", String::new()),
+            Status::Run(r) => ("run", r.to_string()),
+        };
+        out.push_str(
+            format!(
+                "  {status:<6}  {:<width$}  {:<kwidth$}  {why}\n",
+                node.id, node.kind.name
+            )
+            .trim_end(),
+        );
+        out.push('\n');
+    }
+    out
+}
+
+/// Whether anything in the plan would run.
+pub fn plan_has_work(plan: &Plan) -> bool {
+    plan.statuses.iter().any(|s| matches!(s, Status::Run(_)))
+}
+
+/// A short line per reason, for tests and summaries.
+pub fn reason_of(plan: &Plan, id: &str) -> Option<Reason> {
+    let i = plan.pipeline.find(id)?;
+    match &plan.statuses[i] {
+        Status::Run(r) => Some(r.clone()),
+        Status::Cached(_) => None,
+    }
+}
+
+/// `plugins`: one line per kind.
+pub fn plugins_list(reg: &Registry) -> String {
+    let mut t = crate::report::Table {
+        columns: vec!["kind".into(), "version".into(), "from".into(), "doc".into()],
+        rows: vec![],
+    };
+    for m in reg.all() {
+        let from = if m.dir.is_some() {
+            m.source.path.display().to_string()
+        } else {
+            "built-in".into()
+        };
+        t.rows.push(vec![
+            crate::report::Cell::Text(m.name.clone()),
+            crate::report::Cell::Text(m.version.clone()),
+            crate::report::Cell::Text(from),
+            crate::report::Cell::Text(m.doc.clone()),
+        ]);
+    }
+    t.to_text()
+}
+
+/// `plugins KIND`: the kind's documentation and parameters.
+pub fn plugin_doc(m: &Manifest) -> String {
+    let mut out = format!("{} (version {})\n", m.name, m.version);
+    if !m.doc.is_empty() {
+        out.push_str(&format!("  {}\n", m.doc));
+    }
+    match &m.exec {
+        crate::dsl::Exec::Program { written, .. } => {
+            out.push_str(&format!("  runs: {}\n", written.join(" ")))
+        }
+        crate::dsl::Exec::Builtin { name } => out.push_str(&format!("  built-in: {name}\n")),
+    }
+    out.push_str(&format!("  manifest: {}\n", m.source.path.display()));
+    let inputs = match m.max_inputs {
+        Some(max) if max == m.min_inputs => format!("exactly {max}"),
+        Some(max) => format!("{} to {max}", m.min_inputs),
+        None => format!("at least {}", m.min_inputs),
+    };
+    out.push_str(&format!("  inputs: {inputs}\n"));
+    if !m.resources.is_empty() {
+        out.push_str(&format!("  resources: {}\n", m.resources.join(", ")));
+    }
+    out.push_str("\nparameters:\n");
+    let mut t = crate::report::Table {
+        columns: vec!["name".into(), "type".into(), "default".into(), "doc".into()],
+        rows: vec![],
+    };
+    for p in &m.params {
+        let mut doc = p.doc.clone();
+        if !p.choices.is_empty() {
+            doc.push_str(&format!(
+                " (one of: {})",
+                p.choices
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if p.min.is_some() || p.max.is_some() {
+            doc.push_str(&format!(
+                " (range {}..{})",
+                p.min.map(|x| x.to_string()).unwrap_or_default(),
+                p.max.map(|x| x.to_string()).unwrap_or_default()
+            ));
+        }
+        t.rows.push(vec![
+            crate::report::Cell::Text(p.name.clone()),
+            crate::report::Cell::Text(p.ty.to_string()),
+            crate::report::Cell::Text(
+                p.default
+                    .as_ref()
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "(required)".into()),
+            ),
+            crate::report::Cell::Text(doc.trim().to_string()),
+        ]);
+    }
+    out.push_str(&t.to_text());
+    if !m.outputs.is_empty() {
+        out.push_str("\noutputs:\n");
+        for o in &m.outputs {
+            out.push_str(&format!("  {}  {}\n", o.name, o.doc));
+        }
+    }
+    out
+}
+
+/// Formats unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn fmt_time(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Human byte counts.
+pub fn fmt_bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut x = b as f64;
+    let mut u = 0;
+    while x >= 1024.0 && u < units.len() - 1 {
+        x /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{x:.1} {}", units[u])
+    }
+}
+
+/// Variant labels of a plan's nodes as columns (`times` -> values by node).
+pub fn variant_columns(plan: &Plan) -> Vec<String> {
+    let mut cols: Vec<String> = Vec::new();
+    for n in &plan.pipeline.nodes {
+        for (label, _) in &n.variant {
+            if !cols.contains(label) {
+                cols.push(label.clone());
+            }
+        }
+    }
+    cols
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_times_and_sizes() {
+        assert_eq!(fmt_time(0), "1970-01-01 00:00:00 UTC");
+        // 2026-11-26 17:25:28 UTC, checked with `date -u -d @1795713928`.
+        assert_eq!(fmt_time(1_795_713_928), "2026-11-26 17:25:28 UTC");
+        assert_eq!(fmt_bytes(512), "512 B");
+        assert_eq!(fmt_bytes(1536), "1.5 KiB");
+    }
+}

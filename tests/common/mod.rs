@@ -1,0 +1,177 @@
+//! A sandbox per test: a folder with the test plugin, an experiment file, a
+//! cache, and a call log that the plugin appends each stage it computes to.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_efrlhf");
+
+pub struct Sandbox {
+    pub dir: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new(name: &str) -> Sandbox {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sandbox-{name}"));
+        if dir.exists() {
+            make_writable(&dir);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        std::fs::create_dir_all(dir.join("plugins")).unwrap();
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/plugins");
+        for f in ["tshout.kdl", "tshout.py"] {
+            std::fs::copy(fixtures.join(f), dir.join("plugins").join(f)).unwrap();
+        }
+        Sandbox { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_default()
+    }
+
+    /// Writes `exp.kdl` with the plugin folder declared, followed by `body`.
+    pub fn experiment(&self, body: &str) {
+        self.write(
+            "exp.kdl",
+            &format!("experiment \"t\" {{\n    seed 7\n    plugins \"plugins\"\n}}\n{body}"),
+        );
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(&self.dir)
+            .arg("--cache-dir")
+            .arg(self.path("cache"))
+            .args(args)
+            .env("EFRLHF_TEST_CALLS", self.path("calls.txt"))
+            .env_remove("EFRLHF_CACHE")
+            .env_remove("EFRLHF_PLUGIN_PATH");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "efrlhf panicked:\n{stderr}");
+        out
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "`efrlhf {}` failed ({:?}):\n{}\n{}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Stage ids the plugin computed, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.read("calls.txt").lines().map(str::to_string).collect()
+    }
+
+    pub fn clear_calls(&self) {
+        let _ = std::fs::remove_file(self.path("calls.txt"));
+    }
+
+    /// `run --json` events as (event, stage).
+    pub fn run_events(&self, extra: &[&str]) -> Vec<(String, String)> {
+        let mut args = vec!["run", "exp.kdl", "--json"];
+        args.extend_from_slice(extra);
+        events(&self.ok(&args))
+    }
+
+    /// `plan --json` as (id, status) pairs.
+    pub fn plan(&self) -> Vec<(String, String)> {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ok(&["plan", "exp.kdl", "--json"])).unwrap();
+        v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_str().unwrap().to_string(),
+                    s["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+pub fn events(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["stage"].is_string())
+        .map(|v| {
+            (
+                v["event"].as_str().unwrap().to_string(),
+                v["stage"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Stage ids with a given event.
+pub fn with_event(events: &[(String, String)], event: &str) -> Vec<String> {
+    let mut v: Vec<String> = events
+        .iter()
+        .filter(|(e, _)| e == event)
+        .map(|(_, s)| s.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn make_writable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let _ = std::fs::set_permissions(
+                &p,
+                std::fs::Permissions::from_mode(if p.is_dir() { 0o755 } else { 0o644 }),
+            );
+            if p.is_dir() {
+                make_writable(&p);
+            }
+        }
+    }
+}
+
+/// Every file below `dir`, relative.
+pub fn files_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(root: &Path, d: &Path, out: &mut Vec<String>) {
+        if let Ok(rd) = std::fs::read_dir(d) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(root, &p, out);
+                } else {
+                    out.push(p.strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
