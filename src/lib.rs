@@ -24,4 +24,6 @@ pub mod exec;
 pub mod graph;
 pub mod ops;
 pub mod report;
+pub mod rng;
 pub mod stages;
+pub mod text;

@@ -61,6 +61,24 @@ enum Command {
     /// Inspect and maintain the cache
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// ROUGE of predictions against references, exactly as Google's rouge-score
+    Rouge {
+        /// One prediction per line (text), or a JSONL of strings (`.jsonl`)
+        #[arg(long, value_name = "FILE")]
+        predictions: PathBuf,
+        /// One reference per line (text), or a JSONL of strings or lists of strings
+        #[arg(long, value_name = "FILE")]
+        references: PathBuf,
+        /// Do not apply the Porter stemmer
+        #[arg(long)]
+        no_stem: bool,
+        /// How several references per prediction combine
+        #[arg(long, value_enum, default_value_t = MultiRefArg::Max)]
+        multi_ref: MultiRefArg,
+        /// {"n", "rouge1": {"precision", "recall", "fmeasure"}, ...}
+        #[arg(long)]
+        json: bool,
+    },
     /// List stage kinds, or document one
     Plugins {
         kind: Option<String>,
@@ -110,6 +128,13 @@ enum CacheCommand {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum MultiRefArg {
+    Max,
+    Mean,
+    First,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -291,6 +316,26 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
                         files.len()
                     ));
                 }
+            }
+            Ok(0)
+        }
+        Command::Rouge {
+            predictions,
+            references,
+            no_stem,
+            multi_ref,
+            json,
+        } => {
+            let how = match multi_ref {
+                MultiRefArg::Max => crate::text::rouge::MultiRef::Max,
+                MultiRefArg::Mean => crate::text::rouge::MultiRef::Mean,
+                MultiRefArg::First => crate::text::rouge::MultiRef::First,
+            };
+            let (n, scores) = ops::rouge_files(&predictions, &references, !no_stem, how)?;
+            if json {
+                out(&format!("{}\n", ops::rouge_json(n, &scores)));
+            } else {
+                out(&ops::rouge_text(n, &scores));
             }
             Ok(0)
         }

@@ -406,7 +406,13 @@ fn compute(
                         experiment_dir: &plan.pipeline.experiment.dir,
                         log: &mut logf,
                     };
-                    b.stage.run(&mut ctx)
+                    b.stage.run(&mut ctx).and_then(|m| {
+                        // Built-ins return metrics; store them like external stages do.
+                        let json = serde_json::to_vec_pretty(&m).map_err(|e| e.to_string())?;
+                        std::fs::write(out.join("metrics.json"), json)
+                            .map_err(|e| format!("cannot write metrics.json: {e}"))?;
+                        Ok(m)
+                    })
                 }
                 Err(e) => Err(format!("cannot open log: {e}")),
             },
@@ -482,6 +488,7 @@ fn absolute_params(plan: &Plan, n: usize) -> std::collections::BTreeMap<String, 
         .map(|(k, v)| {
             let is_path = node.kind.param(k).is_some_and(|s| s.ty.mentions_path());
             let v = match (is_path, v) {
+                (true, Value::Str(s)) if s.is_empty() => Value::Str(String::new()),
                 (true, Value::Str(s)) => Value::Str(dir.join(s).display().to_string()),
                 (true, Value::List(items)) => Value::List(
                     items

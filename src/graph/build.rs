@@ -39,10 +39,14 @@ impl Node {
                 continue;
             }
             match self.params.get(&spec.name) {
+                // An empty path means "not given".
+                Some(Value::Str(s)) if s.is_empty() => {}
                 Some(Value::Str(s)) => out.push((spec.name.clone(), base.join(s))),
                 Some(Value::List(items)) => {
                     for (i, v) in items.iter().enumerate() {
-                        if let Value::Str(s) = v {
+                        if let Value::Str(s) = v
+                            && !s.is_empty()
+                        {
                             out.push((format!("{}[{i}]", spec.name), base.join(s)));
                         }
                     }
@@ -681,6 +685,7 @@ fn check_params(
                     };
                     for (i, item) in items.into_iter().enumerate() {
                         if let Value::Str(p) = item
+                            && !p.is_empty()
                             && !exp.dir.join(p).exists()
                         {
                             let span = assign.values.get(i).map(|(_, s)| *s).unwrap_or(assign.span);

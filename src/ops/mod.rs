@@ -4,12 +4,14 @@
 
 mod cache_ops;
 mod explain;
+mod rouge_cmd;
 mod show;
 
 use std::path::{Path, PathBuf};
 
 pub use cache_ops::{GcReport, cache_du, cache_gc, cache_ls, cache_verify};
 pub use explain::explain;
+pub use rouge_cmd::{read_entries, rouge_files, rouge_json, rouge_text};
 pub use show::{show_json, show_table};
 
 use crate::cache::Cache;

@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 use crate::dsl::{Metrics, Value};
 
+pub mod dataset;
+pub mod tokenizer;
+
 /// What a built-in stage gets to work with.
 pub struct StageContext<'a> {
     pub stage_id: &'a str,
@@ -44,8 +47,23 @@ pub struct Builtin {
     pub stage: &'static dyn Stage,
 }
 
-/// Every built-in kind. Kinds arrive with the data, training and evaluation stages.
-pub static BUILTINS: &[Builtin] = &[];
+/// Every built-in kind.
+pub static BUILTINS: &[Builtin] = &[
+    Builtin {
+        name: "dataset",
+        manifest_path: "plugins/builtin/dataset.kdl",
+        manifest: include_str!("../../plugins/builtin/dataset.kdl"),
+        code_version: 1,
+        stage: &dataset::DatasetStage,
+    },
+    Builtin {
+        name: "tokenizer",
+        manifest_path: "plugins/builtin/tokenizer.kdl",
+        manifest: include_str!("../../plugins/builtin/tokenizer.kdl"),
+        code_version: 1,
+        stage: &tokenizer::TokenizerStage,
+    },
+];
 
 pub fn builtin(name: &str) -> Option<&'static Builtin> {
     BUILTINS.iter().find(|b| b.name == name)
@@ -57,4 +75,50 @@ pub fn builtin_manifests() -> Vec<(&'static str, &'static str)> {
         .iter()
         .map(|b| (b.manifest_path, b.manifest))
         .collect()
+}
+
+// Typed access to parameters. The runner has already checked names and types
+// against the manifest, so an error here means a manifest and its stage disagree.
+
+fn param<'a>(p: &'a BTreeMap<String, Value>, name: &str) -> Result<&'a Value, String> {
+    p.get(name)
+        .ok_or_else(|| format!("internal: parameter `{name}` missing"))
+}
+
+pub fn param_str<'a>(p: &'a BTreeMap<String, Value>, name: &str) -> Result<&'a str, String> {
+    param(p, name)?
+        .as_str()
+        .ok_or_else(|| format!("internal: parameter `{name}` is not a string"))
+}
+
+pub fn param_i64(p: &BTreeMap<String, Value>, name: &str) -> Result<i64, String> {
+    param(p, name)?
+        .as_i64()
+        .ok_or_else(|| format!("internal: parameter `{name}` is not an int"))
+}
+
+pub fn param_f64(p: &BTreeMap<String, Value>, name: &str) -> Result<f64, String> {
+    param(p, name)?
+        .as_f64()
+        .ok_or_else(|| format!("internal: parameter `{name}` is not a number"))
+}
+
+pub fn param_bool(p: &BTreeMap<String, Value>, name: &str) -> Result<bool, String> {
+    param(p, name)?
+        .as_bool()
+        .ok_or_else(|| format!("internal: parameter `{name}` is not a bool"))
+}
+
+pub fn param_strs(p: &BTreeMap<String, Value>, name: &str) -> Result<Vec<String>, String> {
+    match param(p, name)? {
+        Value::List(items) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("internal: `{name}` holds a non-string"))
+            })
+            .collect(),
+        _ => Err(format!("internal: parameter `{name}` is not a list")),
+    }
 }
