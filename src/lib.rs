@@ -22,6 +22,7 @@ pub mod dsl;
 pub mod error;
 pub mod exec;
 pub mod graph;
+pub mod ml;
 pub mod ops;
 pub mod report;
 pub mod rng;

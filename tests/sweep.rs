@@ -145,3 +145,65 @@ fn plugins_lists_and_documents_kinds() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `tshout`?"));
 }
+
+#[test]
+fn show_aggregates_over_an_axis_and_plots_a_metric() {
+    let s = Sandbox::new("sweep-aggregate");
+    s.experiment(
+        r#"
+stage "a" kind="tshout" { times 1; }
+stage "b" kind="tshout" { input "a"; }
+sweep "times" {
+    vary "b.times" 1 2 4
+}
+sweep "seed" {
+    vary "b.seed" 1 2
+}
+"#,
+    );
+    s.ok(&["run", "exp.kdl"]);
+    let v: serde_json::Value = serde_json::from_str(&s.ok(&[
+        "show",
+        "exp.kdl",
+        "--format",
+        "json",
+        "--aggregate",
+        "seed",
+    ]))
+    .unwrap();
+    let stages = v["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 1 + 3);
+    let b4 = stages.iter().find(|x| x["id"] == "b[times=4]").unwrap();
+    assert_eq!(b4["n"], 2);
+    // "HELLO" four times with spaces: 23 characters, whatever the seed.
+    assert_eq!(b4["metrics"]["chars"], 23.0);
+    assert_eq!(b4["sd"]["chars"], 0.0);
+    let out = s.run(&[
+        "show",
+        "exp.kdl",
+        "--aggregate",
+        "seed",
+        "--plot",
+        "times:chars",
+        "--plot-out",
+        "plot.svg",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrote plot.svg (1 series)"));
+    let svg = s.read("plot.svg");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("t: chars by times"),
+        "{}",
+        &svg[..200.min(svg.len())]
+    );
+    // Unknown axes are input errors.
+    let out = s.run(&["show", "exp.kdl", "--aggregate", "sed"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = s.run(&["show", "exp.kdl", "--plot", "tims:chars"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`tims` is not a swept parameter"));
+}

@@ -55,6 +55,15 @@ enum Command {
         file: PathBuf,
         #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
         format: ShowFormat,
+        /// Average over these swept parameters (e.g. `seed`); adds `n` and `<metric> sd` columns
+        #[arg(long, value_name = "PARAM", value_delimiter = ',')]
+        aggregate: Vec<String>,
+        /// Plot METRIC against the swept PARAM, one line per other setting (SVG)
+        #[arg(long, value_name = "PARAM:METRIC")]
+        plot: Option<String>,
+        /// Where to write the plot [default: <experiment>-<metric>-by-<param>.svg]
+        #[arg(long, value_name = "FILE")]
+        plot_out: Option<PathBuf>,
         #[arg(long, value_name = "BACKEND")]
         backend: Option<String>,
     },
@@ -266,14 +275,42 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             file,
             format,
             backend,
+            aggregate,
+            plot,
+            plot_out,
         } => {
             let cache = cache_at(&cli.cache_dir)?;
             let plan = ops::load_plan(&file, &cache, backend.as_deref(), &[])?;
+            let mut rows = ops::show_rows(&plan);
+            if !aggregate.is_empty() {
+                let mut labels = Vec::new();
+                for a in &aggregate {
+                    let found = ops::resolve_labels(&plan, a);
+                    if found.is_empty() {
+                        return Err(Diag::input("E-AGGREGATE", format!("`{a}` is not a swept parameter of `{}`", plan.experiment_name()))
+                            .with_help("aggregate over a parameter that a `vary` line sweeps, e.g. `--aggregate seed`")
+                            .into());
+                    }
+                    labels.extend(found);
+                }
+                rows = ops::aggregate(&rows, &labels);
+            }
             match format {
-                ShowFormat::Json => out(&format!("{}\n", ops::show_json(&plan))),
-                ShowFormat::Table => out(&ops::show_table(&plan).to_text()),
-                ShowFormat::Csv => out(&ops::show_table(&plan).to_csv()),
-                ShowFormat::Md => out(&ops::show_table(&plan).to_markdown()),
+                ShowFormat::Json => out(&format!(
+                    "{}\n",
+                    ops::show_json_rows(plan.experiment_name(), &rows, &cache)
+                )),
+                ShowFormat::Table => out(&ops::rows_table(&rows).to_text()),
+                ShowFormat::Csv => out(&ops::rows_table(&rows).to_csv()),
+                ShowFormat::Md => out(&ops::rows_table(&rows).to_markdown()),
+            }
+            if let Some(spec) = plot {
+                let path = plot_out.unwrap_or_else(|| {
+                    let (x, y) = spec.split_once(':').unwrap_or((&spec, ""));
+                    PathBuf::from(format!("{}-{y}-by-{x}.svg", plan.experiment_name()))
+                });
+                let msg = ops::plot_rows(&plan, &rows, &spec, &path)?;
+                eprintln!("{msg}");
             }
             Ok(0)
         }

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 pub use cache_ops::{GcReport, cache_du, cache_gc, cache_ls, cache_verify};
 pub use explain::explain;
 pub use rouge_cmd::{read_entries, rouge_files, rouge_json, rouge_text};
-pub use show::{show_json, show_table};
+pub use show::{
+    ShowRow, aggregate, resolve_labels, rows_table, show_json, show_json_rows, show_rows,
+    show_table,
+};
 
 use crate::cache::Cache;
 use crate::dsl::{Manifest, Registry, load_experiment};
@@ -287,6 +290,68 @@ pub fn variant_columns(plan: &Plan) -> Vec<String> {
         }
     }
     cols
+}
+
+/// `show --plot X:Y`: one line per group of the other varied parameters.
+pub fn plot_rows(plan: &Plan, rows: &[ShowRow], spec: &str, out: &Path) -> Result<String, Diags> {
+    let bad = |msg: String| -> Diags {
+        crate::error::Diag::input("E-PLOT", msg)
+            .with_help("write `--plot PARAM:METRIC`, e.g. `--plot train-pairs:accuracy`")
+            .into()
+    };
+    let (x, y) = spec
+        .split_once(':')
+        .ok_or_else(|| bad(format!("`{spec}` is not PARAM:METRIC")))?;
+    let labels = resolve_labels(plan, x);
+    let label = match labels.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return Err(bad(format!(
+                "`{x}` is not a swept parameter of `{}`",
+                plan.experiment_name()
+            )));
+        }
+        _ => return Err(bad(format!("`{x}` is ambiguous: {}", labels.join(", ")))),
+    };
+    let mut series: Vec<crate::report::plot::Series> = Vec::new();
+    for r in rows {
+        let (Some(xv), Some(yv)) = (
+            r.variant.get(&label).and_then(|v| v.as_f64()),
+            r.metrics.get(y),
+        ) else {
+            continue;
+        };
+        let others: Vec<String> = r
+            .variant
+            .iter()
+            .filter(|(l, _)| **l != label)
+            .map(|(l, v)| format!("{}={v}", l.split_once('.').map(|(_, p)| p).unwrap_or(l)))
+            .collect();
+        let name = if others.is_empty() {
+            r.stage.clone()
+        } else {
+            format!("{} {}", r.stage, others.join(" "))
+        };
+        let point = (xv, *yv, r.spread.get(y).copied());
+        match series.iter_mut().find(|s| s.name == name) {
+            Some(s) => s.points.push(point),
+            None => series.push(crate::report::plot::Series {
+                name,
+                points: vec![point],
+            }),
+        }
+    }
+    for s in &mut series {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let title = format!("{}: {y} by {x}", plan.experiment_name());
+    crate::report::plot::line_plot_svg(out, &title, x, y, &series)
+        .map_err(|e| Diags::from(crate::error::Diag::env("E-PLOT", e)))?;
+    Ok(format!(
+        "wrote {} ({} series)",
+        crate::error::display_path(out).display(),
+        series.len()
+    ))
 }
 
 #[cfg(test)]

@@ -1,12 +1,32 @@
-//! `show FILE`: every stage and variant with its status and metrics, side by side.
+//! `show FILE`: every stage and variant with its status and metrics, side by
+//! side; optionally averaged over sweep axes (`--aggregate seed`) and plotted
+//! (`--plot train-pairs:accuracy`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::dsl::Metrics;
+use crate::dsl::{Metrics, Value};
 use crate::exec::{Plan, Status};
 use crate::report::{Cell, Table};
 
 use super::variant_columns;
+
+/// One row of `show`: a stage variant, or a group of them after aggregation.
+#[derive(Debug, Clone)]
+pub struct ShowRow {
+    pub id: String,
+    pub stage: String,
+    pub kind: String,
+    pub status: String,
+    /// Variant settings by label (`rm.train-pairs`).
+    pub variant: BTreeMap<String, Value>,
+    pub metrics: Metrics,
+    /// Standard deviations of the metrics over aggregated variants.
+    pub spread: Metrics,
+    /// How many variants the row stands for.
+    pub n: usize,
+    /// Digest of the stored result, for `done` rows.
+    pub output: Option<String>,
+}
 
 /// Status words: `done` (current result stored), `outdated` (an older result
 /// exists; metrics shown are that one's), `failed` (last attempt failed),
@@ -30,80 +50,227 @@ fn status_of(plan: &Plan, i: usize) -> (&'static str, Option<&Metrics>) {
     }
 }
 
-pub fn show_table(plan: &Plan) -> Table {
-    let variants = variant_columns(plan);
-    let mut metric_names = BTreeSet::new();
-    for i in 0..plan.pipeline.nodes.len() {
-        if let (_, Some(m)) = status_of(plan, i) {
-            metric_names.extend(m.keys().cloned());
-        }
-    }
-    // Short variant columns (`times`) unless they collide with each other or a metric.
-    let short: Vec<String> = variants
-        .iter()
-        .map(|l| l.split_once('.').map(|(_, p)| p).unwrap_or(l).to_string())
-        .collect();
-    let unique = short.iter().collect::<BTreeSet<_>>().len() == short.len()
-        && short.iter().all(|s| !metric_names.contains(s));
-    let mut columns = vec![
-        "stage".to_string(),
-        "kind".to_string(),
-        "status".to_string(),
-    ];
-    columns.extend(if unique {
-        short.clone()
-    } else {
-        variants.clone()
-    });
-    columns.extend(metric_names.iter().cloned());
-    let mut rows = Vec::new();
-    for (i, node) in plan.pipeline.nodes.iter().enumerate() {
-        let (status, metrics) = status_of(plan, i);
-        let mut row = vec![
-            Cell::Text(node.id.clone()),
-            Cell::Text(node.kind.name.clone()),
-            Cell::Text(status.into()),
-        ];
-        for label in &variants {
-            row.push(match node.variant.iter().find(|(l, _)| l == label) {
-                Some((_, crate::dsl::Value::Int(x))) => Cell::Number(*x as f64),
-                Some((_, crate::dsl::Value::Float(x))) => Cell::Number(*x),
-                Some((_, v)) => Cell::Text(v.to_string()),
-                None => Cell::Empty,
-            });
-        }
-        for m in &metric_names {
-            row.push(
-                metrics
-                    .and_then(|ms| ms.get(m))
-                    .map(|x| Cell::Number(*x))
-                    .unwrap_or(Cell::Empty),
-            );
-        }
-        rows.push(row);
-    }
-    Table { columns, rows }
-}
-
-/// `show --format json`: `{"stages": [{"id", "kind", "status", "metrics", "variant"}]}`.
-pub fn show_json(plan: &Plan) -> serde_json::Value {
-    let stages: Vec<serde_json::Value> = plan
-        .pipeline
+pub fn show_rows(plan: &Plan) -> Vec<ShowRow> {
+    plan.pipeline
         .nodes
         .iter()
         .enumerate()
         .map(|(i, node)| {
             let (status, metrics) = status_of(plan, i);
-            let variant: serde_json::Map<String, serde_json::Value> = node
+            let output = match &plan.statuses[i] {
+                Status::Cached(rec) => Some(rec.output.clone()),
+                Status::Run(_) => None,
+            };
+            ShowRow {
+                output,
+                id: node.id.clone(),
+                stage: node.stage.clone(),
+                kind: node.kind.name.clone(),
+                status: status.into(),
+                variant: node.variant.iter().cloned().collect(),
+                metrics: metrics.cloned().unwrap_or_default(),
+                spread: Metrics::new(),
+                n: 1,
+            }
+        })
+        .collect()
+}
+
+/// Resolves a user's column name (`seed`, `train-pairs` or `rm.train-pairs`) to variant labels.
+pub fn resolve_labels(plan: &Plan, name: &str) -> Vec<String> {
+    variant_columns(plan)
+        .into_iter()
+        .filter(|l| l == name || l.split_once('.').is_some_and(|(_, p)| p == name))
+        .collect()
+}
+
+/// Averages rows that differ only in the `over` labels. Metrics become means,
+/// `spread` their standard deviations (n - 1), `n` the group size.
+pub fn aggregate(rows: &[ShowRow], over: &[String]) -> Vec<ShowRow> {
+    let mut groups: Vec<(String, Vec<&ShowRow>)> = Vec::new();
+    for r in rows {
+        let kept: Vec<(&String, &Value)> = r
+            .variant
+            .iter()
+            .filter(|(l, _)| !over.contains(l))
+            .collect();
+        let key = format!("{}\0{kept:?}", r.stage);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(r),
+            None => groups.push((key, vec![r])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(_, g)| {
+            let first = g[0];
+            let variant: BTreeMap<String, Value> = first
                 .variant
                 .iter()
-                .map(|(l, v)| (l.clone(), v.to_json()))
+                .filter(|(l, _)| !over.contains(l))
+                .map(|(l, v)| (l.clone(), v.clone()))
                 .collect();
-            serde_json::json!({
-                "id": node.id, "stage": node.stage, "kind": node.kind.name, "status": status,
-                "metrics": metrics.cloned().unwrap_or_default(), "variant": variant,
-            })
+            let id = if variant.is_empty() {
+                first.stage.clone()
+            } else {
+                let parts: Vec<String> = variant
+                    .iter()
+                    .map(|(l, v)| format!("{}={v}", l.split_once('.').map(|(_, p)| p).unwrap_or(l)))
+                    .collect();
+                format!("{}[{}]", first.stage, parts.join(","))
+            };
+            let names: BTreeSet<&String> = g.iter().flat_map(|r| r.metrics.keys()).collect();
+            let mut metrics = Metrics::new();
+            let mut spread = Metrics::new();
+            for name in names {
+                let xs: Vec<f64> = g
+                    .iter()
+                    .filter_map(|r| r.metrics.get(name).copied())
+                    .collect();
+                let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+                metrics.insert(name.clone(), mean);
+                if xs.len() > 1 {
+                    let var =
+                        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (xs.len() - 1) as f64;
+                    spread.insert(name.clone(), var.sqrt());
+                }
+            }
+            let statuses: BTreeSet<&str> = g.iter().map(|r| r.status.as_str()).collect();
+            let status = if statuses.len() == 1 {
+                first.status.clone()
+            } else {
+                "mixed".into()
+            };
+            let output = if g.len() == 1 {
+                first.output.clone()
+            } else {
+                None
+            };
+            ShowRow {
+                id,
+                stage: first.stage.clone(),
+                kind: first.kind.clone(),
+                status,
+                variant,
+                metrics,
+                spread,
+                n: g.len(),
+                output,
+            }
+        })
+        .collect()
+}
+
+/// Rows as a table: stage, kind, status, [n,] one column per varied parameter, then metrics.
+pub fn rows_table(rows: &[ShowRow]) -> Table {
+    let mut labels: Vec<String> = Vec::new();
+    for r in rows {
+        for l in r.variant.keys() {
+            if !labels.contains(l) {
+                labels.push(l.clone());
+            }
+        }
+    }
+    let metric_names: BTreeSet<String> = rows
+        .iter()
+        .flat_map(|r| r.metrics.keys().cloned())
+        .collect();
+    // Short variant columns (`times`) unless they collide with each other or a metric.
+    let short: Vec<String> = labels
+        .iter()
+        .map(|l| l.split_once('.').map(|(_, p)| p).unwrap_or(l).to_string())
+        .collect();
+    let unique = short.iter().collect::<BTreeSet<_>>().len() == short.len()
+        && short.iter().all(|s| !metric_names.contains(s));
+    let aggregated = rows.iter().any(|r| r.n > 1);
+    let mut columns = vec![
+        "stage".to_string(),
+        "kind".to_string(),
+        "status".to_string(),
+    ];
+    if aggregated {
+        columns.push("n".into());
+    }
+    columns.extend(if unique { short } else { labels.clone() });
+    for m in &metric_names {
+        columns.push(m.clone());
+        if aggregated && rows.iter().any(|r| r.spread.contains_key(m)) {
+            columns.push(format!("{m} sd"));
+        }
+    }
+    let mut t = Table {
+        columns,
+        rows: Vec::new(),
+    };
+    for r in rows {
+        let mut row = vec![
+            Cell::Text(r.id.clone()),
+            Cell::Text(r.kind.clone()),
+            Cell::Text(r.status.clone()),
+        ];
+        if aggregated {
+            row.push(Cell::Number(r.n as f64));
+        }
+        for l in &labels {
+            row.push(match r.variant.get(l) {
+                Some(Value::Int(x)) => Cell::Number(*x as f64),
+                Some(Value::Float(x)) => Cell::Number(*x),
+                Some(v) => Cell::Text(v.to_string()),
+                None => Cell::Empty,
+            });
+        }
+        for m in &metric_names {
+            row.push(
+                r.metrics
+                    .get(m)
+                    .map(|x| Cell::Number(*x))
+                    .unwrap_or(Cell::Empty),
+            );
+            if aggregated && rows.iter().any(|x| x.spread.contains_key(m)) {
+                row.push(
+                    r.spread
+                        .get(m)
+                        .map(|x| Cell::Number(*x))
+                        .unwrap_or(Cell::Empty),
+                );
+            }
+        }
+        t.rows.push(row);
+    }
+    t
+}
+
+pub fn show_table(plan: &Plan) -> Table {
+    rows_table(&show_rows(plan))
+}
+
+/// `show --format json`: `{"stages": [{"id", "kind", "status", "metrics", "variant", "output"}]}`,
+/// `output` being the folder of a `done` stage's result.
+pub fn show_json_rows(
+    experiment: &str,
+    rows: &[ShowRow],
+    cache: &crate::cache::Cache,
+) -> serde_json::Value {
+    let stages: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let variant: serde_json::Map<String, serde_json::Value> = r.variant.iter().map(|(l, v)| (l.clone(), v.to_json())).collect();
+            let mut v = serde_json::json!({
+                "id": r.id, "stage": r.stage, "kind": r.kind, "status": r.status, "metrics": r.metrics, "variant": variant,
+            });
+            if let Some(d) = &r.output {
+                v["output"] = serde_json::json!(cache.artifact_dir(d));
+            }
+            if r.n > 1 {
+                v["n"] = serde_json::json!(r.n);
+                v["sd"] = serde_json::json!(r.spread);
+            }
+            v
         })
         .collect();
-    serde_json::json!({ "experiment": plan.experiment_name(), "stages": stages })
+    serde_json::json!({ "experiment": experiment, "stages": stages })
+}
+
+pub fn show_json(plan: &Plan, cache: &crate::cache::Cache) -> serde_json::Value {
+    show_json_rows(plan.experiment_name(), &show_rows(plan), cache)
 }

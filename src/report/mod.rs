@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+pub mod plot;
+
 /// Formats a metric for people: integers plainly, others with 4 decimals or in
 /// scientific notation when very small or large.
 pub fn fmt_number(x: f64) -> String {

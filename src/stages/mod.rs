@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::dsl::{Metrics, Value};
 
 pub mod dataset;
+pub mod reward;
 pub mod tokenizer;
 
 /// What a built-in stage gets to work with.
@@ -62,6 +63,13 @@ pub static BUILTINS: &[Builtin] = &[
         manifest: include_str!("../../plugins/builtin/tokenizer.kdl"),
         code_version: 1,
         stage: &tokenizer::TokenizerStage,
+    },
+    Builtin {
+        name: "reward-model",
+        manifest_path: "plugins/builtin/reward-model.kdl",
+        manifest: include_str!("../../plugins/builtin/reward-model.kdl"),
+        code_version: 1,
+        stage: &reward::RewardStage,
     },
 ];
 
