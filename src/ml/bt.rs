@@ -82,3 +82,55 @@ mod tests {
         );
     }
 }
+
+/// Settings of a pairwise training loop.
+#[derive(Debug, Clone)]
+pub struct PairwiseLoop {
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup_steps: usize,
+    pub seed: u64,
+}
+
+/// Trains `model` on `n` pairs with AdamW, a warm-up + cosine schedule and a
+/// seeded reshuffle every epoch. `loss` returns the Bradley-Terry loss of the
+/// pairs whose indices it is given. Returns the model and the mean loss per epoch.
+pub fn train_pairwise<M: burn::module::Module>(
+    mut model: M,
+    n: usize,
+    cfg: &PairwiseLoop,
+    loss: impl Fn(&M, &[usize]) -> Tensor<1>,
+    mut on_epoch: impl FnMut(usize, f64),
+) -> (M, Vec<f64>) {
+    use burn::optim::{AdamWConfig, GradientsParams};
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(cfg.weight_decay as f32)
+        .init();
+    let mut rng = crate::rng::Rng::new(cfg.seed);
+    let batch = cfg.batch.max(1);
+    let total = n.div_ceil(batch) * cfg.epochs;
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut losses = Vec::with_capacity(cfg.epochs);
+    let mut step = 0;
+    for epoch in 0..cfg.epochs {
+        rng.shuffle(&mut order);
+        let mut sum = 0.0;
+        for chunk in order.chunks(batch) {
+            let l = loss(&model, chunk);
+            sum += super::to_vec(l.clone())[0] as f64 * chunk.len() as f64;
+            let grads = GradientsParams::from_grads(l.backward(), &model);
+            model = optim.step(
+                super::schedule::cosine_lr(step, total, cfg.warmup_steps, cfg.lr, 0.0),
+                model,
+                grads,
+            );
+            step += 1;
+        }
+        let mean = sum / n.max(1) as f64;
+        losses.push(mean);
+        on_epoch(epoch, mean);
+    }
+    (model, losses)
+}

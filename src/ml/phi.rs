@@ -5,15 +5,12 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::{AdamWConfig, GradientsParams};
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use super::bt::bt_loss;
-use super::schedule::cosine_lr;
+use super::bt::{PairwiseLoop, bt_loss, train_pairwise};
 use super::{matrix, to_vec};
-use crate::rng::Rng;
 
 /// Number of input features (the seven domain scores).
 pub const FEATURES: usize = 7;
@@ -146,7 +143,7 @@ pub fn train_phi(
     let mut all = pairs.preferred.clone();
     all.extend_from_slice(&pairs.rejected);
     let mut init_draws = 0;
-    let mut model = loop {
+    let model = loop {
         init_draws += 1;
         train_dev.seed(cfg.seed.wrapping_add(init_draws - 1));
         let candidate = Phi::new(&cfg.hidden, &train_dev);
@@ -158,40 +155,29 @@ pub fn train_phi(
             break candidate;
         }
     };
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(cfg.weight_decay as f32)
-        .init();
-    let mut rng = Rng::new(cfg.seed);
-    let n = pairs.len();
-    let batch = cfg.batch.max(1);
-    let steps_per_epoch = n.div_ceil(batch);
-    let total = steps_per_epoch * cfg.epochs;
-    let mut step = 0;
-    let mut epoch_losses = Vec::with_capacity(cfg.epochs);
-    let mut order: Vec<usize> = (0..n).collect();
-    for epoch in 0..cfg.epochs {
-        rng.shuffle(&mut order);
-        let mut sum = 0.0;
-        for chunk in order.chunks(batch) {
-            let p: Vec<[f32; FEATURES]> = chunk.iter().map(|&i| pairs.preferred[i]).collect();
-            let r: Vec<[f32; FEATURES]> = chunk.iter().map(|&i| pairs.rejected[i]).collect();
-            let loss = bt_loss(
-                model.forward(features_tensor(&p, &train_dev)),
-                model.forward(features_tensor(&r, &train_dev)),
-            );
-            sum += to_vec(loss.clone())[0] as f64 * chunk.len() as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(
-                cosine_lr(step, total, cfg.warmup_steps, cfg.lr, 0.0),
-                model,
-                grads,
-            );
-            step += 1;
-        }
-        let mean = sum / n.max(1) as f64;
-        epoch_losses.push(mean);
-        on_epoch(epoch, mean);
-    }
+    let loop_cfg = PairwiseLoop {
+        epochs: cfg.epochs,
+        batch: cfg.batch,
+        lr: cfg.lr,
+        weight_decay: cfg.weight_decay,
+        warmup_steps: cfg.warmup_steps,
+        seed: cfg.seed,
+    };
+    let pick = |idx: &[usize], side: &[[f32; FEATURES]]| -> Vec<[f32; FEATURES]> {
+        idx.iter().map(|&i| side[i]).collect()
+    };
+    let (model, epoch_losses) = train_pairwise(
+        model,
+        pairs.len(),
+        &loop_cfg,
+        |m: &Phi, idx| {
+            bt_loss(
+                m.forward(features_tensor(&pick(idx, &pairs.preferred), &train_dev)),
+                m.forward(features_tensor(&pick(idx, &pairs.rejected), &train_dev)),
+            )
+        },
+        &mut on_epoch,
+    );
     let model = model.valid();
     let importance = match model.linear_weights() {
         Some(w) => std::array::from_fn(|k| w[k] as f64),

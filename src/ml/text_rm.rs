@@ -10,14 +10,11 @@ use burn::nn::transformer::{
 use burn::nn::{
     Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
-use burn::optim::{AdamWConfig, GradientsParams};
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
-use super::bt::bt_loss;
-use super::schedule::cosine_lr;
+use super::bt::{PairwiseLoop, bt_loss, train_pairwise};
 use super::to_vec;
-use crate::rng::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TextRmConfig {
@@ -182,41 +179,30 @@ pub fn train_text_rm(
     device: &Device,
     mut on_epoch: impl FnMut(usize, f64),
 ) -> (TextRm, Vec<f64>) {
-    device.seed(cfg.seed);
     let dev = device.clone().autodiff();
-    let mut model = TextRm::new(&cfg.model, &dev);
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(cfg.weight_decay as f32)
-        .init();
-    let mut rng = Rng::new(cfg.seed);
-    let n = preferred.len();
-    let batch = cfg.batch.max(1);
-    let total = n.div_ceil(batch) * cfg.epochs;
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut losses = Vec::new();
-    let mut step = 0;
-    for epoch in 0..cfg.epochs {
-        rng.shuffle(&mut order);
-        let mut sum = 0.0;
-        for chunk in order.chunks(batch) {
-            let mut ids: Vec<Vec<u32>> = chunk.iter().map(|&i| preferred[i].clone()).collect();
-            ids.extend(chunk.iter().map(|&i| rejected[i].clone()));
-            let scores = model.forward(&TokenBatch { ids, pad }, &dev);
-            let k = chunk.len();
-            let loss = bt_loss(scores.clone().narrow(0, 0, k), scores.narrow(0, k, k));
-            sum += to_vec(loss.clone())[0] as f64 * k as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(
-                cosine_lr(step, total, cfg.warmup_steps, cfg.lr, 0.0),
-                model,
-                grads,
-            );
-            step += 1;
-        }
-        let mean = sum / n.max(1) as f64;
-        losses.push(mean);
-        on_epoch(epoch, mean);
-    }
+    dev.seed(cfg.seed);
+    let loop_cfg = PairwiseLoop {
+        epochs: cfg.epochs,
+        batch: cfg.batch,
+        lr: cfg.lr,
+        weight_decay: cfg.weight_decay,
+        warmup_steps: cfg.warmup_steps,
+        seed: cfg.seed,
+    };
+    let (model, losses) = train_pairwise(
+        TextRm::new(&cfg.model, &dev),
+        preferred.len(),
+        &loop_cfg,
+        |m: &TextRm, idx| {
+            // One forward over both sides: preferred first, then rejected.
+            let mut ids: Vec<Vec<u32>> = idx.iter().map(|&i| preferred[i].clone()).collect();
+            ids.extend(idx.iter().map(|&i| rejected[i].clone()));
+            let scores = m.forward(&TokenBatch { ids, pad }, &dev);
+            let k = idx.len();
+            bt_loss(scores.clone().narrow(0, 0, k), scores.narrow(0, k, k))
+        },
+        &mut on_epoch,
+    );
     (model.valid(), losses)
 }
 
