@@ -27,4 +27,5 @@ pub mod ops;
 pub mod report;
 pub mod rng;
 pub mod stages;
+pub mod stats;
 pub mod text;

@@ -404,6 +404,7 @@ fn compute(
                         seed: node.seed,
                         backend: backend.as_deref(),
                         experiment_dir: &plan.pipeline.experiment.dir,
+                        memo_dir: &cache.root().join("memo").join(&node.kind.name),
                         log: &mut logf,
                     };
                     b.stage.run(&mut ctx).and_then(|m| {

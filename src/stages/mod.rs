@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::dsl::{Metrics, Value};
 
 pub mod dataset;
+pub mod featurize;
 pub mod reward;
 pub mod tokenizer;
 
@@ -29,6 +30,9 @@ pub struct StageContext<'a> {
     pub backend: Option<&'a str>,
     /// The experiment's folder (paths in params are already absolute).
     pub experiment_dir: &'a Path,
+    /// A folder that outlives runs, shared by all stages of this kind (for
+    /// memoizing expensive calls such as LLM answers; not part of any result).
+    pub memo_dir: &'a Path,
     pub log: &'a mut dyn Write,
 }
 
@@ -70,6 +74,13 @@ pub static BUILTINS: &[Builtin] = &[
         manifest: include_str!("../../plugins/builtin/reward-model.kdl"),
         code_version: 1,
         stage: &reward::RewardStage,
+    },
+    Builtin {
+        name: "featurize",
+        manifest_path: "plugins/builtin/featurize.kdl",
+        manifest: include_str!("../../plugins/builtin/featurize.kdl"),
+        code_version: 1,
+        stage: &featurize::FeaturizeStage,
     },
 ];
 
