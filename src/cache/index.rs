@@ -56,7 +56,8 @@ impl IndexSession {
             match sled::Config::new().path(&path).flush_every_ms(None).open() {
                 Ok(db) => return Ok(IndexSession { db, _lock: lock }),
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
+                    // sled reports its held lock as an `Other` error with this text.
+                    if (e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock"))
                         && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(2));
