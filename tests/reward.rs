@@ -6,6 +6,7 @@ use common::*;
 
 use std::path::{Path, PathBuf};
 
+use efrlhf::ml::bt::PairwiseLoop;
 use efrlhf::ml::phi::{FeaturePairs, PhiTrainConfig, train_phi};
 use efrlhf::rng::Rng;
 use efrlhf::stages::dataset::{Candidate, FieldMap, load};
@@ -172,12 +173,14 @@ fn saved_phi_reloads_with_identical_scores() {
     let dev = efrlhf::ml::device(None, 3).unwrap();
     let cfg = PhiTrainConfig {
         hidden: vec![6, 4, 2],
-        epochs: 5,
-        batch: 32,
-        lr: 0.01,
-        weight_decay: 0.01,
-        warmup_steps: 0,
-        seed: 3,
+        training: PairwiseLoop {
+            epochs: 5,
+            batch: 32,
+            lr: 0.01,
+            weight_decay: 0.01,
+            warmup_steps: 0,
+            seed: 3,
+        },
     };
     let trained = train_phi(&cfg, &fp, &dev, |_, _| {});
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("phi-roundtrip");
@@ -229,12 +232,14 @@ fn phi_recovers_the_ranking_of_known_weights() {
     let dev = efrlhf::ml::device(None, 1).unwrap();
     let cfg = PhiTrainConfig {
         hidden: vec![],
-        epochs: 30,
-        batch: 64,
-        lr: 0.03,
-        weight_decay: 0.0,
-        warmup_steps: 0,
-        seed: 1,
+        training: PairwiseLoop {
+            epochs: 30,
+            batch: 64,
+            lr: 0.03,
+            weight_decay: 0.0,
+            warmup_steps: 0,
+            seed: 1,
+        },
     };
     let trained = train_phi(&cfg, &pairs, &dev, |_, _| {});
     let w = trained.importance;
@@ -249,12 +254,14 @@ fn phi_recovers_the_ranking_of_known_weights() {
     let held_out = synthetic_pairs(&truth, 2000, 12);
     let mlp_cfg = PhiTrainConfig {
         hidden: vec![6, 4, 2],
-        epochs: 20,
-        batch: 64,
-        lr: 0.01,
-        weight_decay: 0.0,
-        warmup_steps: 0,
-        seed: 2,
+        training: PairwiseLoop {
+            epochs: 20,
+            batch: 64,
+            lr: 0.01,
+            weight_decay: 0.0,
+            warmup_steps: 0,
+            seed: 2,
+        },
     };
     let mlp = train_phi(&mlp_cfg, &pairs, &dev, |_, _| {});
     let acc = |p: &[f32], r: &[f32]| {

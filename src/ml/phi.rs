@@ -95,12 +95,7 @@ pub fn features_tensor(feats: &[[f32; FEATURES]], device: &Device) -> Tensor<2> 
 #[derive(Debug, Clone)]
 pub struct PhiTrainConfig {
     pub hidden: Vec<usize>,
-    pub epochs: usize,
-    pub batch: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub warmup_steps: usize,
-    pub seed: u64,
+    pub training: PairwiseLoop,
 }
 
 /// Training pairs: features of the preferred and of the rejected candidate.
@@ -145,7 +140,7 @@ pub fn train_phi(
     let mut init_draws = 0;
     let model = loop {
         init_draws += 1;
-        train_dev.seed(cfg.seed.wrapping_add(init_draws - 1));
+        train_dev.seed(cfg.training.seed.wrapping_add(init_draws - 1));
         let candidate = Phi::new(&cfg.hidden, &train_dev);
         let scores = candidate.clone().valid().score(&all, device);
         let (lo, hi) = scores
@@ -155,21 +150,13 @@ pub fn train_phi(
             break candidate;
         }
     };
-    let loop_cfg = PairwiseLoop {
-        epochs: cfg.epochs,
-        batch: cfg.batch,
-        lr: cfg.lr,
-        weight_decay: cfg.weight_decay,
-        warmup_steps: cfg.warmup_steps,
-        seed: cfg.seed,
-    };
     let pick = |idx: &[usize], side: &[[f32; FEATURES]]| -> Vec<[f32; FEATURES]> {
         idx.iter().map(|&i| side[i]).collect()
     };
     let (model, epoch_losses) = train_pairwise(
         model,
         pairs.len(),
-        &loop_cfg,
+        &cfg.training,
         |m: &Phi, idx| {
             bt_loss(
                 m.forward(features_tensor(&pick(idx, &pairs.preferred), &train_dev)),

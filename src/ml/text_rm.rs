@@ -162,12 +162,7 @@ pub fn pair_sequence(
 #[derive(Debug, Clone)]
 pub struct TextTrainConfig {
     pub model: TextRmConfig,
-    pub epochs: usize,
-    pub batch: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub warmup_steps: usize,
-    pub seed: u64,
+    pub training: PairwiseLoop,
 }
 
 /// Trains on (preferred, rejected) token sequences.
@@ -180,19 +175,11 @@ pub fn train_text_rm(
     mut on_epoch: impl FnMut(usize, f64),
 ) -> (TextRm, Vec<f64>) {
     let dev = device.clone().autodiff();
-    dev.seed(cfg.seed);
-    let loop_cfg = PairwiseLoop {
-        epochs: cfg.epochs,
-        batch: cfg.batch,
-        lr: cfg.lr,
-        weight_decay: cfg.weight_decay,
-        warmup_steps: cfg.warmup_steps,
-        seed: cfg.seed,
-    };
+    dev.seed(cfg.training.seed);
     let (model, losses) = train_pairwise(
         TextRm::new(&cfg.model, &dev),
         preferred.len(),
-        &loop_cfg,
+        &cfg.training,
         |m: &TextRm, idx| {
             // One forward over both sides: preferred first, then rejected.
             let mut ids: Vec<Vec<u32>> = idx.iter().map(|&i| preferred[i].clone()).collect();

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::dataset::{Candidate, DOMAIN_KEYS, Product, read_products};
 use super::{Stage, StageContext, param_f64, param_i64, param_str};
 use crate::dsl::{Metrics, Value};
-use crate::ml::bt::{bt_loss_values, pairwise_accuracy};
+use crate::ml::bt::{PairwiseLoop, bt_loss_values, pairwise_accuracy};
 use crate::ml::phi::{FEATURES, FeaturePairs, Phi, PhiTrainConfig, train_phi};
 use crate::ml::text_rm::{TextRm, TextRmConfig, TextTrainConfig, pair_sequence, train_text_rm};
 use crate::rng::Rng;
@@ -218,6 +218,17 @@ impl Stage for RewardStage {
         let weight_decay = param_f64(p, "weight-decay")?;
         let warmup_steps = param_i64(p, "warmup-steps")? as usize;
         let device = crate::ml::device(ctx.backend, ctx.seed as u64)?;
+        let seed = ctx.seed as u64;
+        // The loop settings, with the method's defaults where a parameter is 0.
+        let training =
+            |default_epochs: usize, default_batch: usize, default_lr: f64| PairwiseLoop {
+                epochs: if epochs == 0 { default_epochs } else { epochs },
+                batch: if batch == 0 { default_batch } else { batch },
+                lr: default_if_zero(lr, default_lr),
+                weight_decay,
+                warmup_steps,
+                seed,
+            };
 
         let spec = match method.as_str() {
             "naive-mean" => {
@@ -261,12 +272,7 @@ impl Stage for RewardStage {
             "domain-knowledge" | "synthetic" => {
                 let cfg = PhiTrainConfig {
                     hidden: hidden.clone(),
-                    epochs: if epochs == 0 { 30 } else { epochs },
-                    batch: if batch == 0 { 32 } else { batch },
-                    lr: default_if_zero(lr, 0.01),
-                    weight_decay,
-                    warmup_steps,
-                    seed: ctx.seed as u64,
+                    training: training(30, 32, 0.01),
                 };
                 let tp = feature_pairs(&products, &train)?;
                 let vp = feature_pairs(&products, &val)?;
@@ -367,12 +373,7 @@ impl Stage for RewardStage {
                 let (vpa, vpb) = seqs(&val)?;
                 let cfg = TextTrainConfig {
                     model: model_cfg,
-                    epochs: if epochs == 0 { 4 } else { epochs },
-                    batch: if batch == 0 { 8 } else { batch },
-                    lr: default_if_zero(lr, 3e-4),
-                    weight_decay,
-                    warmup_steps,
-                    seed: ctx.seed as u64,
+                    training: training(4, 8, 3e-4),
                 };
                 let log = &mut *ctx.log;
                 let (model, _) = train_text_rm(&cfg, &tpa, &tpb, pad, &device, |e, l| {
