@@ -207,3 +207,30 @@ sweep "seed" {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`tims` is not a swept parameter"));
 }
+
+#[test]
+fn show_can_keep_only_some_metrics() {
+    let s = Sandbox::new("sweep-metrics");
+    s.experiment("stage \"a\" kind=\"tshout\" { times 2; }\n");
+    s.ok(&["run", "exp.kdl"]);
+    let table = s.ok(&["show", "exp.kdl", "--metrics", "nothing-like-this"]);
+    assert_eq!(
+        table
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["stage", "kind", "status"]
+    );
+    let table = s.ok(&["show", "exp.kdl", "--metrics", "chars"]);
+    assert_eq!(
+        table
+            .lines()
+            .nth(2)
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["a", "tshout", "done", "11"]
+    );
+}

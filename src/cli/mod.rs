@@ -58,6 +58,9 @@ enum Command {
         /// Average over these swept parameters (e.g. `seed`); adds `n` and `<metric> sd` columns
         #[arg(long, value_name = "PARAM", value_delimiter = ',')]
         aggregate: Vec<String>,
+        /// Show only these metrics (a name, or a prefix such as `importance`)
+        #[arg(long, value_name = "NAME", value_delimiter = ',')]
+        metrics: Vec<String>,
         /// Plot METRIC against the swept PARAM, one line per other setting (SVG)
         #[arg(long, value_name = "PARAM:METRIC")]
         plot: Option<String>,
@@ -276,6 +279,7 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             format,
             backend,
             aggregate,
+            metrics,
             plot,
             plot_out,
         } => {
@@ -295,6 +299,7 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
                 }
                 rows = ops::aggregate(&rows, &labels);
             }
+            ops::select_metrics(&mut rows, &metrics);
             match format {
                 ShowFormat::Json => out(&format!(
                     "{}\n",

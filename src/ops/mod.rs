@@ -13,8 +13,8 @@ pub use cache_ops::{GcReport, cache_du, cache_gc, cache_ls, cache_verify};
 pub use explain::explain;
 pub use rouge_cmd::{read_entries, rouge_files, rouge_json, rouge_text};
 pub use show::{
-    ShowRow, aggregate, resolve_labels, rows_table, show_json, show_json_rows, show_rows,
-    show_table,
+    ShowRow, aggregate, resolve_labels, rows_table, select_metrics, show_json, show_json_rows,
+    show_rows, show_table,
 };
 
 use crate::cache::Cache;

@@ -161,6 +161,25 @@ pub fn aggregate(rows: &[ShowRow], over: &[String]) -> Vec<ShowRow> {
         .collect()
 }
 
+/// Keeps only the metrics named in `names` (exactly, or as a dotted prefix:
+/// `importance` keeps `importance.relevance`).
+pub fn select_metrics(rows: &mut [ShowRow], names: &[String]) {
+    if names.is_empty() {
+        return;
+    }
+    let keep = |k: &String| {
+        names.iter().any(|n| {
+            k == n
+                || k.strip_prefix(n.as_str())
+                    .is_some_and(|r| r.starts_with('.'))
+        })
+    };
+    for r in rows.iter_mut() {
+        r.metrics.retain(|k, _| keep(k));
+        r.spread.retain(|k, _| keep(k));
+    }
+}
+
 /// Rows as a table: stage, kind, status, [n,] one column per varied parameter, then metrics.
 pub fn rows_table(rows: &[ShowRow]) -> Table {
     let mut labels: Vec<String> = Vec::new();
