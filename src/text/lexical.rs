@@ -679,8 +679,11 @@ impl Lexical {
     }
 }
 
+/// Buckets of the hashed bag of words in the distilled featurizer's inputs.
+const WORD_BUCKETS: usize = 64;
+
 /// Number of inputs of the distilled featurizer.
-pub const DISTILL_INPUTS: usize = 16;
+pub const DISTILL_INPUTS: usize = 16 + WORD_BUCKETS;
 
 /// Inputs of the distilled featurizer: the seven lexical scores / 5 and the
 /// statistics behind them, each scaled to about 0..1.
@@ -712,6 +715,14 @@ pub fn distill_inputs(
     ];
     for (i, v) in rest.iter().enumerate() {
         out[7 + i] = *v as f32;
+    }
+    // A hashed bag of the summary's words (stable across runs: blake3, not the std hasher).
+    let ws = words(summary);
+    let scale = 1.0 / (ws.len().max(1) as f32).sqrt();
+    for w in &ws {
+        let h = blake3::hash(w.as_bytes());
+        let b = u16::from_le_bytes([h.as_bytes()[0], h.as_bytes()[1]]) as usize % WORD_BUCKETS;
+        out[16 + b] += scale;
     }
     out
 }

@@ -1,5 +1,5 @@
 //! `distilled`: a small burn model (an MLP over the lexical statistics of a
-//! summary against its reviews) trained to reproduce the stored LLM scores
+//! summary against its reviews and a hashed bag of its words) trained to reproduce the stored LLM scores
 //! of the training summaries, then applied to every summary. The model is
 //! saved next to the scores (`distilled.safetensors`, `distilled.json`).
 
