@@ -13,7 +13,7 @@
 //! - opinion-coverage: share of the reviews' (aspect, polarity) pairs, voiced by
 //!   at least two reviews, that the summary voices too;
 //! - conciseness: penalties for repeated sentences and trigrams, and for a
-//!   length outside 30..130 words (too short costs more);
+//!   length outside 100..160 words (too short costs more);
 //! - relevance: share of the summary's content words found in the reviews;
 //! - hallucination: 5 minus penalties for content words and numbers that no
 //!   review contains;
@@ -608,12 +608,12 @@ impl Lexical {
         } else {
             1.0 - distinct.len() as f64 / trigrams.len() as f64
         };
-        // Summaries under 60 words leave things out (the LLM judges agree: their
+        // Summaries under 100 words leave things out (the LLM judges agree: their
         // scores correlate with length at about 0.35-0.4 Spearman on OpinPref).
-        let length_penalty = if n_words < 60 {
-            (60 - n_words) as f64 / 60.0 * 3.0
-        } else if n_words > 130 {
-            ((n_words - 130) as f64 / 130.0 * 2.0).min(2.0)
+        let length_penalty = if n_words < 100 {
+            (100 - n_words) as f64 / 100.0 * 3.0
+        } else if n_words > 160 {
+            ((n_words - 160) as f64 / 160.0 * 2.0).min(2.0)
         } else {
             0.0
         };
