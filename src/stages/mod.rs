@@ -141,3 +141,29 @@ pub fn param_strs(p: &BTreeMap<String, Value>, name: &str) -> Result<Vec<String>
         _ => Err(format!("internal: parameter `{name}` is not a list")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every built-in: its manifest parses, names this entry, binds to it, and documents every parameter.
+    #[test]
+    fn the_builtin_table_is_consistent() {
+        let reg = crate::dsl::Registry::load(&builtin_manifests(), &[])
+            .unwrap_or_else(|d| panic!("{d:?}"));
+        assert_eq!(reg.names().count(), BUILTINS.len());
+        for b in BUILTINS {
+            let m = reg
+                .get(b.name)
+                .unwrap_or_else(|| panic!("manifest of `{}` names another kind", b.name));
+            match &m.exec {
+                crate::dsl::Exec::Builtin { name } => assert_eq!(name, b.name),
+                other => panic!("`{}` does not bind to a built-in: {other:?}", b.name),
+            }
+            assert!(!m.doc.is_empty(), "`{}` has no doc", b.name);
+            for p in &m.params {
+                assert!(!p.doc.is_empty(), "`{}.{}` has no doc", b.name, p.name);
+            }
+        }
+    }
+}
