@@ -282,13 +282,10 @@ impl Stage for RewardStage {
                     let _ = writeln!(curve, "{},{l}", e + 1);
                 });
                 let acc = |fp: &FeaturePairs| {
-                    let a = trained.model.score(&fp.preferred, &device);
-                    let b = trained.model.score(&fp.rejected, &device);
-                    let acc = pairwise_accuracy(
-                        &a.iter().map(|x| *x as f64).collect::<Vec<_>>(),
-                        &b.iter().map(|x| *x as f64).collect::<Vec<_>>(),
-                    );
-                    (acc, bt_loss_values(&a, &b))
+                    evaluate(
+                        &trained.model.score(&fp.preferred, &device),
+                        &trained.model.score(&fp.rejected, &device),
+                    )
                 };
                 let (va, vl) = acc(&vp);
                 let (ta, tl) = acc(&tp);
@@ -381,13 +378,10 @@ impl Stage for RewardStage {
                     let _ = writeln!(curve, "{},{l}", e + 1);
                 });
                 let score = |a: &[Vec<u32>], b: &[Vec<u32>]| {
-                    let sa = model.score(a, pad, 16, &device);
-                    let sb = model.score(b, pad, 16, &device);
-                    let acc = pairwise_accuracy(
-                        &sa.iter().map(|x| *x as f64).collect::<Vec<_>>(),
-                        &sb.iter().map(|x| *x as f64).collect::<Vec<_>>(),
-                    );
-                    (acc, bt_loss_values(&sa, &sb))
+                    evaluate(
+                        &model.score(a, pad, 16, &device),
+                        &model.score(b, pad, 16, &device),
+                    )
                 };
                 let (va, vl) = score(&vpa, &vpb);
                 let (ta, tl) = score(&tpa, &tpb);
@@ -433,16 +427,28 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<(), String> {
     std::fs::write(dir.join(name), text).map_err(|e| format!("cannot write {name}: {e}"))
 }
 
+/// Reads `reward.json` of a reward-model stage's output folder.
+pub fn read_spec(dir: &Path) -> Result<RewardSpec, String> {
+    let text = std::fs::read_to_string(dir.join("reward.json"))
+        .map_err(|e| format!("cannot read reward.json: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("reward.json: {e}"))
+}
+
+/// Pairwise accuracy (ties half) and Bradley-Terry loss of model scores.
+fn evaluate(preferred: &[f32], rejected: &[f32]) -> (f64, f64) {
+    let wide = |v: &[f32]| v.iter().map(|x| *x as f64).collect::<Vec<_>>();
+    (
+        pairwise_accuracy(&wide(preferred), &wide(rejected)),
+        bt_loss_values(preferred, rejected),
+    )
+}
+
 /// Loads a trained φ from a reward-model stage's output folder.
 pub fn load_phi(
     dir: &Path,
     device: &burn::tensor::Device,
 ) -> Result<(RewardSpec, Option<Phi>), String> {
-    let spec: RewardSpec = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("reward.json"))
-            .map_err(|e| format!("cannot read reward.json: {e}"))?,
-    )
-    .map_err(|e| format!("reward.json: {e}"))?;
+    let spec = read_spec(dir)?;
     let model = match spec.method.as_str() {
         "domain-knowledge" | "synthetic" => Some(Phi::load(
             &dir.join("model.safetensors"),
@@ -459,11 +465,7 @@ pub fn load_text_rm(
     dir: &Path,
     device: &burn::tensor::Device,
 ) -> Result<(RewardSpec, TextRm), String> {
-    let spec: RewardSpec = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("reward.json"))
-            .map_err(|e| format!("cannot read reward.json: {e}"))?,
-    )
-    .map_err(|e| format!("reward.json: {e}"))?;
+    let spec = read_spec(dir)?;
     let cfg = spec.text.ok_or("reward.json describes no text model")?;
     let model = TextRm::load(&dir.join("model.safetensors"), &cfg, device)?;
     Ok((spec, model))

@@ -7,7 +7,9 @@ mod sources;
 
 use std::collections::BTreeMap;
 
-pub use schema::{Candidate, Category, DOMAIN_KEYS, Preference, Product, read_products};
+pub use schema::{
+    Candidate, Category, DOMAIN_KEYS, Preference, Product, read_products, write_products,
+};
 pub use sources::{FieldMap, Loaded, OPOSUM_DOMAINS, RowError, SOURCES, load};
 
 use super::{Stage, StageContext, param_bool, param_f64, param_i64, param_str, param_strs};
@@ -148,13 +150,7 @@ impl Stage for DatasetStage {
                 sel.split, sel.limit
             ));
         }
-        let mut out = String::new();
-        for prod in &products {
-            out.push_str(&serde_json::to_string(prod).map_err(|e| e.to_string())?);
-            out.push('\n');
-        }
-        std::fs::write(ctx.output.join("products.jsonl"), out)
-            .map_err(|e| format!("cannot write products.jsonl: {e}"))?;
+        write_products(ctx.output, &products)?;
         let metrics = summarize(&products, loaded.skipped.len());
         let info = serde_json::json!({"format_version": schema::FORMAT_VERSION, "source": source, "counts": metrics});
         std::fs::write(

@@ -129,6 +129,17 @@ pub fn read_products(dir: &std::path::Path) -> Result<Vec<Product>, String> {
         .collect()
 }
 
+/// Writes `products.jsonl` into a stage's output folder.
+pub fn write_products(dir: &std::path::Path, products: &[Product]) -> Result<(), String> {
+    let mut out = String::new();
+    for p in products {
+        out.push_str(&serde_json::to_string(p).map_err(|e| e.to_string())?);
+        out.push('\n');
+    }
+    std::fs::write(dir.join("products.jsonl"), out)
+        .map_err(|e| format!("cannot write products.jsonl: {e}"))
+}
+
 /// Maps source split names to ours: `val`, `valid`, `dev` -> `validation`.
 pub fn normalize_split(name: &str) -> String {
     match name.to_ascii_lowercase().as_str() {

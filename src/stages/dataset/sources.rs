@@ -102,31 +102,25 @@ pub fn load(source: &str, path: &Path, strict: bool, fields: &FieldMap) -> Resul
         out: Loaded::default(),
     };
     match source {
-        "opinpref" => for_files(
+        "opinpref" => jsonl_source(
             path,
             &[
                 "annotations-train.jsonl",
                 "annotations-valid.jsonl",
                 "opin-pref.jsonl",
             ],
-            |f, split| {
-                jsonl_rows(f, |line, v| {
-                    c.row(f, line, v.and_then(|v| opinpref_row(&v, split)))
-                })
-            },
+            opinpref_row,
+            &mut c,
         )?,
-        "prompt-opin-summ" => for_files(
+        "prompt-opin-summ" => jsonl_source(
             path,
             &[
                 "prompt-opin-summ-train.jsonl",
                 "prompt-opin-summ-valid.jsonl",
                 "prompt-opin-summ-test.jsonl",
             ],
-            |f, split| {
-                jsonl_rows(f, |line, v| {
-                    c.row(f, line, v.and_then(|v| prompt_opin_summ_row(&v, split)))
-                })
-            },
+            prompt_opin_summ_row,
+            &mut c,
         )?,
         "copycat-amazon" => for_files(path, &["dev.csv", "test.csv"], |f, split| {
             tsv_rows(f, b'\t', |line, rec| {
@@ -186,6 +180,18 @@ pub fn load(source: &str, path: &Path, strict: bool, fields: &FieldMap) -> Resul
         }
     }
     Ok(c.out)
+}
+
+/// A source of JSONL files (or one file) whose rows `row` turns into products.
+fn jsonl_source(
+    path: &Path,
+    names: &[&str],
+    row: fn(&Json, &str) -> Result<Product, String>,
+    c: &mut Collector,
+) -> Result<(), String> {
+    for_files(path, names, |f, split| {
+        jsonl_rows(f, |line, v| c.row(f, line, v.and_then(|v| row(&v, split))))
+    })
 }
 
 /// The split a file's name implies (`annotations-valid.jsonl` -> validation).

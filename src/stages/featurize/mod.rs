@@ -18,7 +18,7 @@ pub mod judge;
 
 use std::collections::BTreeMap;
 
-use super::dataset::{DOMAIN_KEYS, Product, read_products};
+use super::dataset::{DOMAIN_KEYS, Product, read_products, write_products};
 use super::{Stage, StageContext, param_str};
 use crate::dsl::Metrics;
 use crate::stats::spearman;
@@ -158,13 +158,7 @@ impl Stage for FeaturizeStage {
         m.append(&mut extra);
         m.insert("summaries".into(), n_candidates as f64);
         let products = with_scores(products, &computed);
-        let mut out = String::new();
-        for p in &products {
-            out.push_str(&serde_json::to_string(p).map_err(|e| e.to_string())?);
-            out.push('\n');
-        }
-        std::fs::write(ctx.output.join("products.jsonl"), out)
-            .map_err(|e| format!("cannot write products.jsonl: {e}"))?;
+        write_products(ctx.output, &products)?;
         // Timing goes to the log, not the metrics: outputs must not change between identical runs.
         let _ = writeln!(
             ctx.log,
