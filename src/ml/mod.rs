@@ -4,6 +4,7 @@
 //! `Device`; the CPU device is burn-flex. Parameters are created on the
 //! autodiff device to train, and used through `valid()` to evaluate.
 
+pub mod bart;
 pub mod bt;
 pub mod phi;
 pub mod schedule;

@@ -1,0 +1,274 @@
+//! Batched autoregressive decoding with a key/value cache: greedy or
+//! sampled (temperature, top-k, top-p), EOS handling, optional n-gram
+//! blocking. Token choice happens on the host with the project's seeded
+//! RNG, so sampled outputs are reproducible on every backend.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::model::{Bart, Batch};
+use crate::rng::Rng;
+
+/// Decoding settings (HF `generate` names in comments).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    /// `max_new_tokens`: tokens generated after the decoder start token, EOS included.
+    pub max_new_tokens: usize,
+    /// `do_sample`: false picks the most likely token.
+    pub sample: bool,
+    pub temperature: f64,
+    /// 0 keeps every token.
+    pub top_k: usize,
+    /// 1.0 keeps every token.
+    pub top_p: f64,
+    /// `no_repeat_ngram_size`; 0 is off.
+    pub no_repeat_ngram: usize,
+}
+
+impl GenerateOptions {
+    pub fn greedy(max_new_tokens: usize) -> GenerateOptions {
+        GenerateOptions {
+            max_new_tokens,
+            sample: false,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            no_repeat_ngram: 0,
+        }
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        if self.sample && self.temperature <= 0.0 {
+            return Err("temperature must be > 0 when sampling".into());
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(format!("top-p must be in (0, 1], got {}", self.top_p));
+        }
+        Ok(())
+    }
+}
+
+/// One generated sequence: tokens after the decoder start (EOS included when
+/// reached), and whether EOS was reached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    pub tokens: Vec<u32>,
+    pub finished: bool,
+}
+
+/// Generates one sequence per source row. `sources` are token ids with their
+/// special tokens (`<s> ... </s>`).
+pub fn generate(
+    model: &Bart,
+    sources: &[Vec<u32>],
+    opts: &GenerateOptions,
+    rng: &mut Rng,
+    device: &Device,
+) -> Vec<Generated> {
+    let cfg = &model.config;
+    let b = sources.len();
+    if b == 0 {
+        return Vec::new();
+    }
+    let source = Batch::new(sources, cfg.pad_token_id, device);
+    let encoded = model.encode(&source);
+    let mut cache = model.start_cache(&encoded);
+    let bias = source.key_bias();
+    let mut out: Vec<Generated> = (0..b)
+        .map(|_| Generated {
+            tokens: Vec::new(),
+            finished: false,
+        })
+        .collect();
+    let mut current = vec![cfg.decoder_start_token_id; b];
+    for step in 0..opts.max_new_tokens {
+        let ids: Tensor<2, Int> = Tensor::from_data(
+            TensorData::new(current.iter().map(|&t| t as i64).collect(), [b, 1]),
+            device,
+        );
+        let hidden = model.decode(ids, step, &mut cache, &bias);
+        let logits = super::super::to_vec(model.logits(hidden));
+        let v = cfg.vocab_size;
+        for (i, g) in out.iter_mut().enumerate() {
+            if g.finished {
+                current[i] = cfg.pad_token_id;
+                continue;
+            }
+            let mut row = logits[i * v..(i + 1) * v].to_vec();
+            let forced = if step == 0 {
+                cfg.forced_bos_token_id
+            } else if step + 1 == opts.max_new_tokens {
+                cfg.forced_eos_token_id
+            } else {
+                None
+            };
+            let token = match forced {
+                Some(t) => t,
+                None => {
+                    if opts.no_repeat_ngram > 0 {
+                        block_repeats(&mut row, &g.tokens, cfg.decoder_start_token_id, opts);
+                    }
+                    choose(&mut row, opts, rng)
+                }
+            };
+            g.tokens.push(token);
+            g.finished = token == cfg.eos_token_id;
+            current[i] = token;
+        }
+        if out.iter().all(|g| g.finished) {
+            break;
+        }
+    }
+    out
+}
+
+/// Bans tokens that would repeat an n-gram already in the sequence
+/// (HF's `NoRepeatNGramLogitsProcessor`, whose sequence includes the start token).
+fn block_repeats(row: &mut [f32], tokens: &[u32], start: u32, opts: &GenerateOptions) {
+    let n = opts.no_repeat_ngram;
+    let mut seq = Vec::with_capacity(tokens.len() + 1);
+    seq.push(start);
+    seq.extend_from_slice(tokens);
+    if seq.len() + 1 < n {
+        return;
+    }
+    let prefix = &seq[seq.len() + 1 - n..];
+    for w in seq.windows(n) {
+        if &w[..n - 1] == prefix {
+            row[w[n - 1] as usize] = f32::NEG_INFINITY;
+        }
+    }
+}
+
+/// Picks a token from one row of logits.
+pub fn choose(row: &mut [f32], opts: &GenerateOptions, rng: &mut Rng) -> u32 {
+    if !opts.sample {
+        return argmax(row);
+    }
+    let t = opts.temperature as f32;
+    for x in row.iter_mut() {
+        *x /= t;
+    }
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    // Descending by logit, ties by id: deterministic.
+    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    if opts.top_k > 0 && opts.top_k < order.len() {
+        order.truncate(opts.top_k);
+    }
+    let max = row[order[0]];
+    let mut probs: Vec<f64> = order
+        .iter()
+        .map(|&i| ((row[i] - max) as f64).exp())
+        .collect();
+    let total: f64 = probs.iter().sum();
+    for p in probs.iter_mut() {
+        *p /= total;
+    }
+    if opts.top_p < 1.0 {
+        // Keep the smallest prefix whose mass reaches top_p (at least one token).
+        let mut cum = 0.0;
+        let mut keep = probs.len();
+        for (i, p) in probs.iter().enumerate() {
+            cum += p;
+            if cum >= opts.top_p {
+                keep = i + 1;
+                break;
+            }
+        }
+        probs.truncate(keep);
+        order.truncate(keep);
+        let total: f64 = probs.iter().sum();
+        for p in probs.iter_mut() {
+            *p /= total;
+        }
+    }
+    let u = rng.next_f64();
+    let mut cum = 0.0;
+    for (i, p) in probs.iter().enumerate() {
+        cum += p;
+        if u < cum {
+            return order[i] as u32;
+        }
+    }
+    order[order.len() - 1] as u32
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in row.iter().enumerate() {
+        if *x > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_first_maximum() {
+        let mut row = vec![0.1, 2.0, -1.0, 2.0];
+        let mut rng = Rng::new(1);
+        assert_eq!(choose(&mut row, &GenerateOptions::greedy(5), &mut rng), 1);
+    }
+
+    #[test]
+    fn top_k_one_and_tiny_top_p_are_greedy() {
+        let mut rng = Rng::new(3);
+        for _ in 0..50 {
+            let mut opts = GenerateOptions::greedy(5);
+            opts.sample = true;
+            opts.top_k = 1;
+            let mut row = vec![0.5, 1.5, 1.4, -3.0];
+            assert_eq!(choose(&mut row, &opts, &mut rng), 1);
+            opts.top_k = 0;
+            opts.top_p = 0.01;
+            let mut row = vec![0.5, 1.5, 1.4, -3.0];
+            assert_eq!(choose(&mut row, &opts, &mut rng), 1);
+        }
+    }
+
+    #[test]
+    fn sampling_follows_the_softmax_and_top_p_cuts_the_tail() {
+        // logits ln(0.5), ln(0.3), ln(0.2): probabilities 0.5/0.3/0.2.
+        let logits = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
+        let mut opts = GenerateOptions::greedy(5);
+        opts.sample = true;
+        let mut rng = Rng::new(11);
+        let mut counts = [0usize; 3];
+        let n = 20_000;
+        for _ in 0..n {
+            let mut row = logits.to_vec();
+            counts[choose(&mut row, &opts, &mut rng) as usize] += 1;
+        }
+        for (c, p) in counts.iter().zip([0.5, 0.3, 0.2]) {
+            assert!((*c as f64 / n as f64 - p).abs() < 0.015, "{counts:?}");
+        }
+        // top_p 0.75: keeps 0.5 + 0.3 (0.8 >= 0.75), renormalised to 0.625 / 0.375.
+        opts.top_p = 0.75;
+        let mut counts = [0usize; 3];
+        for _ in 0..n {
+            let mut row = logits.to_vec();
+            counts[choose(&mut row, &opts, &mut rng) as usize] += 1;
+        }
+        assert_eq!(counts[2], 0);
+        assert!(
+            (counts[0] as f64 / n as f64 - 0.625).abs() < 0.015,
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn ngram_blocking_bans_the_completing_token() {
+        let opts = GenerateOptions {
+            no_repeat_ngram: 2,
+            ..GenerateOptions::greedy(5)
+        };
+        // Sequence (with start 2): 2 5 6 5 -> bigram (5, 6) seen, so 6 is banned after 5.
+        let mut row = vec![0.0; 8];
+        block_repeats(&mut row, &[5, 6, 5], 2, &opts);
+        assert_eq!(row[6], f32::NEG_INFINITY);
+        assert_eq!(row.iter().filter(|x| x.is_infinite()).count(), 1);
+    }
+}

@@ -1,0 +1,12 @@
+//! The summarizer: BART, architecture and checkpoint format as Hugging Face
+//! `transformers` defines them, so a local `facebook/bart-large` folder
+//! loads as is and everything saved here loads back in `transformers`.
+
+pub mod config;
+pub mod generate;
+pub mod io;
+pub mod model;
+
+pub use config::BartConfig;
+pub use generate::{GenerateOptions, Generated, generate};
+pub use model::{Bart, Batch, Targets, ValueHead, cross_entropy, label_logprobs};

@@ -1,0 +1,510 @@
+//! BART as Hugging Face's `BartForConditionalGeneration` computes it:
+//! learned positions offset by 2, embedding layer norm, post-layer-norm
+//! blocks, q scaled by head_dim^-0.5 after its projection, the output
+//! projection tied to the shared embedding, plus `final_logits_bias`.
+//! Field names follow HF's parameter names so loading and saving is a
+//! rename-free walk (see `io.rs`).
+
+use burn::module::{Module, Param};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
+    Linear, LinearConfig,
+};
+use burn::tensor::{Device, Int, Tensor, TensorData, activation as act};
+
+use super::config::{Activation, BartConfig, activation};
+
+/// Added to attention scores at masked positions (their softmax weight underflows to 0).
+const MASKED: f32 = -1e9;
+
+fn linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Linear {
+    LinearConfig::new(d_in, d_out)
+        .with_initializer(Initializer::Normal { mean: 0.0, std })
+        .init(device)
+        .map_bias_zero()
+}
+
+trait ZeroBias {
+    fn map_bias_zero(self) -> Self;
+}
+
+impl ZeroBias for Linear {
+    fn map_bias_zero(mut self) -> Linear {
+        if let Some(b) = &self.bias {
+            let [n] = b.val().dims();
+            let device = b.val().device();
+            self.bias = Some(Param::from_tensor(Tensor::zeros([n], &device)));
+        }
+        self
+    }
+}
+
+fn layer_norm(d: usize, device: &Device) -> LayerNorm {
+    LayerNormConfig::new(d).with_epsilon(1e-5).init(device)
+}
+
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub q_proj: Linear,
+    pub out_proj: Linear,
+    pub dropout: Dropout,
+    #[module(skip)]
+    pub heads: usize,
+}
+
+impl Attention {
+    fn new(d: usize, heads: usize, dropout: f64, std: f64, device: &Device) -> Attention {
+        Attention {
+            k_proj: linear(d, d, std, device),
+            v_proj: linear(d, d, std, device),
+            q_proj: linear(d, d, std, device),
+            out_proj: linear(d, d, std, device),
+            dropout: DropoutConfig::new(dropout).init(),
+            heads,
+        }
+    }
+
+    /// `[b, t, d]` -> `[b, heads, t, d / heads]`.
+    fn split(&self, x: Tensor<3>) -> Tensor<4> {
+        let [b, t, d] = x.dims();
+        x.reshape([b, t, self.heads, d / self.heads])
+            .swap_dims(1, 2)
+    }
+
+    /// Keys and values of `x`, split into heads.
+    pub fn key_values(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
+        (
+            self.split(self.k_proj.forward(x.clone())),
+            self.split(self.v_proj.forward(x)),
+        )
+    }
+
+    /// Attends from `x` to the given keys and values; `bias` is added to the
+    /// scores (`[b or 1, 1, tq or 1, tk]`, 0 or [`MASKED`]).
+    pub fn attend(
+        &self,
+        x: Tensor<3>,
+        keys: Tensor<4>,
+        values: Tensor<4>,
+        bias: Option<Tensor<4>>,
+    ) -> Tensor<3> {
+        let [b, t, d] = x.dims();
+        let head_dim = d / self.heads;
+        let q = self.split(self.q_proj.forward(x) * (head_dim as f64).powf(-0.5));
+        let mut scores = q.matmul(keys.swap_dims(2, 3));
+        if let Some(bias) = bias {
+            scores = scores + bias;
+        }
+        let weights = self.dropout.forward(act::softmax(scores, 3));
+        let out = weights.matmul(values).swap_dims(1, 2).reshape([b, t, d]);
+        self.out_proj.forward(out)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct FeedForward {
+    pub fc1: Linear,
+    pub fc2: Linear,
+    pub activation_dropout: Dropout,
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl FeedForward {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let h = self.fc1.forward(x);
+        let h = match self.activation {
+            Activation::Gelu => act::gelu(h),
+            Activation::GeluTanh => act::gelu_approximate(h),
+            Activation::Relu => act::relu(h),
+            Activation::Silu => act::silu(h),
+        };
+        self.fc2.forward(self.activation_dropout.forward(h))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct EncoderLayer {
+    pub self_attn: Attention,
+    pub self_attn_layer_norm: LayerNorm,
+    pub ffn: FeedForward,
+    pub final_layer_norm: LayerNorm,
+    pub dropout: Dropout,
+}
+
+impl EncoderLayer {
+    fn forward(&self, x: Tensor<3>, key_bias: Tensor<4>) -> Tensor<3> {
+        let (k, v) = self.self_attn.key_values(x.clone());
+        let h = self.self_attn.attend(x.clone(), k, v, Some(key_bias));
+        let x = self
+            .self_attn_layer_norm
+            .forward(x + self.dropout.forward(h));
+        let h = self.ffn.forward(x.clone());
+        self.final_layer_norm.forward(x + self.dropout.forward(h))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub self_attn: Attention,
+    pub self_attn_layer_norm: LayerNorm,
+    pub encoder_attn: Attention,
+    pub encoder_attn_layer_norm: LayerNorm,
+    pub ffn: FeedForward,
+    pub final_layer_norm: LayerNorm,
+    pub dropout: Dropout,
+}
+
+/// Per decoder layer: the encoder's keys and values (computed once) and the
+/// decoder's own keys and values so far.
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    pub cross: (Tensor<4>, Tensor<4>),
+    pub own: Option<(Tensor<4>, Tensor<4>)>,
+}
+
+impl DecoderLayer {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        cache: &mut LayerCache,
+        self_bias: Option<Tensor<4>>,
+        cross_bias: Tensor<4>,
+    ) -> Tensor<3> {
+        let (k, v) = self.self_attn.key_values(x.clone());
+        let (k, v) = match cache.own.take() {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            None => (k, v),
+        };
+        cache.own = Some((k.clone(), v.clone()));
+        let h = self.self_attn.attend(x.clone(), k, v, self_bias);
+        let x = self
+            .self_attn_layer_norm
+            .forward(x + self.dropout.forward(h));
+        let (ck, cv) = cache.cross.clone();
+        let h = self
+            .encoder_attn
+            .attend(x.clone(), ck, cv, Some(cross_bias));
+        let x = self
+            .encoder_attn_layer_norm
+            .forward(x + self.dropout.forward(h));
+        let h = self.ffn.forward(x.clone());
+        self.final_layer_norm.forward(x + self.dropout.forward(h))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Stack<L: Module> {
+    pub embed_positions: Embedding,
+    pub layernorm_embedding: LayerNorm,
+    pub layers: Vec<L>,
+    pub dropout: Dropout,
+}
+
+/// The model; `shared` is the token embedding of both stacks and the output projection.
+#[derive(Module, Debug)]
+pub struct Bart {
+    pub shared: Embedding,
+    pub encoder: Stack<EncoderLayer>,
+    pub decoder: Stack<DecoderLayer>,
+    /// A buffer in HF (never trained): detached in `logits`.
+    pub final_logits_bias: Param<Tensor<1>>,
+    #[module(skip)]
+    pub config: BartConfig,
+}
+
+/// A batch of token sequences, right-padded: ids `[b, t]` and a float mask (1 = token).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub ids: Tensor<2, Int>,
+    pub mask: Tensor<2>,
+}
+
+impl Batch {
+    /// Pads `rows` with `pad` to the longest row.
+    pub fn new(rows: &[Vec<u32>], pad: u32, device: &Device) -> Batch {
+        let b = rows.len();
+        let t = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let mut ids = Vec::with_capacity(b * t);
+        let mut mask = Vec::with_capacity(b * t);
+        for row in rows {
+            for j in 0..t {
+                ids.push(row.get(j).copied().unwrap_or(pad) as i64);
+                mask.push(if j < row.len() { 1.0f32 } else { 0.0 });
+            }
+        }
+        Batch {
+            ids: Tensor::from_data(TensorData::new(ids, [b, t]), device),
+            mask: Tensor::from_data(TensorData::new(mask, [b, t]), device),
+        }
+    }
+
+    /// `[b, 1, 1, t]`: 0 where a key is a token, [`MASKED`] where it is padding.
+    pub fn key_bias(&self) -> Tensor<4> {
+        let [b, t] = self.mask.dims();
+        ((self.mask.clone() - 1.0) * (-MASKED)).reshape([b, 1, 1, t])
+    }
+}
+
+/// `[1, 1, t, t]`: masks keys after each query (the decoder's causal mask).
+pub fn causal_bias(t: usize, device: &Device) -> Tensor<4> {
+    let mut v = vec![0.0f32; t * t];
+    for i in 0..t {
+        for j in (i + 1)..t {
+            v[i * t + j] = MASKED;
+        }
+    }
+    Tensor::<2>::from_data(TensorData::new(v, [t, t]), device).reshape([1, 1, t, t])
+}
+
+impl Bart {
+    /// A freshly initialised model, initialised as HF's `_init_weights` does
+    /// (normal(0, init_std) weights, zero biases, the padding row zero).
+    pub fn new(config: &BartConfig, device: &Device) -> Result<Bart, String> {
+        config.check()?;
+        let c = config;
+        let d = c.d_model;
+        let std = c.init_std;
+        let init = Initializer::Normal { mean: 0.0, std };
+        let act = activation(&c.activation_function)?;
+        let drop = |p: f64| DropoutConfig::new(p).init();
+        let ffn = |dim: usize| FeedForward {
+            fc1: linear(d, dim, std, device),
+            fc2: linear(dim, d, std, device),
+            activation_dropout: drop(c.activation_dropout),
+            activation: act,
+        };
+        let positions = || {
+            EmbeddingConfig::new(c.max_position_embeddings + 2, d)
+                .with_initializer(init.clone())
+                .init(device)
+        };
+        let mut shared = EmbeddingConfig::new(c.vocab_size, d)
+            .with_initializer(init.clone())
+            .init(device);
+        // Zero the padding row, as nn.Embedding(padding_idx=pad) does.
+        let pad = c.pad_token_id as usize;
+        let w = shared.weight.val();
+        let w = w.slice_assign([pad..pad + 1, 0..d], Tensor::zeros([1, d], device));
+        shared.weight = Param::from_tensor(w);
+        Ok(Bart {
+            shared,
+            encoder: Stack {
+                embed_positions: positions(),
+                layernorm_embedding: layer_norm(d, device),
+                layers: (0..c.encoder_layers)
+                    .map(|_| EncoderLayer {
+                        self_attn: Attention::new(
+                            d,
+                            c.encoder_attention_heads,
+                            c.attention_dropout,
+                            std,
+                            device,
+                        ),
+                        self_attn_layer_norm: layer_norm(d, device),
+                        ffn: ffn(c.encoder_ffn_dim),
+                        final_layer_norm: layer_norm(d, device),
+                        dropout: drop(c.dropout),
+                    })
+                    .collect(),
+                dropout: drop(c.dropout),
+            },
+            decoder: Stack {
+                embed_positions: positions(),
+                layernorm_embedding: layer_norm(d, device),
+                layers: (0..c.decoder_layers)
+                    .map(|_| DecoderLayer {
+                        self_attn: Attention::new(
+                            d,
+                            c.decoder_attention_heads,
+                            c.attention_dropout,
+                            std,
+                            device,
+                        ),
+                        self_attn_layer_norm: layer_norm(d, device),
+                        encoder_attn: Attention::new(
+                            d,
+                            c.decoder_attention_heads,
+                            c.attention_dropout,
+                            std,
+                            device,
+                        ),
+                        encoder_attn_layer_norm: layer_norm(d, device),
+                        ffn: ffn(c.decoder_ffn_dim),
+                        final_layer_norm: layer_norm(d, device),
+                        dropout: drop(c.dropout),
+                    })
+                    .collect(),
+                dropout: drop(c.dropout),
+            },
+            final_logits_bias: Param::from_tensor(Tensor::zeros([c.vocab_size], device)),
+            config: c.clone(),
+        })
+    }
+
+    fn embed_scale(&self) -> f64 {
+        if self.config.scale_embedding {
+            (self.config.d_model as f64).sqrt()
+        } else {
+            1.0
+        }
+    }
+
+    /// Token plus position embeddings (positions start at `past`), normalised.
+    fn embed<L: Module>(&self, stack: &Stack<L>, ids: Tensor<2, Int>, past: usize) -> Tensor<3> {
+        let [_, t] = ids.dims();
+        let device = ids.device();
+        let tokens = self.shared.forward(ids) * self.embed_scale();
+        // HF's BartLearnedPositionalEmbedding: position p reads row p + 2.
+        let pos = Tensor::<1, Int>::arange((past as i64 + 2)..((past + t) as i64 + 2), &device)
+            .reshape([1, t]);
+        let x = tokens + stack.embed_positions.forward(pos);
+        stack.dropout.forward(stack.layernorm_embedding.forward(x))
+    }
+
+    /// The encoder's last hidden states `[b, t, d]`.
+    pub fn encode(&self, source: &Batch) -> Tensor<3> {
+        let bias = source.key_bias();
+        let mut x = self.embed(&self.encoder, source.ids.clone(), 0);
+        for layer in &self.encoder.layers {
+            x = layer.forward(x, bias.clone());
+        }
+        x
+    }
+
+    /// A fresh decoder cache holding each layer's keys and values of `encoded`.
+    pub fn start_cache(&self, encoded: &Tensor<3>) -> Vec<LayerCache> {
+        self.decoder
+            .layers
+            .iter()
+            .map(|l| LayerCache {
+                cross: l.encoder_attn.key_values(encoded.clone()),
+                own: None,
+            })
+            .collect()
+    }
+
+    /// Decoder hidden states for `ids` (positions from `past`), extending `cache`.
+    /// With more than one new token the causal mask applies among them.
+    pub fn decode(
+        &self,
+        ids: Tensor<2, Int>,
+        past: usize,
+        cache: &mut [LayerCache],
+        source_bias: &Tensor<4>,
+    ) -> Tensor<3> {
+        let [_, t] = ids.dims();
+        let device = ids.device();
+        let self_bias = if t > 1 {
+            let causal = causal_bias(t, &device);
+            Some(if past > 0 {
+                Tensor::cat(vec![Tensor::zeros([1, 1, t, past], &device), causal], 3)
+            } else {
+                causal
+            })
+        } else {
+            None
+        };
+        let mut x = self.embed(&self.decoder, ids, past);
+        for (layer, c) in self.decoder.layers.iter().zip(cache.iter_mut()) {
+            x = layer.forward(x, c, self_bias.clone(), source_bias.clone());
+        }
+        x
+    }
+
+    /// Logits `[b, t, vocab]` of decoder states: the tied projection plus `final_logits_bias`.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let [b, t, d] = hidden.dims();
+        let w = self.shared.weight.val();
+        let v = self.config.vocab_size;
+        let bias = self.final_logits_bias.val().detach().reshape([1, v]);
+        (hidden.reshape([b * t, d]).matmul(w.transpose()) + bias).reshape([b, t, v])
+    }
+
+    /// Teacher-forced decoder states for `decoder_input` (already shifted right).
+    pub fn forward_hidden(&self, source: &Batch, decoder_input: Tensor<2, Int>) -> Tensor<3> {
+        let encoded = self.encode(source);
+        let mut cache = self.start_cache(&encoded);
+        self.decode(decoder_input, 0, &mut cache, &source.key_bias())
+    }
+
+    /// Teacher-forced logits.
+    pub fn forward(&self, source: &Batch, decoder_input: Tensor<2, Int>) -> Tensor<3> {
+        self.logits(self.forward_hidden(source, decoder_input))
+    }
+}
+
+/// Targets prepared for teacher forcing: decoder inputs (`decoder_start`
+/// then the target shifted right), labels, and a float mask of real labels.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    pub decoder_input: Tensor<2, Int>,
+    pub labels: Tensor<2, Int>,
+    pub mask: Tensor<2>,
+}
+
+impl Targets {
+    /// `targets` should end with EOS; rows are right-padded with `pad`.
+    pub fn new(targets: &[Vec<u32>], config: &BartConfig, device: &Device) -> Targets {
+        let shifted: Vec<Vec<u32>> = targets
+            .iter()
+            .map(|t| {
+                let mut s = vec![config.decoder_start_token_id];
+                s.extend(t.iter().take(t.len().saturating_sub(1)));
+                s
+            })
+            .collect();
+        let labels = Batch::new(targets, config.pad_token_id, device);
+        let inputs = Batch::new(&shifted, config.pad_token_id, device);
+        Targets {
+            decoder_input: inputs.ids,
+            labels: labels.ids,
+            mask: labels.mask,
+        }
+    }
+}
+
+/// Log-probabilities `[b, t]` of `labels` under `logits` divided by `temperature`.
+pub fn label_logprobs(logits: Tensor<3>, labels: Tensor<2, Int>, temperature: f64) -> Tensor<2> {
+    let [b, t, _] = logits.dims();
+    let logits = if temperature != 1.0 {
+        logits / temperature
+    } else {
+        logits
+    };
+    act::log_softmax(logits, 2)
+        .gather(2, labels.reshape([b, t, 1]))
+        .reshape([b, t])
+}
+
+/// Mean token cross-entropy over the masked labels, and the token count.
+pub fn cross_entropy(logits: Tensor<3>, targets: &Targets) -> Tensor<1> {
+    let lp = label_logprobs(logits, targets.labels.clone(), 1.0);
+    let n = targets.mask.clone().sum().clamp_min(1.0);
+    -(lp * targets.mask.clone()).sum() / n
+}
+
+/// A scalar value per decoder position (PPO's critic), TRL's `v_head.summary`.
+#[derive(Module, Debug)]
+pub struct ValueHead {
+    pub summary: Linear,
+}
+
+impl ValueHead {
+    /// Zero-initialised, so the first values are 0 (as lm-human-preferences does).
+    pub fn new(d_model: usize, device: &Device) -> ValueHead {
+        ValueHead {
+            summary: LinearConfig::new(d_model, 1)
+                .with_initializer(Initializer::Zeros)
+                .init(device),
+        }
+    }
+
+    /// `[b, t, d]` -> `[b, t]`.
+    pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
+        let [b, t, _] = hidden.dims();
+        self.summary.forward(hidden).reshape([b, t])
+    }
+}
