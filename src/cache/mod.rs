@@ -181,6 +181,12 @@ impl Cache {
         Ok(KeyLock { _file: f })
     }
 
+    /// Where a stage computing `key` keeps checkpoints; it outlives a killed
+    /// run (unlike scratch) so the next run resumes, and goes once the key commits.
+    pub fn checkpoint_dir(&self, key: &str) -> PathBuf {
+        self.root.join("checkpoints").join(key)
+    }
+
     /// A fresh scratch folder for computing `key`. Call with the key's lock held.
     pub fn scratch(&self, key: &str) -> Result<PathBuf, Diag> {
         let dir = self.root.join("tmp").join(key);

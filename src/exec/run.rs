@@ -405,15 +405,26 @@ fn compute(
                         backend: backend.as_deref(),
                         experiment_dir: &plan.pipeline.experiment.dir,
                         memo_dir: &cache.root().join("memo").join(&node.kind.name),
+                        checkpoint_dir: &cache.checkpoint_dir(&key),
                         log: &mut logf,
                     };
-                    b.stage.run(&mut ctx).and_then(|m| {
-                        // Built-ins return metrics; store them like external stages do.
-                        let json = serde_json::to_vec_pretty(&m).map_err(|e| e.to_string())?;
-                        std::fs::write(out.join("metrics.json"), json)
-                            .map_err(|e| format!("cannot write metrics.json: {e}"))?;
-                        Ok(m)
-                    })
+                    // A panic in a stage fails that stage, not the whole run.
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.stage.run(&mut ctx)))
+                        .unwrap_or_else(|p| {
+                            let what = p
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default();
+                            Err(format!("internal error (a bug, please report it): {what}"))
+                        })
+                        .and_then(|m| {
+                            // Built-ins return metrics; store them like external stages do.
+                            let json = serde_json::to_vec_pretty(&m).map_err(|e| e.to_string())?;
+                            std::fs::write(out.join("metrics.json"), json)
+                                .map_err(|e| format!("cannot write metrics.json: {e}"))?;
+                            Ok(m)
+                        })
                 }
                 Err(e) => Err(format!("cannot open log: {e}")),
             },
@@ -455,6 +466,7 @@ fn compute(
                 seconds,
             })?;
             let _ = std::fs::remove_dir_all(&scratch);
+            let _ = std::fs::remove_dir_all(cache.checkpoint_dir(&key));
             Ok((rec, false))
         }
         Err(message) => {

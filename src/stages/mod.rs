@@ -16,6 +16,7 @@ use crate::dsl::{Metrics, Value};
 pub mod dataset;
 pub mod featurize;
 pub mod reward;
+pub mod sft;
 pub mod tokenizer;
 
 /// What a built-in stage gets to work with.
@@ -33,6 +34,9 @@ pub struct StageContext<'a> {
     /// A folder that outlives runs, shared by all stages of this kind (for
     /// memoizing expensive calls such as LLM answers; not part of any result).
     pub memo_dir: &'a Path,
+    /// A folder that survives a killed run of this exact stage (same key),
+    /// for checkpoints to resume from; removed once the stage succeeds.
+    pub checkpoint_dir: &'a Path,
     pub log: &'a mut dyn Write,
 }
 
@@ -81,6 +85,13 @@ pub static BUILTINS: &[Builtin] = &[
         manifest: include_str!("../../plugins/builtin/featurize.kdl"),
         code_version: 1,
         stage: &featurize::FeaturizeStage,
+    },
+    Builtin {
+        name: "sft",
+        manifest_path: "plugins/builtin/sft.kdl",
+        manifest: include_str!("../../plugins/builtin/sft.kdl"),
+        code_version: 1,
+        stage: &sft::SftStage,
     },
 ];
 

@@ -6,6 +6,7 @@ pub mod config;
 pub mod generate;
 pub mod io;
 pub mod model;
+pub mod train;
 
 pub use config::BartConfig;
 pub use generate::{GenerateOptions, Generated, generate};

@@ -288,7 +288,8 @@ impl Bart {
         let pad = c.pad_token_id as usize;
         let w = shared.weight.val();
         let w = w.slice_assign([pad..pad + 1, 0..d], Tensor::zeros([1, d], device));
-        shared.weight = Param::from_tensor(w);
+        // Detached: a leaf, so it can be tracked when built on an autodiff device.
+        shared.weight = Param::from_tensor(w.detach());
         Ok(Bart {
             shared,
             encoder: Stack {
@@ -342,6 +343,33 @@ impl Bart {
             final_logits_bias: Param::from_tensor(Tensor::zeros([c.vocab_size], device)),
             config: c.clone(),
         })
+    }
+
+    /// Sets every dropout probability (PPO and exact comparisons train without dropout).
+    pub fn set_dropout(&mut self, p: f64) {
+        let d = || DropoutConfig::new(p).init();
+        self.config.dropout = p;
+        self.config.attention_dropout = p.min(self.config.attention_dropout);
+        self.config.activation_dropout = p.min(self.config.activation_dropout);
+        let (attn, act) = (
+            self.config.attention_dropout,
+            self.config.activation_dropout,
+        );
+        let ad = || DropoutConfig::new(attn).init();
+        let fd = || DropoutConfig::new(act).init();
+        self.encoder.dropout = d();
+        self.decoder.dropout = d();
+        for l in &mut self.encoder.layers {
+            l.dropout = d();
+            l.self_attn.dropout = ad();
+            l.ffn.activation_dropout = fd();
+        }
+        for l in &mut self.decoder.layers {
+            l.dropout = d();
+            l.self_attn.dropout = ad();
+            l.encoder_attn.dropout = ad();
+            l.ffn.activation_dropout = fd();
+        }
     }
 
     fn embed_scale(&self) -> f64 {

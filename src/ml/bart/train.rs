@@ -1,0 +1,386 @@
+//! Supervised fine-tuning: token cross-entropy on (source -> target) pairs
+//! with AdamW, warm-up + cosine schedule, gradient accumulation, global
+//! gradient-norm clipping, periodic validation with best-model selection,
+//! and checkpoints that resume bit-exactly on the CPU backend.
+//!
+//! Exact resumption rests on three things: the epoch order is a pure
+//! function of (seed, epoch); the device RNG (dropout) is reseeded from
+//! (seed, step) before every step; the model and optimizer are saved in
+//! burn's native format, which keeps parameter ids, so AdamW's moments
+//! reattach to their parameters.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::model::{Bart, Batch, Targets, cross_entropy};
+use crate::ml::schedule::cosine_lr;
+use crate::rng::Rng;
+
+/// One training pair, tokenized: the source with its special tokens, the target ending in EOS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub source: Vec<u32>,
+    pub target: Vec<u32>,
+}
+
+/// Optimisation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SftSettings {
+    pub epochs: usize,
+    pub lr: f64,
+    /// Examples per forward pass.
+    pub batch: usize,
+    /// Forward passes per optimizer step.
+    pub grad_accum: usize,
+    /// Share of all steps spent warming up.
+    pub warmup: f64,
+    /// The cosine ends at `lr * min_lr_ratio`.
+    pub min_lr_ratio: f64,
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0: off).
+    pub max_grad_norm: f64,
+    /// Validate every N steps (0: once per epoch).
+    pub eval_every: usize,
+    /// Checkpoint every N steps (0: only at validation points).
+    pub checkpoint_every: usize,
+    /// Return the model of the best validation (else the last one).
+    pub keep_best: bool,
+    pub seed: u64,
+}
+
+impl SftSettings {
+    pub fn steps_per_epoch(&self, n: usize) -> usize {
+        n.div_ceil(self.batch.max(1) * self.grad_accum.max(1))
+            .max(1)
+    }
+}
+
+/// One point of the training curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    pub step: usize,
+    pub epoch: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens: usize,
+}
+
+/// One validation: loss and whatever the caller measured (ROUGE).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Validation {
+    pub step: usize,
+    pub loss: f64,
+    /// The number that picks the best model (higher is better).
+    pub score: f64,
+    #[serde(default)]
+    pub extra: std::collections::BTreeMap<String, f64>,
+}
+
+/// Everything besides the weights and optimizer moments that a resumed run needs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Progress {
+    pub step: usize,
+    pub curve: Vec<StepLog>,
+    pub validations: Vec<Validation>,
+    /// Step of the best validation so far; its model is in `best/`.
+    pub best_step: Option<usize>,
+}
+
+/// What the caller sees while training runs.
+pub trait Observer {
+    /// After each optimizer step.
+    fn step(&mut self, log: &StepLog, total_steps: usize);
+    /// Scores the model on the validation set (called with the inference model).
+    fn validate(&mut self, model: &Bart, step: usize) -> Validation;
+    /// A checkpoint was written after `step`.
+    fn checkpointed(&mut self, _step: usize) {}
+    /// Says where training resumed from.
+    fn resumed(&mut self, _step: usize) {}
+}
+
+/// A folder of checkpoints: `state.json`, `model.bpk`, `optim.bpk`, `best/`.
+pub struct Checkpoints {
+    pub dir: PathBuf,
+}
+
+impl Checkpoints {
+    fn state_path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    pub fn best_dir(&self) -> PathBuf {
+        self.dir.join("best")
+    }
+
+    /// The saved progress, if a complete checkpoint exists.
+    fn load_progress(&self) -> Option<Progress> {
+        let text = std::fs::read_to_string(self.state_path()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn save(
+        &self,
+        model: &Bart,
+        optim: &ModuleOptimizer,
+        progress: &Progress,
+    ) -> Result<(), String> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("cannot create `{}`: {e}", self.dir.display()))?;
+        let err = |e: burn::store::RecordError| format!("cannot write checkpoint: {e:?}");
+        // Weights and moments first, then state.json last and by rename: a
+        // checkpoint is complete exactly when state.json names its step.
+        let model_tmp = self.dir.join("model.bpk.tmp");
+        let optim_tmp = self.dir.join("optim.bpk.tmp");
+        model.clone().save_file(&model_tmp).map_err(err)?;
+        optim.save(&optim_tmp).map_err(err)?;
+        let state_tmp = self.dir.join("state.json.tmp");
+        std::fs::write(
+            &state_tmp,
+            serde_json::to_vec(progress).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("cannot write checkpoint state: {e}"))?;
+        let mv = |a: &Path, b: &str| {
+            std::fs::rename(a, self.dir.join(b))
+                .map_err(|e| format!("cannot write checkpoint: {e}"))
+        };
+        // state.json goes first and comes back last: a crash in between
+        // leaves no checkpoint, never weights of one step with another's state.
+        std::fs::remove_file(self.state_path()).ok();
+        mv(&model_tmp, "model.bpk")?;
+        mv(&optim_tmp, "optim.bpk")?;
+        mv(&state_tmp, "state.json")
+    }
+}
+
+/// Reseeds the device RNG (dropout masks) for one step.
+fn seed_step(device: &Device, seed: u64, step: usize) {
+    let mut r = Rng::new(seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    device.seed(r.next_u64());
+}
+
+/// The order of examples in one epoch.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::new(
+        seed.wrapping_add(1 + epoch as u64)
+            .wrapping_mul(0xA076_1D64_78BD_642F),
+    )
+    .shuffle(&mut order);
+    order
+}
+
+/// Collects each float parameter's id and rank.
+struct ParamIds(Vec<(ParamId, usize)>);
+
+impl ModuleVisitor for ParamIds {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.push((param.id, D));
+    }
+}
+
+fn sq_norm<const D: usize>(g: &GradientsParams, id: ParamId) -> Option<Tensor<1>> {
+    g.get::<D>(id).map(|t| t.powf_scalar(2.0).sum())
+}
+
+fn scale<const D: usize>(g: &mut GradientsParams, id: ParamId, by: f64) {
+    if let Some(t) = g.remove::<D>(id) {
+        g.register::<D>(id, t * by);
+    }
+}
+
+/// Scales all gradients so their global L2 norm is at most `max_norm`
+/// (as `torch.nn.utils.clip_grad_norm_`); returns the norm before clipping.
+pub fn clip_global_norm<M: Module>(
+    mut grads: GradientsParams,
+    model: &M,
+    max_norm: f64,
+) -> (GradientsParams, f64) {
+    let mut ids = ParamIds(Vec::new());
+    model.visit(&mut ids);
+    let mut total: Option<Tensor<1>> = None;
+    for &(id, rank) in &ids.0 {
+        let part = match rank {
+            1 => sq_norm::<1>(&grads, id),
+            2 => sq_norm::<2>(&grads, id),
+            3 => sq_norm::<3>(&grads, id),
+            _ => sq_norm::<4>(&grads, id),
+        };
+        if let Some(p) = part {
+            total = Some(match total {
+                Some(t) => t + p,
+                None => p,
+            });
+        }
+    }
+    let norm = total
+        .map(|t| crate::ml::to_vec(t)[0] as f64)
+        .unwrap_or(0.0)
+        .sqrt();
+    if max_norm > 0.0 && norm > max_norm {
+        let by = max_norm / (norm + 1e-6);
+        for &(id, rank) in &ids.0 {
+            match rank {
+                1 => scale::<1>(&mut grads, id, by),
+                2 => scale::<2>(&mut grads, id, by),
+                3 => scale::<3>(&mut grads, id, by),
+                _ => scale::<4>(&mut grads, id, by),
+            }
+        }
+    }
+    (grads, norm)
+}
+
+/// Mean token cross-entropy of `model` on `examples`, in batches.
+pub fn mean_loss(model: &Bart, examples: &[Example], batch: usize, device: &Device) -> f64 {
+    let (mut sum, mut tokens) = (0.0, 0usize);
+    for chunk in examples.chunks(batch.max(1)) {
+        let sources: Vec<Vec<u32>> = chunk.iter().map(|e| e.source.clone()).collect();
+        let targets: Vec<Vec<u32>> = chunk.iter().map(|e| e.target.clone()).collect();
+        let n: usize = targets.iter().map(Vec::len).sum();
+        let src = Batch::new(&sources, model.config.pad_token_id, device);
+        let tg = Targets::new(&targets, &model.config, device);
+        let logits = model.forward(&src, tg.decoder_input.clone());
+        sum += crate::ml::to_vec(cross_entropy(logits, &tg))[0] as f64 * n as f64;
+        tokens += n;
+    }
+    sum / tokens.max(1) as f64
+}
+
+/// The result of a finished training run.
+pub struct Trained {
+    /// The best model by validation score (the last one if never validated).
+    pub model: Bart,
+    pub progress: Progress,
+    /// Step training resumed from (0 for a fresh start).
+    pub resumed_from: usize,
+}
+
+/// Trains `initial` on `train`, resuming from `checkpoints` when they hold a
+/// checkpoint of this same run (the caller keys the folder by everything
+/// that defines the run).
+pub fn train_sft(
+    initial: Bart,
+    train: &[Example],
+    settings: &SftSettings,
+    checkpoints: &Checkpoints,
+    observer: &mut dyn Observer,
+    device: &Device,
+) -> Result<Trained, String> {
+    if train.is_empty() {
+        return Err("no training examples".into());
+    }
+    let train_dev = device.clone().autodiff();
+    let config = initial.config.clone();
+    let per_epoch = settings.steps_per_epoch(train.len());
+    let total = per_epoch * settings.epochs.max(1);
+    let warmup = (settings.warmup * total as f64).round() as usize;
+    let eval_every = if settings.eval_every == 0 {
+        per_epoch
+    } else {
+        settings.eval_every
+    };
+    let new_optim = || {
+        AdamWConfig::new()
+            .with_weight_decay(settings.weight_decay as f32)
+            .with_epsilon(1e-8)
+            .init()
+    };
+
+    let (mut model, mut optim, mut progress) = match checkpoints.load_progress() {
+        Some(p) if p.step > 0 && p.step <= total => {
+            // Loaded on the plain device, then forked: the file's parameter
+            // ids come along, so the optimizer state finds its parameters.
+            let m = Bart::new(&config, device)?
+                .try_load_file(checkpoints.dir.join("model.bpk"))
+                .map_err(|e| format!("cannot load checkpoint weights: {e:?}"))?
+                .fork(&train_dev);
+            let o = new_optim()
+                .load(checkpoints.dir.join("optim.bpk"))
+                .map_err(|e| format!("cannot load checkpoint optimizer: {e:?}"))?;
+            observer.resumed(p.step);
+            (m.train(), o, p)
+        }
+        _ => (
+            initial.fork(&train_dev).train(),
+            new_optim(),
+            Progress::default(),
+        ),
+    };
+    let resumed_from = progress.step;
+
+    while progress.step < total {
+        let step = progress.step;
+        let epoch = step / per_epoch;
+        let pos = step % per_epoch;
+        let order = epoch_order(train.len(), settings.seed, epoch);
+        let per_step = settings.batch.max(1) * settings.grad_accum.max(1);
+        let picked =
+            &order[(pos * per_step).min(order.len())..((pos + 1) * per_step).min(order.len())];
+        seed_step(&train_dev, settings.seed, step);
+        let tokens: usize = picked.iter().map(|&i| train[i].target.len()).sum();
+        let mut acc = GradientsAccumulator::new();
+        let mut loss_sum = 0.0;
+        for micro in picked.chunks(settings.batch.max(1)) {
+            let sources: Vec<Vec<u32>> = micro.iter().map(|&i| train[i].source.clone()).collect();
+            let targets: Vec<Vec<u32>> = micro.iter().map(|&i| train[i].target.clone()).collect();
+            let n: usize = targets.iter().map(Vec::len).sum();
+            let src = Batch::new(&sources, config.pad_token_id, &train_dev);
+            let tg = Targets::new(&targets, &config, &train_dev);
+            let logits = model.forward(&src, tg.decoder_input.clone());
+            // Token-weighted across micro-batches: the step's loss is the mean over all its tokens.
+            let loss = cross_entropy(logits, &tg) * (n as f64 / tokens.max(1) as f64);
+            loss_sum += crate::ml::to_vec(loss.clone())[0] as f64;
+            acc.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+        }
+        let (grads, grad_norm) = clip_global_norm(acc.grads(), &model, settings.max_grad_norm);
+        let lr = cosine_lr(step, total, warmup, settings.lr, settings.min_lr_ratio);
+        model = optim.step(lr, model, grads);
+        progress.step += 1;
+        let log = StepLog {
+            step: progress.step,
+            epoch,
+            loss: loss_sum,
+            lr,
+            grad_norm,
+            tokens,
+        };
+        observer.step(&log, total);
+        progress.curve.push(log);
+
+        let validate_now = progress.step % eval_every == 0 || progress.step == total;
+        if validate_now {
+            let v = observer.validate(&model.valid(), progress.step);
+            let better = progress
+                .best_step
+                .and_then(|b| progress.validations.iter().find(|x| x.step == b))
+                // Ties (common early, when every summary scores 0) go to the lower loss.
+                .is_none_or(|b| v.score > b.score || (v.score == b.score && v.loss < b.loss));
+            if better && settings.keep_best {
+                super::io::save(&model.valid(), &checkpoints.best_dir())?;
+                progress.best_step = Some(progress.step);
+            }
+            progress.validations.push(v);
+        }
+        let checkpoint_now = (settings.checkpoint_every > 0
+            && progress.step % settings.checkpoint_every == 0)
+            || (validate_now && progress.step < total);
+        if checkpoint_now && progress.step < total {
+            checkpoints.save(&model, &optim, &progress)?;
+            observer.checkpointed(progress.step);
+        }
+    }
+    let best = match progress.best_step.filter(|_| settings.keep_best) {
+        Some(_) => super::io::load(&checkpoints.best_dir(), device)?.0,
+        None => model.valid(),
+    };
+    Ok(Trained {
+        model: best,
+        progress,
+        resumed_from,
+    })
+}
