@@ -7,6 +7,7 @@
 pub mod bart;
 pub mod bt;
 pub mod phi;
+pub mod ppo;
 pub mod schedule;
 pub mod text_rm;
 
@@ -14,14 +15,47 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 /// The device for a backend class (`cpu`; `gpu` when built with GPU support), seeded.
 pub fn device(backend: Option<&str>, seed: u64) -> Result<Device, String> {
-    match backend.unwrap_or("cpu") {
-        "cpu" => {
-            let d = Device::flex();
-            d.seed(seed);
-            Ok(d)
-        }
-        other => Err(format!("backend `{other}` is not available in this build")),
-    }
+    let d = match backend.unwrap_or("cpu") {
+        "cpu" => Device::flex(),
+        "gpu" => gpu()?.device,
+        other => return Err(format!("backend `{other}` is not available in this build")),
+    };
+    d.seed(seed);
+    Ok(d)
+}
+
+/// The wgpu device of this process and what its adapter is.
+#[derive(Clone)]
+pub struct Gpu {
+    pub device: Device,
+    /// Adapter name and graphics API, e.g. `NVIDIA H100 (Vulkan)`.
+    pub adapter: String,
+    /// A software rasterizer (Mesa llvmpipe/lavapipe): correct but slower than the CPU backend.
+    pub software: bool,
+}
+
+/// Initialises wgpu once per process (its runtime can be set up only once).
+#[cfg(feature = "gpu")]
+pub fn gpu() -> Result<Gpu, String> {
+    use burn::tensor::wgpu::wgpu as w;
+    static GPU: std::sync::OnceLock<Result<Gpu, String>> = std::sync::OnceLock::new();
+    GPU.get_or_init(|| {
+        let (device, setup) = Device::wgpu_options()
+            .init_with_setup()
+            .map_err(|e| format!("no usable GPU adapter: {e:?}"))?;
+        let info = setup.adapter.get_info();
+        Ok(Gpu {
+            device,
+            adapter: format!("{} ({:?})", info.name, info.backend),
+            software: info.device_type == w::DeviceType::Cpu,
+        })
+    })
+    .clone()
+}
+
+#[cfg(not(feature = "gpu"))]
+pub fn gpu() -> Result<Gpu, String> {
+    Err("this build has no GPU support (build with `--features gpu`)".into())
 }
 
 /// A `[rows, cols]` float tensor from row-major values.

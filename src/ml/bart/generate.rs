@@ -1,6 +1,7 @@
 //! Batched autoregressive decoding with a key/value cache: greedy or
 //! sampled (temperature, top-k, top-p), EOS handling, optional n-gram
-//! blocking. Token choice happens on the host with the project's seeded
+//! blocking; padding is never generated, nor `<s>` after the first
+//! token (neither is ever a label there). Token choice happens on the host with the project's seeded
 //! RNG, so sampled outputs are reproducible on every backend.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -22,6 +23,8 @@ pub struct GenerateOptions {
     pub top_p: f64,
     /// `no_repeat_ngram_size`; 0 is off.
     pub no_repeat_ngram: usize,
+    /// `min_new_tokens`: EOS is banned before this many tokens.
+    pub min_new_tokens: usize,
 }
 
 impl GenerateOptions {
@@ -33,6 +36,7 @@ impl GenerateOptions {
             top_k: 0,
             top_p: 1.0,
             no_repeat_ngram: 0,
+            min_new_tokens: 0,
         }
     }
 
@@ -104,6 +108,15 @@ pub fn generate(
             let token = match forced {
                 Some(t) => t,
                 None => {
+                    // Never labels after the first position: generating them
+                    // only stalls a weak model (`<s><s><s>...`).
+                    row[cfg.pad_token_id as usize] = f32::NEG_INFINITY;
+                    if step > 0 && cfg.bos_token_id != cfg.eos_token_id {
+                        row[cfg.bos_token_id as usize] = f32::NEG_INFINITY;
+                    }
+                    if step < opts.min_new_tokens {
+                        row[cfg.eos_token_id as usize] = f32::NEG_INFINITY;
+                    }
                     if opts.no_repeat_ngram > 0 {
                         block_repeats(&mut row, &g.tokens, cfg.decoder_start_token_id, opts);
                     }
