@@ -3,75 +3,28 @@
 //! BART saved with `save_pretrained`, its logits on fixed inputs and its
 //! greedy generations, recorded with transformers 5.24 / torch 2.15).
 
-use std::path::{Path, PathBuf};
+#[path = "common/bart_fixture.rs"]
+mod bart_fixture;
+use bart_fixture::*;
+
+use std::path::PathBuf;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use efrlhf::ml::bart::{
-    Bart, Batch, GenerateOptions, Targets, cross_entropy, generate, io, label_logprobs,
+    Batch, GenerateOptions, Targets, cross_entropy, generate, io, label_logprobs,
 };
 use efrlhf::ml::to_vec;
 use efrlhf::rng::Rng;
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bart")
-}
-
-struct Expected {
-    sources: Vec<Vec<u32>>,
-    targets: Vec<Vec<u32>>,
-    greedy: Vec<Vec<u32>>,
-    max_new_tokens: usize,
-    logits: Vec<f32>,
-    shape: Vec<usize>,
-}
-
-fn expected() -> Expected {
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture().join("expected.json")).unwrap())
-            .unwrap();
-    let rows = |k: &str| -> Vec<Vec<u32>> { serde_json::from_value(meta[k].clone()).unwrap() };
-    let bytes = std::fs::read(fixture().join("expected.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let view = st.tensor("logits").unwrap();
-    let logits = view
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Expected {
-        sources: rows("sources"),
-        targets: rows("targets"),
-        greedy: rows("greedy"),
-        max_new_tokens: meta["max_new_tokens"].as_u64().unwrap() as usize,
-        logits,
-        shape: view.shape().to_vec(),
-    }
-}
-
 fn device() -> Device {
     efrlhf::ml::device(None, 0).unwrap()
-}
-
-fn teacher_forced(model: &Bart, e: &Expected, dev: &Device) -> Vec<f32> {
-    let source = Batch::new(&e.sources, model.config.pad_token_id, dev);
-    let targets = Targets::new(&e.targets, &model.config, dev);
-    to_vec(model.forward(&source, targets.decoder_input))
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]
 fn logits_match_transformers_below_1e_4() {
     let dev = device();
     let e = expected();
-    let (model, report) = io::load(&fixture().join("tiny"), &dev).unwrap();
-    assert!(report.unused.is_empty(), "{:?}", report.unused);
+    let model = tiny(&dev, true);
     let logits = teacher_forced(&model, &e, &dev);
     assert_eq!(e.shape, vec![3, 15, 1000]);
     // Padded target positions (beyond each row's length) are compared too:
@@ -88,7 +41,7 @@ fn logits_match_transformers_below_1e_4() {
 fn greedy_generation_matches_transformers_token_for_token() {
     let dev = device();
     let e = expected();
-    let (model, _) = io::load(&fixture().join("tiny"), &dev).unwrap();
+    let model = tiny(&dev, true);
     let mut rng = Rng::new(0);
     let out = generate(
         &model,
@@ -112,7 +65,7 @@ fn cached_decoding_equals_teacher_forcing() {
     // cache must give the same logits as one teacher-forced pass.
     let dev = device();
     let e = expected();
-    let (model, _) = io::load(&fixture().join("tiny"), &dev).unwrap();
+    let model = tiny(&dev, true);
     let row = vec![e.sources[1].clone()];
     let mut dec = vec![model.config.decoder_start_token_id];
     dec.extend(&e.greedy[1][..10]);
@@ -137,7 +90,7 @@ fn cached_decoding_equals_teacher_forcing() {
 fn save_then_load_is_exact_and_keeps_the_hf_layout() {
     let dev = device();
     let e = expected();
-    let (model, _) = io::load(&fixture().join("tiny"), &dev).unwrap();
+    let model = tiny(&dev, true);
     let dir = match std::env::var_os("EFRLHF_BART_EXPORT") {
         // For make_bart_fixture.py --check: a folder transformers then loads.
         Some(d) => PathBuf::from(d),
@@ -193,7 +146,7 @@ fn loss_and_logprobs_agree_with_the_reference_logits() {
     // transformers' logits (log-softmax by hand, pads excluded).
     let dev = device();
     let e = expected();
-    let (model, _) = io::load(&fixture().join("tiny"), &dev).unwrap();
+    let model = tiny(&dev, true);
     let source = Batch::new(&e.sources, 1, &dev);
     let targets = Targets::new(&e.targets, &model.config, &dev);
     let logits = model.forward(&source, targets.decoder_input.clone());
@@ -232,141 +185,44 @@ fn loss_and_logprobs_agree_with_the_reference_logits() {
     assert!((lp[0] as f64 - (first[e.targets[0][0] as usize] as f64 - lse)).abs() < 1e-4);
 }
 
-struct Recorder(Vec<f64>, Vec<f64>);
-
-impl efrlhf::ml::bart::train::Observer for Recorder {
-    fn step(&mut self, log: &efrlhf::ml::bart::train::StepLog, _: usize) {
-        self.0.push(log.loss);
-        self.1.push(log.grad_norm);
-    }
-    fn validate(&mut self, _: &Bart, step: usize) -> efrlhf::ml::bart::train::Validation {
-        efrlhf::ml::bart::train::Validation {
-            step,
-            loss: 0.0,
-            score: 0.0,
-            extra: Default::default(),
-        }
-    }
-}
-
 #[test]
 fn training_steps_match_pytorch_adamw() {
     // Eight full-batch AdamW steps from the fixture weights, dropout off:
     // the loss before each step and the gradient norm equal PyTorch's.
-    use efrlhf::ml::bart::train::{Checkpoints, Example, SftSettings, train_sft};
-    let dev = device();
-    let e = expected();
     let reference: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixture().join("expected_train.json")).unwrap(),
     )
     .unwrap();
     let losses: Vec<f64> = serde_json::from_value(reference["losses"].clone()).unwrap();
     let norms: Vec<f64> = serde_json::from_value(reference["grad_norms"].clone()).unwrap();
-    let (mut model, _) = io::load(&fixture().join("tiny"), &dev).unwrap();
-    model.set_dropout(0.0);
-    let train: Vec<Example> = e
-        .sources
-        .iter()
-        .zip(&e.targets)
-        .map(|(s, t)| Example {
-            source: s.clone(),
-            target: t.clone(),
-        })
-        .collect();
-    let settings = SftSettings {
-        epochs: 8,
-        lr: 1e-3,
-        batch: 3,
-        grad_accum: 1,
-        warmup: 0.0,
-        min_lr_ratio: 1.0,
-        weight_decay: 0.01,
-        max_grad_norm: 0.0,
-        eval_every: 100,
-        checkpoint_every: 0,
-        keep_best: false,
-        seed: 1,
-    };
-    let dir = std::env::temp_dir().join(format!("efrlhf-adamw-{}", std::process::id()));
-    let mut rec = Recorder(Vec::new(), Vec::new());
-    train_sft(
-        model,
-        &train,
-        &settings,
-        &Checkpoints { dir: dir.clone() },
-        &mut rec,
-        &dev,
-    )
-    .unwrap();
-    std::fs::remove_dir_all(&dir).ok();
-    for (i, (ours, theirs)) in rec.0.iter().zip(&losses).enumerate() {
+    let (_, rec) = train_tiny(&settings(8, 3, 1, 0.0), &device(), "adamw");
+    assert_eq!(rec.losses.len(), 8);
+    for (i, (ours, theirs)) in rec.losses.iter().zip(&losses).enumerate() {
         assert!(
             (ours - theirs).abs() < 1e-4,
             "step {i}: loss {ours} vs {theirs}"
         );
     }
-    for (i, (ours, theirs)) in rec.1.iter().zip(&norms).enumerate() {
+    for (i, (ours, theirs)) in rec.grad_norms.iter().zip(&norms).enumerate() {
         assert!(
             (ours - theirs).abs() < 1e-3 * theirs,
             "step {i}: |g| {ours} vs {theirs}"
         );
     }
-    assert_eq!(rec.0.len(), 8);
     // And it learned: 7.68 -> 5.39 in PyTorch.
-    assert!(rec.0[7] < rec.0[0] - 2.0);
+    assert!(rec.losses[7] < rec.losses[0] - 2.0);
 }
 
 #[test]
 fn gradient_accumulation_equals_one_big_batch() {
     // Three micro-batches of one accumulate to the full batch's step (token-weighted).
-    use efrlhf::ml::bart::train::{Checkpoints, Example, SftSettings, train_sft};
     let dev = device();
-    let e = expected();
-    let train: Vec<Example> = e
-        .sources
-        .iter()
-        .zip(&e.targets)
-        .map(|(s, t)| Example {
-            source: s.clone(),
-            target: t.clone(),
-        })
-        .collect();
-    let run = |batch: usize, accum: usize| {
-        let (mut model, _) = io::load(&fixture().join("tiny"), &dev).unwrap();
-        model.set_dropout(0.0);
-        let settings = SftSettings {
-            epochs: 3,
-            lr: 1e-3,
-            batch,
-            grad_accum: accum,
-            warmup: 0.0,
-            min_lr_ratio: 1.0,
-            weight_decay: 0.01,
-            max_grad_norm: 1.0,
-            eval_every: 100,
-            checkpoint_every: 0,
-            keep_best: false,
-            seed: 1,
-        };
-        let dir = std::env::temp_dir().join(format!("efrlhf-acc-{batch}-{}", std::process::id()));
-        let mut rec = Recorder(Vec::new(), Vec::new());
-        train_sft(
-            model,
-            &train,
-            &settings,
-            &Checkpoints { dir: dir.clone() },
-            &mut rec,
-            &dev,
-        )
-        .unwrap();
-        std::fs::remove_dir_all(&dir).ok();
-        rec
-    };
-    let (full, micro) = (run(3, 1), run(1, 3));
-    for (a, b) in full.0.iter().zip(&micro.0) {
+    let (_, full) = train_tiny(&settings(3, 3, 1, 1.0), &dev, "acc-full");
+    let (_, micro) = train_tiny(&settings(3, 1, 3, 1.0), &dev, "acc-micro");
+    for (a, b) in full.losses.iter().zip(&micro.losses) {
         assert!((a - b).abs() < 1e-4, "{a} vs {b}");
     }
-    for (a, b) in full.1.iter().zip(&micro.1) {
+    for (a, b) in full.grad_norms.iter().zip(&micro.grad_norms) {
         assert!((a - b).abs() < 1e-3 * a, "{a} vs {b}");
     }
 }

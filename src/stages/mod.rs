@@ -107,6 +107,24 @@ pub fn builtin_manifests() -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
+/// The products of every dataset input and the tokenizer.json of a tokenizer input.
+pub fn datasets_and_tokenizer(
+    inputs: &[(String, PathBuf)],
+) -> Result<(Vec<dataset::Product>, Option<PathBuf>), String> {
+    let mut products = Vec::new();
+    let mut tokenizer = None;
+    for (id, dir) in inputs {
+        if dir.join("products.jsonl").is_file() {
+            products.extend(dataset::read_products(dir)?);
+        } else if dir.join("tokenizer.json").is_file() {
+            tokenizer = Some(dir.join("tokenizer.json"));
+        } else {
+            return Err(format!("input `{id}` is neither a dataset nor a tokenizer"));
+        }
+    }
+    Ok((products, tokenizer))
+}
+
 // Typed access to parameters. The runner has already checked names and types
 // against the manifest, so an error here means a manifest and its stage disagree.
 

@@ -17,11 +17,11 @@
 
 use burn::module::Module;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::dataset::{Candidate, DOMAIN_KEYS, Product, read_products};
+use super::dataset::{Candidate, DOMAIN_KEYS, Product};
 use super::{Stage, StageContext, param_f64, param_i64, param_str};
 use crate::dsl::{Metrics, Value};
 use crate::ml::bt::{PairwiseLoop, bt_loss_values, pairwise_accuracy};
@@ -157,17 +157,7 @@ impl Stage for RewardStage {
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, String> {
         let p = ctx.params;
         let method = param_str(p, "method")?.to_string();
-        let mut products = Vec::new();
-        let mut tokenizer_path: Option<PathBuf> = None;
-        for (id, dir) in ctx.inputs {
-            if dir.join("products.jsonl").is_file() {
-                products.extend(read_products(dir)?);
-            } else if dir.join("tokenizer.json").is_file() {
-                tokenizer_path = Some(dir.join("tokenizer.json"));
-            } else {
-                return Err(format!("input `{id}` is neither a dataset nor a tokenizer"));
-            }
-        }
+        let (products, tokenizer_path) = super::datasets_and_tokenizer(ctx.inputs)?;
         let (mut train, identical_train) = collect_pairs(&products, "train", method == "synthetic");
         let (val, identical_val) = collect_pairs(&products, "validation", false);
         if train.is_empty() && method != "naive-mean" {

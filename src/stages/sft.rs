@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use tokenizers::Tokenizer;
 
-use super::dataset::{Category, Product, read_products};
+use super::dataset::{Category, Product};
 use super::{Stage, StageContext, param_bool, param_f64, param_i64, param_str};
 use crate::dsl::Metrics;
 use crate::ml::bart::train::{
@@ -246,17 +246,7 @@ impl Stage for SftStage {
         let max_source = param_i64(p, "max-source")? as usize;
         let max_target = param_i64(p, "max-target")? as usize;
 
-        let mut products = Vec::new();
-        let mut tokenizer_path: Option<PathBuf> = None;
-        for (id, dir) in ctx.inputs {
-            if dir.join("products.jsonl").is_file() {
-                products.extend(read_products(dir)?);
-            } else if dir.join("tokenizer.json").is_file() {
-                tokenizer_path = Some(dir.join("tokenizer.json"));
-            } else {
-                return Err(format!("input `{id}` is neither a dataset nor a tokenizer"));
-            }
-        }
+        let (products, tokenizer_path) = super::datasets_and_tokenizer(ctx.inputs)?;
         let device = crate::ml::device(ctx.backend, ctx.seed as u64)?;
 
         // The model and its tokenizer.
