@@ -91,16 +91,18 @@ pub fn score_responses(
     (tensor_rows(lp, &lens), values)
 }
 
-/// One PPO update on `sources` (one response each). `reward` scores the
-/// sampled responses (token ids); `ce_targets` are supervised targets for the
-/// cross-entropy term, one per source. Returns the new model and the update's
-/// statistics.
+/// One PPO update on `sources` (one response each). Responses are sampled
+/// from the policy (online), or `given` (offline: stored summaries replayed,
+/// as the authors did). `reward` scores the responses (token ids);
+/// `ce_targets` are supervised targets for the cross-entropy term, one per
+/// source. Returns the new model and the update's statistics.
 #[allow(clippy::too_many_arguments)]
 pub fn ppo_update(
     mut model: PolicyValue,
     optim: &mut ModuleOptimizer,
     reference: &Bart,
     sources: &[Vec<u32>],
+    given: Option<&[Vec<u32>]>,
     ce_targets: Option<&[Vec<u32>]>,
     reward: &mut dyn FnMut(&[Vec<u32>]) -> Vec<f64>,
     kl: &mut KlController,
@@ -113,7 +115,16 @@ pub fn ppo_update(
     let temperature = settings.generation.temperature;
     // Rollout, without gradients.
     let frozen = model.clone().valid();
-    let generated = generate(&frozen.policy, sources, &settings.generation, rng, device);
+    let generated = match given {
+        Some(rows) => rows
+            .iter()
+            .map(|r| super::bart::Generated {
+                tokens: r.clone(),
+                finished: true,
+            })
+            .collect(),
+        None => generate(&frozen.policy, sources, &settings.generation, rng, device),
+    };
     let responses: Vec<Vec<u32>> = generated
         .iter()
         .map(|g| {
@@ -301,6 +312,7 @@ mod tests {
                     &mut optim,
                     &base,
                     &sources,
+                    None,
                     None,
                     &mut reward,
                     &mut kl,

@@ -15,6 +15,7 @@ use crate::dsl::{Metrics, Value};
 
 pub mod dataset;
 pub mod featurize;
+pub mod ppo;
 pub mod reward;
 pub mod sft;
 pub mod tokenizer;
@@ -92,6 +93,13 @@ pub static BUILTINS: &[Builtin] = &[
         manifest: include_str!("../../plugins/builtin/sft.kdl"),
         code_version: 1,
         stage: &sft::SftStage,
+    },
+    Builtin {
+        name: "ppo",
+        manifest_path: "plugins/builtin/ppo.kdl",
+        manifest: include_str!("../../plugins/builtin/ppo.kdl"),
+        code_version: 1,
+        stage: &ppo::PpoStage,
     },
 ];
 

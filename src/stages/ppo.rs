@@ -1,0 +1,373 @@
+//! The `ppo` stage kind: PPO of an SFT summarizer against a reward model.
+//!
+//! Inputs, told apart by their files: the SFT stage (`model/`), the reward
+//! model (`reward.json`), and datasets (`products.jsonl`). The policy and
+//! the frozen reference both start from the SFT model. Online, each update
+//! samples one summary per product, scores it with the lexical featurizer
+//! and the reward model; offline, it replays one stored candidate per
+//! product with its stored scores. Checkpoints after every
+//! `checkpoint-every` updates make a killed run resume exactly.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::AdamWConfig;
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+use super::dataset::Product;
+use super::reward::{features, load_phi};
+use super::sft::{decode, encode, load_tokenizer, source_text, targets_of};
+use super::{Stage, StageContext, param_f64, param_i64, param_str};
+use crate::dsl::Metrics;
+use crate::ml::bart::{GenerateOptions, ValueHead, io};
+use crate::ml::phi::{FEATURES, Phi};
+use crate::ml::ppo::KlController;
+use crate::ml::rlhf::{PolicyValue, PpoSettings, UpdateStats, ppo_update};
+use crate::rng::Rng;
+use crate::text::lexical::Lexical;
+
+pub struct PpoStage;
+
+/// How a summary's seven scores become a reward.
+pub enum Scorer {
+    /// `sigmoid(φ(scores · scale))`, the paper's reward.
+    Phi { phi: Phi, scale: f64 },
+    /// The plain mean of the seven scores, divided by 5.
+    NaiveMean,
+}
+
+impl Scorer {
+    /// Builds the scorer from a reward-model stage's folder.
+    pub fn load(dir: &Path, device: &burn::tensor::Device) -> Result<Scorer, String> {
+        let (spec, phi) = load_phi(dir, device)?;
+        match (spec.method.as_str(), phi) {
+            ("naive-mean", _) => Ok(Scorer::NaiveMean),
+            (_, Some(phi)) => Ok(Scorer::Phi {
+                phi,
+                scale: spec.scale,
+            }),
+            (m, None) => Err(format!(
+                "the `{m}` reward model reads text, not scores: PPO needs a score-reading reward model (domain-knowledge, synthetic or naive-mean)"
+            )),
+        }
+    }
+
+    /// Rewards of summaries given their scores on 0..5.
+    pub fn rewards(&self, scores: &[[f64; FEATURES]], device: &burn::tensor::Device) -> Vec<f64> {
+        match self {
+            Scorer::NaiveMean => scores
+                .iter()
+                .map(|s| s.iter().sum::<f64>() / (5.0 * FEATURES as f64))
+                .collect(),
+            Scorer::Phi { phi, scale } => {
+                let f: Vec<[f32; FEATURES]> = scores
+                    .iter()
+                    .map(|s| s.map(|x| (x * scale) as f32))
+                    .collect();
+                phi.score(&f, device)
+                    .into_iter()
+                    .map(|x| 1.0 / (1.0 + (-(x as f64)).exp()))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Everything a resumed run needs besides weights and optimizer moments.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Progress {
+    update: usize,
+    kl_coef: f64,
+    curve: Vec<UpdateStats>,
+}
+
+fn read_inputs(inputs: &[(String, PathBuf)]) -> Result<(PathBuf, PathBuf, Vec<Product>), String> {
+    let (mut sft, mut rm, mut products) = (None, None, Vec::new());
+    for (id, dir) in inputs {
+        if dir.join("model").join("config.json").is_file() {
+            sft = Some(dir.join("model"));
+        } else if dir.join("reward.json").is_file() {
+            rm = Some(dir.clone());
+        } else if dir.join("products.jsonl").is_file() {
+            products.extend(super::dataset::read_products(dir)?);
+        } else {
+            return Err(format!(
+                "input `{id}` is not an sft stage, a reward-model stage or a dataset"
+            ));
+        }
+    }
+    Ok((
+        sft.ok_or("no input is an sft stage (its `model/` folder is the initial policy)")?,
+        rm.ok_or("no input is a reward-model stage")?,
+        products,
+    ))
+}
+
+/// One rollout product: its tokenized source, reviews profile, CE target, stored candidates.
+struct Rollout<'a> {
+    product: &'a Product,
+    source: Vec<u32>,
+    ce_target: Vec<u32>,
+}
+
+impl Stage for PpoStage {
+    fn run(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, String> {
+        let p = ctx.params;
+        let mode = param_str(p, "mode")?.to_string();
+        let (sft_dir, rm_dir, products) = read_inputs(ctx.inputs)?;
+        let device = crate::ml::device(ctx.backend, ctx.seed as u64)?;
+        let (mut policy, _) = io::load(&sft_dir, &device)?;
+        // PPO runs without dropout (TRL, lm-human-preferences).
+        policy.set_dropout(0.0);
+        let reference = policy.clone();
+        let tk: Tokenizer = load_tokenizer(&sft_dir.join("tokenizer.json"))?;
+        let scorer = Scorer::load(&rm_dir, &device)?;
+        let eos = policy.config.eos_token_id;
+        let max_source = param_i64(p, "max-source")? as usize;
+        let max_new = param_i64(p, "max-new-tokens")? as usize;
+        let ce_target = param_str(p, "ce-target")?;
+        let split = param_str(p, "train-split")?;
+
+        let mut rollouts = Vec::new();
+        for prod in products.iter().filter(|x| x.split == split) {
+            let target = targets_of(prod, ce_target).into_iter().next();
+            if mode == "offline" && !prod.candidates.iter().any(|c| c.scores.is_some()) {
+                continue;
+            }
+            let Some(target) = target else { continue };
+            rollouts.push(Rollout {
+                product: prod,
+                source: encode(&tk, &source_text(prod), max_source, eos)?,
+                ce_target: encode(&tk, &target, max_new + 1, eos)?,
+            });
+        }
+        if rollouts.is_empty() {
+            return Err(format!(
+                "no `{split}` products with a `{ce_target}` summary{}",
+                if mode == "offline" {
+                    " and scored candidates"
+                } else {
+                    ""
+                }
+            ));
+        }
+
+        let settings = PpoSettings {
+            gamma: param_f64(p, "gamma")?,
+            lambda: param_f64(p, "lambda")?,
+            clip: param_f64(p, "clip")?,
+            value_clip: param_f64(p, "value-clip")?,
+            vf_coef: param_f64(p, "vf-coef")?,
+            ce_mix: param_f64(p, "ce-mix")?,
+            ppo_epochs: param_i64(p, "ppo-epochs")? as usize,
+            minibatch: param_i64(p, "minibatch")? as usize,
+            lr: param_f64(p, "lr")?,
+            max_grad_norm: param_f64(p, "max-grad-norm")?,
+            missing_eos_penalty: param_f64(p, "missing-eos-penalty")?,
+            generation: GenerateOptions {
+                sample: true,
+                temperature: param_f64(p, "temperature")?,
+                top_k: param_i64(p, "top-k")? as usize,
+                top_p: param_f64(p, "top-p")?,
+                ..GenerateOptions::greedy(max_new)
+            },
+        };
+        settings.generation.check()?;
+        let kl_target = param_f64(p, "kl-target")?;
+        let mut kl = KlController {
+            value: param_f64(p, "kl-coef")?,
+            adaptive: (kl_target > 0.0)
+                .then(|| Ok::<_, String>((kl_target, param_f64(p, "kl-horizon")?)))
+                .transpose()?,
+        };
+        let updates = param_i64(p, "updates")? as usize;
+        let batch = (param_i64(p, "batch")? as usize).min(rollouts.len());
+        let checkpoint_every = param_i64(p, "checkpoint-every")? as usize;
+        let seed = ctx.seed as u64;
+        let lexical = Lexical::new();
+
+        // Resume or start.
+        let ckpt = ctx.checkpoint_dir.to_path_buf();
+        let new_optim = || {
+            AdamWConfig::new()
+                .with_weight_decay(0.0)
+                .with_epsilon(1e-8)
+                .init()
+        };
+        let fresh = PolicyValue {
+            value: ValueHead::new(policy.config.d_model, &device),
+            policy,
+        };
+        let saved: Option<Progress> = std::fs::read_to_string(ckpt.join("state.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        let (mut model, mut optim, mut progress) = match saved {
+            Some(pr) if pr.update > 0 && pr.update <= updates => {
+                let m = fresh
+                    .try_load_file(ckpt.join("model.bpk"))
+                    .map_err(|e| format!("cannot load checkpoint weights: {e:?}"))?;
+                let o = new_optim()
+                    .load(ckpt.join("optim.bpk"))
+                    .map_err(|e| format!("cannot load checkpoint optimizer: {e:?}"))?;
+                let _ = writeln!(
+                    ctx.log,
+                    "resuming from the checkpoint after update {}",
+                    pr.update
+                );
+                kl.value = pr.kl_coef;
+                (m, o, pr)
+            }
+            _ => (fresh, new_optim(), Progress::default()),
+        };
+        let _ = writeln!(
+            ctx.log,
+            "ppo ({mode}): {} products, {updates} updates of {batch}",
+            rollouts.len()
+        );
+
+        let per_epoch = rollouts.len().div_ceil(batch);
+        while progress.update < updates {
+            let u = progress.update;
+            let order = crate::ml::bart::train::epoch_order(rollouts.len(), seed, u / per_epoch);
+            let start = (u % per_epoch) * batch;
+            let picked: Vec<&Rollout> = (0..batch)
+                .map(|k| &rollouts[order[(start + k) % order.len()]])
+                .collect();
+            let mut rng = Rng::new(seed ^ (u as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let sources: Vec<Vec<u32>> = picked.iter().map(|r| r.source.clone()).collect();
+            let ce: Vec<Vec<u32>> = picked.iter().map(|r| r.ce_target.clone()).collect();
+            // Offline: one stored, scored candidate per product, with its stored scores.
+            let mut stored_scores = Vec::new();
+            let given: Option<Vec<Vec<u32>>> = if mode == "offline" {
+                let mut rows = Vec::new();
+                for r in &picked {
+                    let scored: Vec<_> = r
+                        .product
+                        .candidates
+                        .iter()
+                        .filter(|c| c.scores.is_some())
+                        .collect();
+                    let c = scored[rng.below(scored.len() as u64) as usize];
+                    let f = features(r.product, c, 1.0)?;
+                    stored_scores.push(f.map(|x| x as f64));
+                    rows.push(encode(&tk, &c.text, max_new + 1, eos)?);
+                }
+                Some(rows)
+            } else {
+                None
+            };
+            let mut reward = |responses: &[Vec<u32>]| -> Vec<f64> {
+                let scores: Vec<[f64; FEATURES]> = if given.is_some() {
+                    stored_scores.clone()
+                } else {
+                    responses
+                        .iter()
+                        .zip(&picked)
+                        .map(|(resp, r)| {
+                            let profile = lexical.profile(&r.product.reviews);
+                            lexical.score(&profile, &decode(&tk, resp))
+                        })
+                        .collect()
+                };
+                scorer.rewards(&scores, &device)
+            };
+            let (m, stats) = ppo_update(
+                model,
+                &mut optim,
+                &reference,
+                &sources,
+                given.as_deref(),
+                (settings.ce_mix > 0.0).then_some(ce.as_slice()),
+                &mut reward,
+                &mut kl,
+                &settings,
+                &mut rng,
+                &device,
+            );
+            model = m;
+            progress.update += 1;
+            let _ = writeln!(
+                ctx.log,
+                "update {}/{updates} reward {:.4} KL {:.3} β {:.3} pg {:.4} vf {:.4} ce {:.4} clip {:.3} len {:.1}",
+                progress.update,
+                stats.score,
+                stats.kl,
+                stats.kl_coef,
+                stats.policy_loss,
+                stats.value_loss,
+                stats.ce_loss,
+                stats.clipfrac,
+                stats.response_length
+            );
+            progress.curve.push(stats);
+            progress.kl_coef = kl.value;
+            if checkpoint_every > 0
+                && progress.update % checkpoint_every == 0
+                && progress.update < updates
+            {
+                save_checkpoint(&ckpt, &model, &optim, &progress)?;
+                let _ = writeln!(ctx.log, "checkpoint after update {}", progress.update);
+            }
+        }
+
+        // Outputs.
+        let model_dir = ctx.output.join("model");
+        io::save(&model.policy, &model_dir)?;
+        tk.save(model_dir.join("tokenizer.json"), true)
+            .map_err(|e| format!("cannot save tokenizer.json: {e}"))?;
+        let mut store =
+            burn::store::SafetensorsStore::from_file(ctx.output.join("value_head.safetensors"))
+                .overwrite(true);
+        burn::store::ModuleSnapshot::save_into(&model.value, &mut store)
+            .map_err(|e| format!("cannot save the value head: {e}"))?;
+        let mut curve = String::new();
+        for s in &progress.curve {
+            curve.push_str(&serde_json::to_string(s).map_err(|e| e.to_string())?);
+            curve.push('\n');
+        }
+        std::fs::write(ctx.output.join("ppo_curve.jsonl"), curve)
+            .map_err(|e| format!("cannot write ppo_curve.jsonl: {e}"))?;
+        let c = &progress.curve;
+        let k = c.len().clamp(1, 3);
+        let mean = |xs: &[UpdateStats], f: fn(&UpdateStats) -> f64| {
+            xs.iter().map(f).sum::<f64>() / xs.len().max(1) as f64
+        };
+        let mut m = Metrics::new();
+        m.insert("updates".into(), c.len() as f64);
+        m.insert("reward_first".into(), mean(&c[..k], |s| s.score));
+        m.insert("reward_last".into(), mean(&c[c.len() - k..], |s| s.score));
+        m.insert("kl_last".into(), mean(&c[c.len() - k..], |s| s.kl));
+        m.insert("kl_coef_last".into(), kl.value);
+        m.insert(
+            "response_length_last".into(),
+            mean(&c[c.len() - k..], |s| s.response_length),
+        );
+        m.insert("clipfrac_mean".into(), mean(c, |s| s.clipfrac));
+        Ok(m)
+    }
+}
+
+fn save_checkpoint(
+    dir: &Path,
+    model: &PolicyValue,
+    optim: &burn::optim::ModuleOptimizer,
+    progress: &Progress,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+    let err = |e: burn::store::RecordError| format!("cannot write checkpoint: {e:?}");
+    std::fs::remove_file(dir.join("state.json")).ok();
+    model
+        .clone()
+        .save_file(dir.join("model.bpk"))
+        .map_err(err)?;
+    optim.save(dir.join("optim.bpk")).map_err(err)?;
+    let tmp = dir.join("state.json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(progress).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("cannot write checkpoint state: {e}"))?;
+    std::fs::rename(&tmp, dir.join("state.json"))
+        .map_err(|e| format!("cannot write checkpoint: {e}"))
+}

@@ -1,0 +1,184 @@
+//! The `ppo` stage on a tiny pipeline of shipped data: it runs online and
+//! offline, only PPO reruns when its KL coefficient changes, and a killed
+//! run resumes from its checkpoint to the identical policy.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(rel)
+}
+
+fn experiment(s: &Sandbox, mode: &str, updates: usize, kl: f64) {
+    s.experiment(&format!(
+        r#"
+stage "train" kind="dataset" {{
+    source "opinpref" path="{p}"
+    split "train"
+    limit 64
+}}
+stage "tok" kind="tokenizer" {{
+    input "train"
+    vocab-size 400
+}}
+stage "sft" kind="sft" {{
+    input "train" "tok"
+    d-model 32
+    layers 1
+    heads 2
+    epochs 1
+    lr 0.003
+    max-source 64
+    max-target 32
+    train-split "train"
+    validation-split "train"
+    val-products 8
+    checkpoint-every 0
+}}
+stage "phi" kind="reward-model" {{
+    input "train" "val"
+    hidden 6 4 2
+}}
+stage "val" kind="dataset" {{
+    source "opinpref" path="{p}"
+    split "validation"
+    limit 16
+}}
+stage "ppo" kind="ppo" {{
+    input "sft" "phi" "train"
+    mode "{mode}"
+    updates {updates}
+    batch 4
+    minibatch 2
+    kl-coef {kl}
+    max-source 64
+    max-new-tokens 24
+    checkpoint-every 2
+}}
+"#,
+        p = data("opinpref").display()
+    ));
+}
+
+fn ppo_artifact(s: &Sandbox) -> PathBuf {
+    std::fs::read_dir(s.path("cache/artifacts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("ppo_curve.jsonl").is_file())
+        .expect("no ppo artifact")
+}
+
+fn ppo_metrics(s: &Sandbox) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(&s.ok(&["show", "exp.kdl", "--format", "json"])).unwrap();
+    v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["id"] == "ppo")
+        .unwrap()["metrics"]
+        .clone()
+}
+
+#[test]
+fn online_and_offline_ppo_run_and_a_kl_change_reruns_only_ppo() {
+    for mode in ["online", "offline"] {
+        let s = Sandbox::new(&format!("ppo-{mode}"));
+        experiment(&s, mode, 4, 0.2);
+        s.ok(&["run", "exp.kdl"]);
+        let m = ppo_metrics(&s);
+        assert_eq!(m["updates"], 4.0, "{m}");
+        for k in [
+            "reward_first",
+            "reward_last",
+            "kl_last",
+            "response_length_last",
+        ] {
+            assert!(m[k].as_f64().unwrap().is_finite(), "{k}: {m}");
+        }
+        let art = ppo_artifact(&s);
+        assert_eq!(
+            std::fs::read_to_string(art.join("ppo_curve.jsonl"))
+                .unwrap()
+                .lines()
+                .count(),
+            4
+        );
+        let dev = efrlhf::ml::device(None, 0).unwrap();
+        efrlhf::ml::bart::io::load(&art.join("model"), &dev).unwrap();
+        assert!(art.join("value_head.safetensors").is_file());
+        if mode == "online" {
+            // Rewards are sigmoid(φ) in (0, 1), less 1 for a sample without EOS.
+            let r = m["reward_first"].as_f64().unwrap();
+            assert!((-1.0..1.0).contains(&r), "{m}");
+            experiment(&s, mode, 4, 0.1);
+            let plan = s.plan();
+            let runs: Vec<&str> = plan
+                .iter()
+                .filter(|(_, st)| st == "run")
+                .map(|(id, _)| id.as_str())
+                .collect();
+            assert_eq!(runs, ["ppo"], "{plan:?}");
+        }
+    }
+}
+
+#[test]
+fn a_killed_ppo_resumes_from_its_checkpoint_to_the_identical_policy() {
+    let whole = Sandbox::new("ppo-whole");
+    experiment(&whole, "online", 16, 0.2);
+    whole.ok(&["run", "exp.kdl"]);
+
+    let s = Sandbox::new("ppo-killed");
+    experiment(&s, "online", 16, 0.2);
+    let mut child = s
+        .cmd(&["run", "exp.kdl"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let ppo_checkpoint = std::fs::read_dir(s.path("cache/checkpoints"))
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("state.json")).ok())
+                    .any(|t| t.contains("\"update\""))
+            })
+            .unwrap_or(false);
+        if ppo_checkpoint {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "no PPO checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    unsafe { libc_kill(child.id() as i32, 9) };
+    let _ = child.wait();
+    s.ok(&["run", "exp.kdl"]);
+    let logs: String = std::fs::read_dir(s.path("cache/logs"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect();
+    assert!(
+        logs.contains("resuming from the checkpoint after update"),
+        "{logs}"
+    );
+    let (a, b) = (ppo_artifact(&whole), ppo_artifact(&s));
+    assert_eq!(
+        std::fs::read(a.join("model/model.safetensors")).unwrap(),
+        std::fs::read(b.join("model/model.safetensors")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(a.join("ppo_curve.jsonl")).unwrap(),
+        std::fs::read_to_string(b.join("ppo_curve.jsonl")).unwrap()
+    );
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
