@@ -58,6 +58,14 @@ stage "ppo" kind="ppo" {{
     max-new-tokens 24
     checkpoint-every 2
 }}
+stage "eval" kind="eval" {{
+    input "sft" "ppo" "phi" "val"
+    split "validation"
+    reference "preferred"
+    max-products 8
+    max-source 64
+    max-new-tokens 24
+}}
 "#,
         p = data("opinpref").display()
     ));
@@ -84,7 +92,7 @@ fn ppo_metrics(s: &Sandbox) -> serde_json::Value {
 }
 
 #[test]
-fn online_and_offline_ppo_run_and_a_kl_change_reruns_only_ppo() {
+fn online_and_offline_ppo_and_eval_run_and_a_kl_change_reruns_only_ppo_and_eval() {
     for mode in ["online", "offline"] {
         let s = Sandbox::new(&format!("ppo-{mode}"));
         experiment(&s, mode, 4, 0.2);
@@ -110,6 +118,33 @@ fn online_and_offline_ppo_run_and_a_kl_change_reruns_only_ppo() {
         let dev = efrlhf::ml::device(None, 0).unwrap();
         efrlhf::ml::bart::io::load(&art.join("model"), &dev).unwrap();
         assert!(art.join("value_head.safetensors").is_file());
+        // The evaluation compares SFT and PPO, and `run` prints the table.
+        let v: serde_json::Value =
+            serde_json::from_str(&s.ok(&["show", "exp.kdl", "--format", "json"])).unwrap();
+        let ev = v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|st| st["id"] == "eval")
+            .unwrap()["metrics"]
+            .clone();
+        assert_eq!(ev["products"], 8.0, "{ev}");
+        for k in [
+            "sft.rougeL",
+            "ppo.rougeL",
+            "sft.reward",
+            "ppo.reward",
+            "ppo.win_rate_vs_sft",
+            "ppo.kl_vs_sft",
+            "ppo.length",
+        ] {
+            assert!(ev[k].as_f64().unwrap().is_finite(), "{k}: {ev}");
+        }
+        let printed = s.ok(&["run", "exp.kdl"]);
+        assert!(
+            printed.contains("win rate") && printed.contains("ppo"),
+            "{printed}"
+        );
         if mode == "online" {
             // Rewards are sigmoid(φ) in (0, 1), less 1 for a sample without EOS.
             let r = m["reward_first"].as_f64().unwrap();
@@ -121,7 +156,7 @@ fn online_and_offline_ppo_run_and_a_kl_change_reruns_only_ppo() {
                 .filter(|(_, st)| st == "run")
                 .map(|(id, _)| id.as_str())
                 .collect();
-            assert_eq!(runs, ["ppo"], "{plan:?}");
+            assert_eq!(runs, ["ppo", "eval"], "{plan:?}");
         }
     }
 }

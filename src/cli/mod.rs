@@ -235,6 +235,20 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             };
             let summary = crate::exec::run(&plan, &cache, &opts, &mut reporter)?;
             reporter.finish(&summary);
+            let after = (mode != Mode::Json)
+                .then(|| ops::load_plan(&args.file, &cache, args.backend.as_deref(), &[]).ok())
+                .flatten();
+            if let Some(after) = after {
+                // The comparison tables of evaluation stages, last thing on screen.
+                for row in crate::ops::show_rows(&after) {
+                    if let (true, Some(d)) = (row.kind == "eval", &row.output) {
+                        let path = cache.artifact_dir(d).join("comparison.txt");
+                        if let Ok(text) = std::fs::read_to_string(path) {
+                            out(&format!("\n{}\n{text}", row.id));
+                        }
+                    }
+                }
+            }
             Ok(if summary.failed > 0 || summary.skipped > 0 {
                 Category::StageFailed.exit_code()
             } else {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::dsl::{Metrics, Value};
 
 pub mod dataset;
+pub mod eval;
 pub mod featurize;
 pub mod ppo;
 pub mod reward;
@@ -100,6 +101,13 @@ pub static BUILTINS: &[Builtin] = &[
         manifest: include_str!("../../plugins/builtin/ppo.kdl"),
         code_version: 1,
         stage: &ppo::PpoStage,
+    },
+    Builtin {
+        name: "eval",
+        manifest_path: "plugins/builtin/eval.kdl",
+        manifest: include_str!("../../plugins/builtin/eval.kdl"),
+        code_version: 1,
+        stage: &eval::EvalStage,
     },
 ];
 
