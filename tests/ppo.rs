@@ -6,7 +6,6 @@ mod common;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(rel)
@@ -71,33 +70,13 @@ stage "eval" kind="eval" {{
     ));
 }
 
-fn ppo_artifact(s: &Sandbox) -> PathBuf {
-    std::fs::read_dir(s.path("cache/artifacts"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.join("ppo_curve.jsonl").is_file())
-        .expect("no ppo artifact")
-}
-
-fn ppo_metrics(s: &Sandbox) -> serde_json::Value {
-    let v: serde_json::Value =
-        serde_json::from_str(&s.ok(&["show", "exp.kdl", "--format", "json"])).unwrap();
-    v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|st| st["id"] == "ppo")
-        .unwrap()["metrics"]
-        .clone()
-}
-
 #[test]
 fn online_and_offline_ppo_and_eval_run_and_a_kl_change_reruns_only_ppo_and_eval() {
     for mode in ["online", "offline"] {
         let s = Sandbox::new(&format!("ppo-{mode}"));
         experiment(&s, mode, 4, 0.2);
         s.ok(&["run", "exp.kdl"]);
-        let m = ppo_metrics(&s);
+        let m = s.stage_metrics("ppo");
         assert_eq!(m["updates"], 4.0, "{m}");
         for k in [
             "reward_first",
@@ -107,7 +86,7 @@ fn online_and_offline_ppo_and_eval_run_and_a_kl_change_reruns_only_ppo_and_eval(
         ] {
             assert!(m[k].as_f64().unwrap().is_finite(), "{k}: {m}");
         }
-        let art = ppo_artifact(&s);
+        let art = s.artifact_with("ppo_curve.jsonl");
         assert_eq!(
             std::fs::read_to_string(art.join("ppo_curve.jsonl"))
                 .unwrap()
@@ -119,15 +98,7 @@ fn online_and_offline_ppo_and_eval_run_and_a_kl_change_reruns_only_ppo_and_eval(
         efrlhf::ml::bart::io::load(&art.join("model"), &dev).unwrap();
         assert!(art.join("value_head.safetensors").is_file());
         // The evaluation compares SFT and PPO, and `run` prints the table.
-        let v: serde_json::Value =
-            serde_json::from_str(&s.ok(&["show", "exp.kdl", "--format", "json"])).unwrap();
-        let ev = v["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|st| st["id"] == "eval")
-            .unwrap()["metrics"]
-            .clone();
+        let ev = s.stage_metrics("eval");
         assert_eq!(ev["products"], 8.0, "{ev}");
         for k in [
             "sft.rougeL",
@@ -169,40 +140,24 @@ fn a_killed_ppo_resumes_from_its_checkpoint_to_the_identical_policy() {
 
     let s = Sandbox::new("ppo-killed");
     experiment(&s, "online", 16, 0.2);
-    let mut child = s
-        .cmd(&["run", "exp.kdl"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    loop {
-        let ppo_checkpoint = std::fs::read_dir(s.path("cache/checkpoints"))
+    s.kill_run_when(|| {
+        std::fs::read_dir(s.path("cache/checkpoints"))
             .map(|d| {
                 d.filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("state.json")).ok())
                     .any(|t| t.contains("\"update\""))
             })
-            .unwrap_or(false);
-        if ppo_checkpoint {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(300),
-            "no PPO checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    unsafe { libc_kill(child.id() as i32, 9) };
-    let _ = child.wait();
+            .unwrap_or(false)
+    });
     s.ok(&["run", "exp.kdl"]);
-    let logs: String = std::fs::read_dir(s.path("cache/logs"))
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
-        .collect();
+    let logs = s.all_logs();
     assert!(
         logs.contains("resuming from the checkpoint after update"),
         "{logs}"
     );
-    let (a, b) = (ppo_artifact(&whole), ppo_artifact(&s));
+    let (a, b) = (
+        whole.artifact_with("ppo_curve.jsonl"),
+        s.artifact_with("ppo_curve.jsonl"),
+    );
     assert_eq!(
         std::fs::read(a.join("model/model.safetensors")).unwrap(),
         std::fs::read(b.join("model/model.safetensors")).unwrap()
@@ -211,9 +166,4 @@ fn a_killed_ppo_resumes_from_its_checkpoint_to_the_identical_policy() {
         std::fs::read_to_string(a.join("ppo_curve.jsonl")).unwrap(),
         std::fs::read_to_string(b.join("ppo_curve.jsonl")).unwrap()
     );
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }

@@ -5,7 +5,6 @@ mod common;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use efrlhf::text::rouge::{MultiRef, RougeScorer};
 
@@ -50,33 +49,12 @@ stage "sft" kind="sft" {{
     ));
 }
 
-fn metrics(s: &Sandbox) -> serde_json::Value {
-    let out = s.ok(&["show", "exp.kdl", "--format", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|st| st["id"] == "sft")
-        .unwrap()["metrics"]
-        .clone()
-}
-
-/// The sft artifact folder (the one holding `model/`).
-fn artifact(s: &Sandbox) -> PathBuf {
-    std::fs::read_dir(s.path("cache/artifacts"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.join("model").is_dir())
-        .expect("no sft artifact")
-}
-
 #[test]
 fn sft_learns_reports_baselines_and_writes_a_hugging_face_folder() {
     let s = Sandbox::new("sft-small");
     experiment(&s, 2);
     s.ok(&["run", "exp.kdl"]);
-    let m = metrics(&s);
+    let m = s.stage_metrics("sft");
     let f = |k: &str| {
         m[k].as_f64()
             .unwrap_or_else(|| panic!("no metric {k}: {m}"))
@@ -116,7 +94,7 @@ fn sft_learns_reports_baselines_and_writes_a_hugging_face_folder() {
     assert!(f("val_rougeL") >= 0.0);
 
     // The output: a folder transformers reads (config, weights, tokenizer), and the curves.
-    let art = artifact(&s);
+    let art = s.artifact_with("model");
     let dev = efrlhf::ml::device(None, 0).unwrap();
     let (model, report) = efrlhf::ml::bart::io::load(&art.join("model"), &dev).unwrap();
     assert!(report.unused.is_empty());
@@ -158,29 +136,18 @@ fn a_killed_sft_resumes_from_its_checkpoint_to_the_identical_model() {
     // Killed after its first checkpoint, then run again.
     let s = Sandbox::new("sft-killed");
     experiment(&s, 6);
-    let mut child = s
-        .cmd(&["run", "exp.kdl"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    let state = loop {
+    let state = std::cell::RefCell::new(None);
+    s.kill_run_when(|| {
         let found = std::fs::read_dir(s.path("cache/checkpoints"))
             .ok()
             .and_then(|mut d| d.next())
             .map(|e| e.unwrap().path().join("state.json"))
             .filter(|p| p.is_file());
-        if let Some(p) = found {
-            break p;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    unsafe { libc_kill(child.id() as i32, 9) };
-    let _ = child.wait();
+        let ok = found.is_some();
+        *state.borrow_mut() = found;
+        ok
+    });
+    let state = state.into_inner().unwrap();
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     let at = saved["step"].as_u64().unwrap();
@@ -193,17 +160,14 @@ fn a_killed_sft_resumes_from_its_checkpoint_to_the_identical_model() {
     );
 
     s.ok(&["run", "exp.kdl"]);
-    let logs: String = std::fs::read_dir(s.path("cache/logs"))
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
-        .collect();
+    let logs = s.all_logs();
     assert!(
         logs.contains("resuming from the checkpoint at step"),
         "{logs}"
     );
 
     // Same weights, bit for bit; same curves and metrics.
-    let (a, b) = (artifact(&whole), artifact(&s));
+    let (a, b) = (whole.artifact_with("model"), s.artifact_with("model"));
     assert_eq!(
         std::fs::read(a.join("model/model.safetensors")).unwrap(),
         std::fs::read(b.join("model/model.safetensors")).unwrap()
@@ -219,10 +183,5 @@ fn a_killed_sft_resumes_from_its_checkpoint_to_the_identical_model() {
             "{f}"
         );
     }
-    assert_eq!(metrics(&whole), metrics(&s));
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
+    assert_eq!(whole.stage_metrics("sft"), s.stage_metrics("sft"));
 }

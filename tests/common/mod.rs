@@ -175,3 +175,59 @@ pub fn files_below(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+impl Sandbox {
+    /// The metrics of stage `id`, as `show --format json` gives them.
+    pub fn stage_metrics(&self, id: &str) -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ok(&["show", "exp.kdl", "--format", "json"])).unwrap();
+        v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == id)
+            .unwrap_or_else(|| panic!("no stage `{id}`"))["metrics"]
+            .clone()
+    }
+
+    /// The stored result folder that holds `file`.
+    pub fn artifact_with(&self, file: &str) -> PathBuf {
+        std::fs::read_dir(self.path("cache/artifacts"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.join(file).exists())
+            .unwrap_or_else(|| panic!("no stored result holds `{file}`"))
+    }
+
+    /// Every stage log of the cache, concatenated.
+    pub fn all_logs(&self) -> String {
+        std::fs::read_dir(self.path("cache/logs"))
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+            .collect()
+    }
+
+    /// Starts `run exp.kdl`, waits until `ready` holds, then kills the runner with SIGKILL.
+    pub fn kill_run_when(&self, ready: impl Fn() -> bool) {
+        let mut child = self
+            .cmd(&["run", "exp.kdl"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        while !ready() {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(300),
+                "the run never got there"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        unsafe { sigkill(child.id() as i32, 9) };
+        let _ = child.wait();
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn sigkill(pid: i32, sig: i32) -> i32;
+}
