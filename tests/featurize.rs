@@ -120,18 +120,6 @@ stage "{stage}" kind="featurize" {{
     ));
 }
 
-fn metrics(s: &Sandbox, id: &str) -> serde_json::Value {
-    let v: serde_json::Value =
-        serde_json::from_str(&s.ok(&["show", "exp.kdl", "--format", "json"])).unwrap();
-    v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == id)
-        .unwrap()["metrics"]
-        .clone()
-}
-
 #[test]
 fn llm_judge_end_to_end_with_cache_and_server_failure() {
     let s = Sandbox::new("judge");
@@ -164,7 +152,7 @@ fn llm_judge_end_to_end_with_cache_and_server_failure() {
             .count();
         assert_eq!(dims, 4);
     }
-    let m = metrics(&s, "judge");
+    let m = s.stage_metrics("judge");
     assert_eq!(
         (
             m["requests"].as_f64(),
@@ -197,7 +185,7 @@ fn llm_judge_end_to_end_with_cache_and_server_failure() {
         "answers are cached across stages and experiments"
     );
     assert_eq!(
-        metrics(&s, "judge-again")["answers_reused"].as_f64(),
+        s.stage_metrics("judge-again")["answers_reused"].as_f64(),
         Some(28.0)
     );
     let port = server.port;
@@ -240,7 +228,7 @@ fn llm_judge_end_to_end_with_cache_and_server_failure() {
     s.ok(&["run", "exp.kdl"]);
     assert_eq!(back.count(), 18);
     assert_eq!(
-        metrics(&s, "judge-flaky")["answers_reused"].as_f64(),
+        s.stage_metrics("judge-flaky")["answers_reused"].as_f64(),
         Some(10.0)
     );
     back.stop();
@@ -269,7 +257,7 @@ sweep "m" {{
     ));
     s.ok(&["run", "exp.kdl"]);
     for id in ["f[method=lexical]", "f[method=distilled]"] {
-        let m = metrics(&s, id);
+        let m = s.stage_metrics(id);
         assert_eq!(m["scored_validation_summaries"].as_f64(), Some(280.0));
         assert_eq!(m["human_rated_summaries"].as_f64(), Some(416.0));
         assert_eq!(m["summaries"].as_f64(), Some(1880.0 + 416.0));

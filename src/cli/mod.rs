@@ -235,7 +235,9 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             };
             let summary = crate::exec::run(&plan, &cache, &opts, &mut reporter)?;
             reporter.finish(&summary);
-            let after = (mode != Mode::Json)
+            // Planned again only when there is an evaluation to show: its result now exists.
+            let has_eval = plan.pipeline.nodes.iter().any(|n| n.kind.name == "eval");
+            let after = (mode != Mode::Json && has_eval)
                 .then(|| ops::load_plan(&args.file, &cache, args.backend.as_deref(), &[]).ok())
                 .flatten();
             if let Some(after) = after {

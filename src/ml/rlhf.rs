@@ -125,16 +125,7 @@ pub fn ppo_update(
             .collect(),
         None => generate(&frozen.policy, sources, &settings.generation, rng, device),
     };
-    let responses: Vec<Vec<u32>> = generated
-        .iter()
-        .map(|g| {
-            if g.tokens.is_empty() {
-                vec![frozen.policy.config.eos_token_id]
-            } else {
-                g.tokens.clone()
-            }
-        })
-        .collect();
+    let responses: Vec<Vec<u32>> = generated.iter().map(|g| g.tokens.clone()).collect();
     let mut scores = reward(&responses);
     for (s, g) in scores.iter_mut().zip(&generated) {
         if !g.finished {

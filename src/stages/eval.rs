@@ -15,7 +15,7 @@ use super::ppo::Scorer;
 use super::sft::{decode, encode, load_tokenizer, source_text, targets_of};
 use super::{Stage, StageContext, param_bool, param_f64, param_i64, param_str};
 use crate::dsl::Metrics;
-use crate::ml::bart::{GenerateOptions, generate, io};
+use crate::ml::bart::{GenerateOptions, generate_batched, io};
 use crate::ml::rlhf::score_responses;
 use crate::rng::Rng;
 use crate::text::lexical::Lexical;
@@ -91,11 +91,12 @@ impl Stage for EvalStage {
 
         // Every model summarizes; the first model's tokens and rewards are the baseline.
         let mut summaries: Vec<BTreeMap<String, String>> = vec![BTreeMap::new(); test.len()];
-        let mut first: Option<(io::LoadReport, crate::ml::bart::Bart, tokenizers::Tokenizer)> =
-            None;
+        let mut first: Option<crate::ml::bart::Bart> = None;
+        // Log-probabilities of sampled summaries use the sampling temperature, as in PPO.
+        let temperature = if opts.sample { opts.temperature } else { 1.0 };
         let mut first_rewards: Vec<f64> = Vec::new();
         for (name, dir) in &models {
-            let (model, report) = io::load(dir, &device)?;
+            let (model, _) = io::load(dir, &device)?;
             let tk = load_tokenizer(&dir.join("tokenizer.json"))?;
             let eos = model.config.eos_token_id;
             let sources: Vec<Vec<u32>> = test
@@ -103,20 +104,11 @@ impl Stage for EvalStage {
                 .map(|(x, _)| encode(&tk, &source_text(x), max_source, eos))
                 .collect::<Result<_, _>>()?;
             let mut rng = Rng::new(ctx.seed as u64);
-            let mut tokens = Vec::new();
-            for chunk in sources.chunks(16) {
-                tokens.extend(
-                    generate(&model, chunk, &opts, &mut rng, &device)
-                        .into_iter()
-                        .map(|g| {
-                            if g.tokens.is_empty() {
-                                vec![eos]
-                            } else {
-                                g.tokens
-                            }
-                        }),
-                );
-            }
+            let tokens: Vec<Vec<u32>> =
+                generate_batched(&model, &sources, &opts, 16, &mut rng, &device)
+                    .into_iter()
+                    .map(|g| g.tokens)
+                    .collect();
             let texts: Vec<String> = tokens.iter().map(|t| decode(&tk, t)).collect();
             let (mut r1, mut r2, mut rl, mut rl_first, mut len) =
                 (vec![], vec![], vec![], vec![], vec![]);
@@ -173,25 +165,12 @@ impl Stage for EvalStage {
             }
             // KL from the first model on this model's own summaries.
             match &first {
-                None => first = Some((report, model, tk)),
-                Some((_, base, _)) => {
-                    let t = opts.temperature.max(1e-6);
-                    let (lp, _) = score_responses(
-                        &model,
-                        None,
-                        &sources,
-                        &tokens,
-                        if opts.sample { t } else { 1.0 },
-                        &device,
-                    );
-                    let (lp0, _) = score_responses(
-                        base,
-                        None,
-                        &sources,
-                        &tokens,
-                        if opts.sample { t } else { 1.0 },
-                        &device,
-                    );
+                None => first = Some(model),
+                Some(base) => {
+                    let (lp, _) =
+                        score_responses(&model, None, &sources, &tokens, temperature, &device);
+                    let (lp0, _) =
+                        score_responses(base, None, &sources, &tokens, temperature, &device);
                     let kl: Vec<f64> = lp
                         .iter()
                         .zip(&lp0)

@@ -10,7 +10,6 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
 use burn::optim::AdamWConfig;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
@@ -20,12 +19,13 @@ use super::reward::{features, load_phi};
 use super::sft::{decode, encode, load_tokenizer, source_text, targets_of};
 use super::{Stage, StageContext, param_f64, param_i64, param_str};
 use crate::dsl::Metrics;
+use crate::ml::bart::train::Checkpoints;
 use crate::ml::bart::{GenerateOptions, ValueHead, io};
 use crate::ml::phi::{FEATURES, Phi};
 use crate::ml::ppo::KlController;
 use crate::ml::rlhf::{PolicyValue, PpoSettings, UpdateStats, ppo_update};
 use crate::rng::Rng;
-use crate::text::lexical::Lexical;
+use crate::text::lexical::{Lexical, ReviewProfile};
 
 pub struct PpoStage;
 
@@ -109,6 +109,8 @@ struct Rollout<'a> {
     product: &'a Product,
     source: Vec<u32>,
     ce_target: Vec<u32>,
+    /// The reviews' lexical profile, built once: online, every sample is scored against it.
+    profile: ReviewProfile,
 }
 
 impl Stage for PpoStage {
@@ -129,6 +131,7 @@ impl Stage for PpoStage {
         let ce_target = param_str(p, "ce-target")?;
         let split = param_str(p, "train-split")?;
 
+        let lexical = Lexical::new();
         let mut rollouts = Vec::new();
         for prod in products.iter().filter(|x| x.split == split) {
             let target = targets_of(prod, ce_target).into_iter().next();
@@ -140,6 +143,7 @@ impl Stage for PpoStage {
                 product: prod,
                 source: encode(&tk, &source_text(prod), max_source, eos)?,
                 ce_target: encode(&tk, &target, max_new + 1, eos)?,
+                profile: lexical.profile(&prod.reviews),
             });
         }
         if rollouts.is_empty() {
@@ -185,10 +189,11 @@ impl Stage for PpoStage {
         let batch = (param_i64(p, "batch")? as usize).min(rollouts.len());
         let checkpoint_every = param_i64(p, "checkpoint-every")? as usize;
         let seed = ctx.seed as u64;
-        let lexical = Lexical::new();
 
         // Resume or start.
-        let ckpt = ctx.checkpoint_dir.to_path_buf();
+        let ckpt = Checkpoints {
+            dir: ctx.checkpoint_dir.to_path_buf(),
+        };
         let new_optim = || {
             AdamWConfig::new()
                 .with_weight_decay(0.0)
@@ -199,17 +204,9 @@ impl Stage for PpoStage {
             value: ValueHead::new(policy.config.d_model, &device),
             policy,
         };
-        let saved: Option<Progress> = std::fs::read_to_string(ckpt.join("state.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
-        let (mut model, mut optim, mut progress) = match saved {
+        let (mut model, mut optim, mut progress) = match ckpt.load_progress::<Progress>() {
             Some(pr) if pr.update > 0 && pr.update <= updates => {
-                let m = fresh
-                    .try_load_file(ckpt.join("model.bpk"))
-                    .map_err(|e| format!("cannot load checkpoint weights: {e:?}"))?;
-                let o = new_optim()
-                    .load(ckpt.join("optim.bpk"))
-                    .map_err(|e| format!("cannot load checkpoint optimizer: {e:?}"))?;
+                let (m, o) = ckpt.load(fresh, new_optim())?;
                 let _ = writeln!(
                     ctx.log,
                     "resuming from the checkpoint after update {}",
@@ -264,10 +261,7 @@ impl Stage for PpoStage {
                     responses
                         .iter()
                         .zip(&picked)
-                        .map(|(resp, r)| {
-                            let profile = lexical.profile(&r.product.reviews);
-                            lexical.score(&profile, &decode(&tk, resp))
-                        })
+                        .map(|(resp, r)| lexical.score(&r.profile, &decode(&tk, resp)))
                         .collect()
                 };
                 scorer.rewards(&scores, &device)
@@ -306,7 +300,7 @@ impl Stage for PpoStage {
                 && progress.update % checkpoint_every == 0
                 && progress.update < updates
             {
-                save_checkpoint(&ckpt, &model, &optim, &progress)?;
+                ckpt.save(&model, &optim, &progress)?;
                 let _ = writeln!(ctx.log, "checkpoint after update {}", progress.update);
             }
         }
@@ -346,28 +340,4 @@ impl Stage for PpoStage {
         m.insert("clipfrac_mean".into(), mean(c, |s| s.clipfrac));
         Ok(m)
     }
-}
-
-fn save_checkpoint(
-    dir: &Path,
-    model: &PolicyValue,
-    optim: &burn::optim::ModuleOptimizer,
-    progress: &Progress,
-) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
-    let err = |e: burn::store::RecordError| format!("cannot write checkpoint: {e:?}");
-    std::fs::remove_file(dir.join("state.json")).ok();
-    model
-        .clone()
-        .save_file(dir.join("model.bpk"))
-        .map_err(err)?;
-    optim.save(dir.join("optim.bpk")).map_err(err)?;
-    let tmp = dir.join("state.json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec(progress).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| format!("cannot write checkpoint state: {e}"))?;
-    std::fs::rename(&tmp, dir.join("state.json"))
-        .map_err(|e| format!("cannot write checkpoint: {e}"))
 }

@@ -18,7 +18,7 @@ use crate::dsl::Metrics;
 use crate::ml::bart::train::{
     Checkpoints, Example, Observer, SftSettings, StepLog, Validation, mean_loss, train_sft,
 };
-use crate::ml::bart::{Bart, BartConfig, GenerateOptions, generate, io};
+use crate::ml::bart::{Bart, BartConfig, GenerateOptions, generate_batched, io};
 use crate::rng::Rng;
 use crate::text::rouge::{MultiRef, RougeScorer, RougeScores, mean};
 
@@ -137,20 +137,11 @@ pub fn summarize(
     max_new: usize,
     device: &burn::tensor::Device,
 ) -> Vec<String> {
-    let mut rng = Rng::new(0);
-    let mut out = Vec::with_capacity(sources.len());
-    for chunk in sources.chunks(16) {
-        for g in generate(
-            model,
-            chunk,
-            &GenerateOptions::greedy(max_new),
-            &mut rng,
-            device,
-        ) {
-            out.push(decode(tk, &g.tokens));
-        }
-    }
-    out
+    let greedy = GenerateOptions::greedy(max_new);
+    generate_batched(model, sources, &greedy, 16, &mut Rng::new(0), device)
+        .iter()
+        .map(|g| decode(tk, &g.tokens))
+        .collect()
 }
 
 /// Writes one progress line per step (the live display shows the last) and scores validations.
@@ -398,9 +389,8 @@ impl Stage for SftStage {
         let random: Vec<String> = val_pairs
             .iter()
             .map(|p| {
-                p.reviews
-                    [rng.below(p.reviews.len().max(1) as u64) as usize % p.reviews.len().max(1)]
-                .clone()
+                let i = rng.below(p.reviews.len().max(1) as u64) as usize;
+                p.reviews.get(i).cloned().unwrap_or_default()
             })
             .collect();
         put_rouge(

@@ -41,6 +41,9 @@ impl GenerateOptions {
     }
 
     pub fn check(&self) -> Result<(), String> {
+        if self.max_new_tokens == 0 {
+            return Err("max-new-tokens must be at least 1".into());
+        }
         if self.sample && self.temperature <= 0.0 {
             return Err("temperature must be > 0 when sampling".into());
         }
@@ -132,6 +135,22 @@ pub fn generate(
         }
     }
     out
+}
+
+/// [`generate`] over `sources` in batches of `batch` rows, drawing from one
+/// RNG stream in order.
+pub fn generate_batched(
+    model: &Bart,
+    sources: &[Vec<u32>],
+    opts: &GenerateOptions,
+    batch: usize,
+    rng: &mut Rng,
+    device: &Device,
+) -> Vec<Generated> {
+    sources
+        .chunks(batch.max(1))
+        .flat_map(|chunk| generate(model, chunk, opts, rng, device))
+        .collect()
 }
 
 /// Bans tokens that would repeat an n-gram already in the sequence

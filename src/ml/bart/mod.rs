@@ -9,5 +9,5 @@ pub mod model;
 pub mod train;
 
 pub use config::BartConfig;
-pub use generate::{GenerateOptions, Generated, generate};
+pub use generate::{GenerateOptions, Generated, generate, generate_batched};
 pub use model::{Bart, Batch, Targets, ValueHead, cross_entropy, label_logprobs};

@@ -17,26 +17,13 @@ use super::config::{Activation, BartConfig, activation};
 /// Added to attention scores at masked positions (their softmax weight underflows to 0).
 const MASKED: f32 = -1e9;
 
+/// A linear layer as HF initialises it: normal(0, std) weights, zero bias.
 fn linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Linear {
-    LinearConfig::new(d_in, d_out)
+    let mut l = LinearConfig::new(d_in, d_out)
         .with_initializer(Initializer::Normal { mean: 0.0, std })
-        .init(device)
-        .map_bias_zero()
-}
-
-trait ZeroBias {
-    fn map_bias_zero(self) -> Self;
-}
-
-impl ZeroBias for Linear {
-    fn map_bias_zero(mut self) -> Linear {
-        if let Some(b) = &self.bias {
-            let [n] = b.val().dims();
-            let device = b.val().device();
-            self.bias = Some(Param::from_tensor(Tensor::zeros([n], &device)));
-        }
-        self
-    }
+        .init(device);
+    l.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
+    l
 }
 
 fn layer_norm(d: usize, device: &Device) -> LayerNorm {

@@ -103,7 +103,9 @@ pub trait Observer {
     fn resumed(&mut self, _step: usize) {}
 }
 
-/// A folder of checkpoints: `state.json`, `model.bpk`, `optim.bpk`, `best/`.
+/// A folder of checkpoints: `state.json` (the caller's progress record),
+/// `model.bpk`, `optim.bpk` (burn's format, which keeps parameter ids so the
+/// optimizer moments reattach), and `best/` for SFT's best model.
 pub struct Checkpoints {
     pub dir: PathBuf,
 }
@@ -118,16 +120,32 @@ impl Checkpoints {
     }
 
     /// The saved progress, if a complete checkpoint exists.
-    fn load_progress(&self) -> Option<Progress> {
+    pub fn load_progress<P: serde::de::DeserializeOwned>(&self) -> Option<P> {
         let text = std::fs::read_to_string(self.state_path()).ok()?;
         serde_json::from_str(&text).ok()
     }
 
-    fn save(
+    /// The checkpoint's weights loaded into `fresh` (built on a plain device;
+    /// the file's parameter ids come along) and its optimizer state into `optim`.
+    pub fn load<M: Module>(
         &self,
-        model: &Bart,
+        fresh: M,
+        optim: ModuleOptimizer,
+    ) -> Result<(M, ModuleOptimizer), String> {
+        let model = fresh
+            .try_load_file(self.dir.join("model.bpk"))
+            .map_err(|e| format!("cannot load checkpoint weights: {e:?}"))?;
+        let optim = optim
+            .load(self.dir.join("optim.bpk"))
+            .map_err(|e| format!("cannot load checkpoint optimizer: {e:?}"))?;
+        Ok((model, optim))
+    }
+
+    pub fn save<M: Module, P: Serialize>(
+        &self,
+        model: &M,
         optim: &ModuleOptimizer,
-        progress: &Progress,
+        progress: &P,
     ) -> Result<(), String> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create `{}`: {e}", self.dir.display()))?;
@@ -291,19 +309,11 @@ pub fn train_sft(
             .init()
     };
 
-    let (mut model, mut optim, mut progress) = match checkpoints.load_progress() {
+    let (mut model, mut optim, mut progress) = match checkpoints.load_progress::<Progress>() {
         Some(p) if p.step > 0 && p.step <= total => {
-            // Loaded on the plain device, then forked: the file's parameter
-            // ids come along, so the optimizer state finds its parameters.
-            let m = Bart::new(&config, device)?
-                .try_load_file(checkpoints.dir.join("model.bpk"))
-                .map_err(|e| format!("cannot load checkpoint weights: {e:?}"))?
-                .fork(&train_dev);
-            let o = new_optim()
-                .load(checkpoints.dir.join("optim.bpk"))
-                .map_err(|e| format!("cannot load checkpoint optimizer: {e:?}"))?;
+            let (m, o) = checkpoints.load(Bart::new(&config, device)?, new_optim())?;
             observer.resumed(p.step);
-            (m.train(), o, p)
+            (m.fork(&train_dev).train(), o, p)
         }
         _ => (
             initial.fork(&train_dev).train(),
