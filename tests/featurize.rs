@@ -268,6 +268,8 @@ sweep "m" {{
             "opinion-faithfulness",
             "opinion-coverage",
             "conciseness",
+            "relevance",
+            "hallucination",
         ] {
             let r = m[format!("spearman.{key}")].as_f64().unwrap();
             assert!(r > 0.2, "{id} {key}: {r}");
@@ -285,4 +287,54 @@ sweep "m" {{
     let out = s.run(&["run", "exp.kdl"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no stored scores"));
+}
+
+#[test]
+fn phi_on_lexical_scores_comes_within_five_points_of_phi_on_the_stored_scores() {
+    // The acceptance target of the featurizers: φ (7-6-4-2-1) trained on the
+    // lexical scores of the 800 training pairs, against φ on the stored LLM
+    // scores, both on the 140 validation pairs, averaged over three seeds.
+    let s = Sandbox::new("featurize-phi");
+    s.experiment(&format!(
+        r#"
+stage "prefs" kind="dataset" {{
+    source "opinpref" path="{}"
+}}
+stage "f" kind="featurize" {{
+    input "prefs"
+    method "lexical"
+}}
+stage "phi-lexical" kind="reward-model" {{
+    input "f"
+    hidden 6 4 2
+}}
+stage "phi-stored" kind="reward-model" {{
+    input "prefs"
+    hidden 6 4 2
+}}
+sweep "seed" {{
+    vary "phi-lexical.seed" 1 2 3
+    vary "phi-stored.seed" 1 2 3
+}}
+"#,
+        data("opinpref")
+    ));
+    s.ok(&["run", "exp.kdl"]);
+    let mean = |stage: &str| {
+        (1..=3)
+            .map(|k| {
+                s.stage_metrics(&format!(
+                    "{stage}[phi-lexical.seed={k},phi-stored.seed={k}]"
+                ))["accuracy"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .sum::<f64>()
+            / 3.0
+    };
+    let (lexical, stored) = (mean("phi-lexical"), mean("phi-stored"));
+    assert!(
+        lexical >= stored - 0.05,
+        "φ on lexical scores {lexical:.3}, on stored scores {stored:.3}"
+    );
 }

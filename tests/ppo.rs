@@ -11,7 +11,36 @@ fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(rel)
 }
 
-fn experiment(s: &Sandbox, mode: &str, updates: usize, kl: f64) {
+/// The PPO side of the tiny pipeline.
+struct Ppo<'a> {
+    mode: &'a str,
+    updates: usize,
+    kl: f64,
+    /// The reward model's method: `domain-knowledge` or `text`.
+    reward: &'a str,
+    norm: &'a str,
+    /// The KL reference: `sft` or `previous`.
+    reference: &'a str,
+}
+
+const ONLINE: Ppo = Ppo {
+    mode: "online",
+    updates: 4,
+    kl: 0.2,
+    reward: "domain-knowledge",
+    norm: "none",
+    reference: "sft",
+};
+
+fn experiment(s: &Sandbox, ppo: &Ppo) {
+    let Ppo {
+        mode,
+        updates,
+        kl,
+        reward,
+        norm,
+        reference,
+    } = ppo;
     s.experiment(&format!(
         r#"
 stage "train" kind="dataset" {{
@@ -38,8 +67,14 @@ stage "sft" kind="sft" {{
     checkpoint-every 0
 }}
 stage "phi" kind="reward-model" {{
-    input "train" "val"
+    input "train" "val" "tok"
+    method "{reward}"
     hidden 6 4 2
+    d-model 16
+    layers 1
+    heads 2
+    max-tokens 96
+    epochs 1
 }}
 stage "val" kind="dataset" {{
     source "opinpref" path="{p}"
@@ -53,6 +88,8 @@ stage "ppo" kind="ppo" {{
     batch 4
     minibatch 2
     kl-coef {kl}
+    reward-norm "{norm}"
+    reference "{reference}"
     max-source 64
     max-new-tokens 24
     checkpoint-every 2
@@ -74,7 +111,7 @@ stage "eval" kind="eval" {{
 fn online_and_offline_ppo_and_eval_run_and_a_kl_change_reruns_only_ppo_and_eval() {
     for mode in ["online", "offline"] {
         let s = Sandbox::new(&format!("ppo-{mode}"));
-        experiment(&s, mode, 4, 0.2);
+        experiment(&s, &Ppo { mode, ..ONLINE });
         s.ok(&["run", "exp.kdl"]);
         let m = s.stage_metrics("ppo");
         assert_eq!(m["updates"], 4.0, "{m}");
@@ -116,11 +153,22 @@ fn online_and_offline_ppo_and_eval_run_and_a_kl_change_reruns_only_ppo_and_eval(
             printed.contains("win rate") && printed.contains("ppo"),
             "{printed}"
         );
+        // `show` ends with the same comparison, in markdown too.
+        let shown = s.ok(&["show", "exp.kdl"]);
+        assert!(
+            shown.contains("win rate")
+                && shown
+                    .trim_end()
+                    .ends_with(printed.trim_end().lines().last().unwrap()),
+            "{shown}"
+        );
+        let md = s.ok(&["show", "exp.kdl", "--format", "md"]);
+        assert!(md.contains("| model | ROUGE-1 |"), "{md}");
         if mode == "online" {
-            // Rewards are sigmoid(φ) in (0, 1), less 1 for a sample without EOS.
+            // Scores are sigmoid(φ) in (0, 1).
             let r = m["reward_first"].as_f64().unwrap();
-            assert!((-1.0..1.0).contains(&r), "{m}");
-            experiment(&s, mode, 4, 0.1);
+            assert!((0.0..1.0).contains(&r), "{m}");
+            experiment(&s, &Ppo { kl: 0.1, ..ONLINE });
             let plan = s.plan();
             let runs: Vec<&str> = plan
                 .iter()
@@ -135,11 +183,19 @@ fn online_and_offline_ppo_and_eval_run_and_a_kl_change_reruns_only_ppo_and_eval(
 #[test]
 fn a_killed_ppo_resumes_from_its_checkpoint_to_the_identical_policy() {
     let whole = Sandbox::new("ppo-whole");
-    experiment(&whole, "online", 16, 0.2);
+    // Scaled rewards and the previous policy as the KL reference: the running
+    // moments and that policy must resume too.
+    let setup = Ppo {
+        updates: 16,
+        norm: "scale",
+        reference: "previous",
+        ..ONLINE
+    };
+    experiment(&whole, &setup);
     whole.ok(&["run", "exp.kdl"]);
 
     let s = Sandbox::new("ppo-killed");
-    experiment(&s, "online", 16, 0.2);
+    experiment(&s, &setup);
     s.kill_run_when(|| {
         std::fs::read_dir(s.path("cache/checkpoints"))
             .map(|d| {
@@ -165,5 +221,64 @@ fn a_killed_ppo_resumes_from_its_checkpoint_to_the_identical_policy() {
     assert_eq!(
         std::fs::read_to_string(a.join("ppo_curve.jsonl")).unwrap(),
         std::fs::read_to_string(b.join("ppo_curve.jsonl")).unwrap()
+    );
+}
+
+#[test]
+fn the_text_reward_model_drives_ppo_and_scaled_rewards_have_unit_spread() {
+    let s = Sandbox::new("ppo-text");
+    experiment(
+        &s,
+        &Ppo {
+            reward: "text",
+            norm: "scale",
+            updates: 6,
+            ..ONLINE
+        },
+    );
+    s.ok(&["run", "exp.kdl"]);
+    let m = s.stage_metrics("ppo");
+    assert_eq!(m["updates"], 6.0, "{m}");
+    let art = s.artifact_with("ppo_curve.jsonl");
+    let curve: Vec<serde_json::Value> = std::fs::read_to_string(art.join("ppo_curve.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Raw scores are sigmoid(text score); the rewards PPO optimises are the same
+    // scores divided by their running standard deviation, so after a few batches
+    // their mean over the spread of the raw scores is about mean/std of the raw ones.
+    let (scores, stds): (Vec<f64>, Vec<f64>) = curve
+        .iter()
+        .map(|c| {
+            (
+                c["score"].as_f64().unwrap(),
+                c["score_std"].as_f64().unwrap(),
+            )
+        })
+        .unzip();
+    assert!(scores.iter().all(|x| (0.0..1.0).contains(x)), "{scores:?}");
+    let all_mean = scores.iter().sum::<f64>() / scores.len() as f64;
+    let last = &curve[curve.len() - 1];
+    let ratio = last["reward"].as_f64().unwrap() / last["score"].as_f64().unwrap();
+    // reward = score / running std, where the running std pools every batch so far.
+    let pooled = {
+        let within = stds.iter().map(|s| s * s).sum::<f64>() / stds.len() as f64;
+        let between =
+            scores.iter().map(|x| (x - all_mean).powi(2)).sum::<f64>() / scores.len() as f64;
+        (within + between).sqrt()
+    };
+    assert!(
+        (ratio * pooled - 1.0).abs() < 0.25,
+        "reward/score {ratio}, pooled std {pooled}"
+    );
+    for c in &curve {
+        assert!(c["entropy"].as_f64().unwrap() > 0.0, "{c}");
+    }
+    // The eval stage scores with the same text model.
+    let ev = s.stage_metrics("eval");
+    assert!(
+        (0.0..1.0).contains(&ev["ppo.reward"].as_f64().unwrap()),
+        "{ev}"
     );
 }

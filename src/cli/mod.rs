@@ -242,14 +242,7 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
                 .flatten();
             if let Some(after) = after {
                 // The comparison tables of evaluation stages, last thing on screen.
-                for row in crate::ops::show_rows(&after) {
-                    if let (true, Some(d)) = (row.kind == "eval", &row.output) {
-                        let path = cache.artifact_dir(d).join("comparison.txt");
-                        if let Ok(text) = std::fs::read_to_string(path) {
-                            out(&format!("\n{}\n{text}", row.id));
-                        }
-                    }
-                }
+                out(&eval_comparisons(&after, &cache, "comparison.txt"));
             }
             Ok(if summary.failed > 0 || summary.skipped > 0 {
                 Category::StageFailed.exit_code()
@@ -321,9 +314,17 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
                     "{}\n",
                     ops::show_json_rows(plan.experiment_name(), &rows, &cache)
                 )),
-                ShowFormat::Table => out(&ops::rows_table(&rows).to_text()),
+                ShowFormat::Table => out(&format!(
+                    "{}{}",
+                    ops::rows_table(&rows).to_text(),
+                    eval_comparisons(&plan, &cache, "comparison.txt")
+                )),
                 ShowFormat::Csv => out(&ops::rows_table(&rows).to_csv()),
-                ShowFormat::Md => out(&ops::rows_table(&rows).to_markdown()),
+                ShowFormat::Md => out(&format!(
+                    "{}{}",
+                    ops::rows_table(&rows).to_markdown(),
+                    eval_comparisons(&plan, &cache, "comparison.md")
+                )),
             }
             if let Some(spec) = plot {
                 let path = plot_out.unwrap_or_else(|| {
@@ -421,4 +422,18 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             Ok(0)
         }
     }
+}
+
+/// The model comparison tables (`file`: `comparison.txt` or `.md`) of the
+/// plan's finished evaluation stages, each under its stage id.
+fn eval_comparisons(plan: &crate::exec::Plan, cache: &crate::cache::Cache, file: &str) -> String {
+    let mut text = String::new();
+    for row in ops::show_rows(plan) {
+        if let (true, Some(d)) = (row.kind == "eval", &row.output)
+            && let Ok(table) = std::fs::read_to_string(cache.artifact_dir(d).join(file))
+        {
+            text.push_str(&format!("\n{}\n{table}", row.id));
+        }
+    }
+    text
 }

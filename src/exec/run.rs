@@ -165,12 +165,14 @@ pub fn run(
                         continue;
                     }
                 }
+                // Inputs go by their declared names, the names in the key: a
+                // stage that labels its outputs by them stays shareable across sweeps.
                 let inputs: Vec<(String, PathBuf)> = nodes[n]
                     .inputs
                     .iter()
                     .map(|&u| {
                         (
-                            nodes[u].id.clone(),
+                            nodes[u].stage.clone(),
                             cache.artifact_dir(outputs[u].as_deref().unwrap_or_default()),
                         )
                     })

@@ -74,6 +74,96 @@ impl KlController {
     }
 }
 
+/// Running mean and standard deviation of sequence scores, merged batch by
+/// batch (Chan et al.), as trlx's `RunningMoments` keeps them for
+/// `scale_reward="running"`: starts at mean 0, variance 1, count ~0.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunningMoments {
+    pub mean: f64,
+    /// Population variance of everything seen.
+    pub var: f64,
+    pub count: f64,
+}
+
+impl Default for RunningMoments {
+    fn default() -> RunningMoments {
+        RunningMoments {
+            mean: 0.0,
+            var: 1.0,
+            count: 1e-24,
+        }
+    }
+}
+
+impl RunningMoments {
+    /// Merges a batch.
+    pub fn update(&mut self, xs: &[f64]) {
+        if xs.is_empty() {
+            return;
+        }
+        let n = xs.len() as f64;
+        let mean = xs.iter().sum::<f64>() / n;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+        let delta = mean - self.mean;
+        let total = self.count + n;
+        let old_sum = self.var * self.count + delta * delta * self.count * n / total;
+        self.mean += delta * n / total;
+        self.var = (old_sum + var * n) / total;
+        self.count = total;
+    }
+
+    /// The unbiased standard deviation of everything seen.
+    pub fn std(&self) -> f64 {
+        if self.count <= 1.0 {
+            return 1.0;
+        }
+        (self.var * self.count / (self.count - 1.0)).sqrt()
+    }
+}
+
+/// How sequence scores are normalised before they enter the rewards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewardNorm {
+    /// As the reward model gives them.
+    None,
+    /// Divided by the running standard deviation (trlx `scale_reward="running"`).
+    Scale,
+    /// Running mean subtracted, then divided by the running standard deviation.
+    Normalize,
+}
+
+impl RewardNorm {
+    pub fn parse(s: &str) -> Result<RewardNorm, String> {
+        match s {
+            "none" => Ok(RewardNorm::None),
+            "scale" => Ok(RewardNorm::Scale),
+            "normalize" => Ok(RewardNorm::Normalize),
+            other => Err(format!(
+                "unknown reward normalisation `{other}` (none, scale or normalize)"
+            )),
+        }
+    }
+
+    /// Updates `moments` with the batch, then normalises it in place.
+    pub fn apply(self, scores: &mut [f64], moments: &mut RunningMoments) {
+        if self == RewardNorm::None {
+            return;
+        }
+        moments.update(scores);
+        let (shift, std) = (
+            if self == RewardNorm::Normalize {
+                moments.mean
+            } else {
+                0.0
+            },
+            moments.std().max(1e-8),
+        );
+        for s in scores.iter_mut() {
+            *s = (*s - shift) / std;
+        }
+    }
+}
+
 /// Masked mean of a `[b, t]` tensor.
 pub fn masked_mean(x: Tensor<2>, mask: Tensor<2>) -> Tensor<1> {
     (x * mask.clone()).sum() / mask.sum().clamp_min(1.0)
@@ -159,6 +249,34 @@ mod tests {
         let mut y = vec![1.0, 2.0, 3.0, 4.0];
         whiten(&mut y, false);
         close(y[0], 2.5 - 1.161_895_003_862_225);
+    }
+
+    #[test]
+    fn running_moments_and_reward_scaling_by_hand() {
+        // One batch 1, 2, 3, 4: mean 2.5, population variance 1.25, unbiased std
+        // sqrt(5/3) = 1.2909944 (the prior of count 1e-24 vanishes).
+        let mut m = RunningMoments::default();
+        m.update(&[1.0, 2.0, 3.0, 4.0]);
+        close(m.mean, 2.5);
+        close(m.var, 1.25);
+        close(m.std(), 1.290_994_448_735_805_6);
+        // A second batch 5, 6 merges to the moments of 1..6: mean 3.5,
+        // population variance 35/12, unbiased std sqrt(3.5) = 1.8708287.
+        m.update(&[5.0, 6.0]);
+        close(m.mean, 3.5);
+        close(m.var, 35.0 / 12.0);
+        close(m.std(), 3.5f64.sqrt());
+        // Scaling divides by the std including the batch; normalising also centres.
+        let mut s = vec![1.0, 2.0, 3.0, 4.0];
+        RewardNorm::Scale.apply(&mut s, &mut RunningMoments::default());
+        close(s[3], 4.0 / 1.290_994_448_735_805_6);
+        let mut s = vec![1.0, 2.0, 3.0, 4.0];
+        RewardNorm::Normalize.apply(&mut s, &mut RunningMoments::default());
+        close(s[0], -1.5 / 1.290_994_448_735_805_6);
+        let mut s = vec![1.0, 2.0];
+        let mut untouched = RunningMoments::default();
+        RewardNorm::None.apply(&mut s, &mut untouched);
+        assert_eq!((s, untouched), (vec![1.0, 2.0], RunningMoments::default()));
     }
 
     #[test]

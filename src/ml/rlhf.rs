@@ -10,9 +10,14 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::bart::generate::{GenerateOptions, generate};
-use super::bart::model::{Bart, Batch, Targets, ValueHead, cross_entropy, label_logprobs};
+use super::bart::model::{
+    Bart, Batch, Targets, ValueHead, cross_entropy, label_logprobs, label_logprobs_and_entropy,
+};
 use super::bart::train::clip_global_norm;
-use super::ppo::{KlController, gae, policy_loss, sequence_kl, shaped_rewards, value_loss, whiten};
+use super::ppo::{
+    KlController, RewardNorm, RunningMoments, gae, masked_mean, policy_loss, sequence_kl,
+    shaped_rewards, value_loss, whiten,
+};
 use crate::rng::Rng;
 
 /// The trained pair: the policy and its critic, optimised together.
@@ -20,6 +25,14 @@ use crate::rng::Rng;
 pub struct PolicyValue {
     pub policy: Bart,
     pub value: ValueHead,
+}
+
+/// What a PPO checkpoint holds besides the optimizer: the trained pair and,
+/// when the KL reference is the previous policy, that policy.
+#[derive(Module, Debug)]
+pub struct PpoModules {
+    pub trained: PolicyValue,
+    pub previous: Option<Bart>,
 }
 
 /// PPO settings (the authors' values as defaults in the stage manifest).
@@ -36,15 +49,42 @@ pub struct PpoSettings {
     pub minibatch: usize,
     pub lr: f64,
     pub max_grad_norm: f64,
-    /// Subtracted from the score of a response that did not reach EOS.
+    /// Subtracted from the (normalised) score of a response that did not reach EOS.
     pub missing_eos_penalty: f64,
+    /// How scores are normalised before they become the last token's reward.
+    pub reward_norm: RewardNorm,
     pub generation: GenerateOptions,
+}
+
+/// Scores a batch of responses (token ids), one score each.
+pub type RewardFn<'a> = dyn FnMut(&[Vec<u32>]) -> Result<Vec<f64>, String> + 'a;
+
+/// What PPO carries from one update to the next besides weights and
+/// optimizer moments: the KL coefficient and the reward statistics.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PpoState {
+    pub kl: KlController,
+    #[serde(default)]
+    pub reward_moments: RunningMoments,
 }
 
 /// What one update measured.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UpdateStats {
+    /// Mean reward-model score of the responses, as the reward model gives it.
     pub score: f64,
+    /// Its standard deviation over the batch.
+    #[serde(default)]
+    pub score_std: f64,
+    /// Mean sequence reward after normalisation and the missing-EOS penalty.
+    #[serde(default)]
+    pub reward: f64,
+    /// Share of responses that never reached EOS.
+    #[serde(default)]
+    pub missing_eos: f64,
+    /// Mean entropy of the policy per response token (nats).
+    #[serde(default)]
+    pub entropy: f64,
     pub kl: f64,
     pub kl_coef: f64,
     pub policy_loss: f64,
@@ -104,12 +144,12 @@ pub fn ppo_update(
     sources: &[Vec<u32>],
     given: Option<&[Vec<u32>]>,
     ce_targets: Option<&[Vec<u32>]>,
-    reward: &mut dyn FnMut(&[Vec<u32>]) -> Vec<f64>,
-    kl: &mut KlController,
+    reward: &mut RewardFn<'_>,
+    state: &mut PpoState,
     settings: &PpoSettings,
     rng: &mut Rng,
     device: &Device,
-) -> (PolicyValue, UpdateStats) {
+) -> Result<(PolicyValue, UpdateStats), String> {
     let train_dev = device.clone().autodiff();
     let n = sources.len();
     let temperature = settings.generation.temperature;
@@ -126,12 +166,17 @@ pub fn ppo_update(
         None => generate(&frozen.policy, sources, &settings.generation, rng, device),
     };
     let responses: Vec<Vec<u32>> = generated.iter().map(|g| g.tokens.clone()).collect();
-    let mut scores = reward(&responses);
+    let raw_scores = reward(&responses)?;
+    let mut scores = raw_scores.clone();
+    settings
+        .reward_norm
+        .apply(&mut scores, &mut state.reward_moments);
     for (s, g) in scores.iter_mut().zip(&generated) {
         if !g.finished {
             *s -= settings.missing_eos_penalty;
         }
     }
+    let kl = &mut state.kl;
     let (old_lp, old_values) = score_responses(
         &frozen.policy,
         Some(&frozen.value),
@@ -165,8 +210,15 @@ pub fn ppo_update(
     }
 
     // Optimisation.
+    let mean_of = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+    let score = mean_of(&raw_scores);
     let mut stats = UpdateStats {
-        score: scores.iter().sum::<f64>() / n.max(1) as f64,
+        score,
+        score_std: (raw_scores.iter().map(|s| (s - score).powi(2)).sum::<f64>()
+            / (n.max(2) - 1) as f64)
+            .sqrt(),
+        reward: mean_of(&scores),
+        missing_eos: generated.iter().filter(|g| !g.finished).count() as f64 / n.max(1) as f64,
         kl: kls.iter().sum::<f64>() / n.max(1) as f64,
         kl_coef: kl.value,
         response_length: responses.iter().map(Vec::len).sum::<usize>() as f64 / n.max(1) as f64,
@@ -189,11 +241,13 @@ pub fn ppo_update(
             let hidden = trained
                 .policy
                 .forward_hidden(&src, tg.decoder_input.clone());
-            let new_lp = label_logprobs(
+            let (new_lp, entropy) = label_logprobs_and_entropy(
                 trained.policy.logits(hidden.clone()),
                 tg.labels.clone(),
                 temperature,
             );
+            stats.entropy +=
+                super::to_vec(masked_mean(entropy.detach(), tg.mask.clone()))[0] as f64;
             let values = trained.value.forward(hidden);
             let mask = tg.mask.clone();
             let (pg, clipfrac, ratio) = policy_loss(
@@ -236,12 +290,13 @@ pub fn ppo_update(
         &mut stats.ce_loss,
         &mut stats.clipfrac,
         &mut stats.ratio,
+        &mut stats.entropy,
     ] {
         *v /= minibatches.max(1.0);
     }
     kl.update(stats.kl, n);
     model = trained.valid();
-    (model, stats)
+    Ok((model, stats))
 }
 
 #[cfg(test)]
@@ -274,6 +329,7 @@ mod tests {
             lr: 3e-3,
             max_grad_norm: 1.0,
             missing_eos_penalty: 0.0,
+            reward_norm: RewardNorm::None,
             generation: GenerateOptions {
                 sample: true,
                 temperature: 1.0,
@@ -286,15 +342,19 @@ mod tests {
                 value: ValueHead::new(cfg.d_model, &dev),
             };
             let mut optim = AdamWConfig::new().with_epsilon(1e-8).init();
-            let mut kl = KlController {
-                value: beta,
-                adaptive: None,
+            let mut state = PpoState {
+                kl: KlController {
+                    value: beta,
+                    adaptive: None,
+                },
+                reward_moments: RunningMoments::default(),
             };
             let mut rng = Rng::new(5);
-            let mut reward = |rs: &[Vec<u32>]| -> Vec<f64> {
-                rs.iter()
+            let mut reward = |rs: &[Vec<u32>]| -> Result<Vec<f64>, String> {
+                Ok(rs
+                    .iter()
                     .map(|r| r.iter().filter(|&&t| t == 7).count() as f64 / r.len() as f64)
-                    .collect()
+                    .collect())
             };
             let mut history = Vec::new();
             for _ in 0..25 {
@@ -306,11 +366,12 @@ mod tests {
                     None,
                     None,
                     &mut reward,
-                    &mut kl,
+                    &mut state,
                     &settings,
                     &mut rng,
                     &dev,
-                );
+                )
+                .unwrap();
                 model = m;
                 history.push(s);
             }

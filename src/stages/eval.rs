@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::dataset::{DOMAIN_KEYS, Product};
-use super::ppo::Scorer;
+use super::ppo::{Scorer, ToScore};
 use super::sft::{decode, encode, load_tokenizer, source_text, targets_of};
 use super::{Stage, StageContext, param_bool, param_f64, param_i64, param_str};
 use crate::dsl::Metrics;
@@ -40,6 +40,11 @@ impl Stage for EvalStage {
             if dir.join("model").join("config.json").is_file() {
                 models.push((id.clone(), dir.join("model")));
             } else if dir.join("reward.json").is_file() {
+                if scorer.is_some() {
+                    return Err(format!(
+                        "input `{id}` is a second reward model: an eval stage scores with one (add another eval stage for another)"
+                    ));
+                }
                 scorer = Some(Scorer::load(dir, &device)?);
             } else if dir.join("products.jsonl").is_file() {
                 products.extend(super::dataset::read_products(dir)?);
@@ -142,7 +147,17 @@ impl Stage for EvalStage {
                 m.insert(format!("{name}.lexical.{key}"), mean(&dims[k]));
             }
             if let Some(sc) = &scorer {
-                let rewards = sc.rewards(&scores7, &device);
+                let items: Vec<ToScore> = test
+                    .iter()
+                    .zip(&texts)
+                    .zip(&scores7)
+                    .map(|(((x, _), text), s)| ToScore {
+                        reviews: &x.reviews,
+                        summary: text,
+                        features: Some(*s),
+                    })
+                    .collect();
+                let rewards = sc.rewards(&items, &device)?;
                 m.insert(format!("{name}.reward"), mean(&rewards));
                 if first_rewards.is_empty() {
                     first_rewards = rewards;

@@ -85,7 +85,7 @@ pub static BUILTINS: &[Builtin] = &[
         name: "featurize",
         manifest_path: "plugins/builtin/featurize.kdl",
         manifest: include_str!("../../plugins/builtin/featurize.kdl"),
-        code_version: 1,
+        code_version: 2,
         stage: &featurize::FeaturizeStage,
     },
     Builtin {
@@ -99,14 +99,14 @@ pub static BUILTINS: &[Builtin] = &[
         name: "ppo",
         manifest_path: "plugins/builtin/ppo.kdl",
         manifest: include_str!("../../plugins/builtin/ppo.kdl"),
-        code_version: 1,
+        code_version: 2,
         stage: &ppo::PpoStage,
     },
     Builtin {
         name: "eval",
         manifest_path: "plugins/builtin/eval.kdl",
         manifest: include_str!("../../plugins/builtin/eval.kdl"),
-        code_version: 1,
+        code_version: 3,
         stage: &eval::EvalStage,
     },
 ];

@@ -2,7 +2,8 @@
 //!
 //! Inputs, told apart by their files: the SFT stage (`model/`), the reward
 //! model (`reward.json`), and datasets (`products.jsonl`). The policy and
-//! the frozen reference both start from the SFT model. Online, each update
+//! the frozen KL reference both start from the SFT model (with `reference
+//! "previous"` the reference then follows the policy one update behind). Online, each update
 //! samples one summary per product, scores it with the lexical featurizer
 //! and the reward model; offline, it replays one stored candidate per
 //! product with its stored scores. Checkpoints after every
@@ -15,26 +16,43 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use super::dataset::Product;
-use super::reward::{features, load_phi};
+use super::reward::{features, load_phi, load_text_rm};
 use super::sft::{decode, encode, load_tokenizer, source_text, targets_of};
 use super::{Stage, StageContext, param_f64, param_i64, param_str};
 use crate::dsl::Metrics;
 use crate::ml::bart::train::Checkpoints;
 use crate::ml::bart::{GenerateOptions, ValueHead, io};
 use crate::ml::phi::{FEATURES, Phi};
-use crate::ml::ppo::KlController;
-use crate::ml::rlhf::{PolicyValue, PpoSettings, UpdateStats, ppo_update};
+use crate::ml::ppo::{KlController, RewardNorm, RunningMoments};
+use crate::ml::rlhf::{PolicyValue, PpoModules, PpoSettings, PpoState, UpdateStats, ppo_update};
+use crate::ml::text_rm::{TextRm, pair_sequence};
 use crate::rng::Rng;
 use crate::text::lexical::{Lexical, ReviewProfile};
 
 pub struct PpoStage;
 
-/// How a summary's seven scores become a reward.
+/// One summary to score: the product's reviews, the text, and its seven
+/// scores on 0..5 when the scorer reads scores.
+pub struct ToScore<'a> {
+    pub reviews: &'a [String],
+    pub summary: &'a str,
+    pub features: Option<[f64; FEATURES]>,
+}
+
+/// How a summary becomes a reward, from a reward-model stage's output.
 pub enum Scorer {
     /// `sigmoid(φ(scores · scale))`, the paper's reward.
     Phi { phi: Phi, scale: f64 },
     /// The plain mean of the seven scores, divided by 5.
     NaiveMean,
+    /// `sigmoid(score)` of the text-reading reward model over
+    /// `<s> summary </s> reviews </s>`, tokenized with its own tokenizer.
+    Text {
+        model: Box<TextRm>,
+        tokenizer: Box<Tokenizer>,
+        special: [u32; 3],
+        max_tokens: usize,
+    },
 }
 
 impl Scorer {
@@ -43,42 +61,108 @@ impl Scorer {
         let (spec, phi) = load_phi(dir, device)?;
         match (spec.method.as_str(), phi) {
             ("naive-mean", _) => Ok(Scorer::NaiveMean),
+            ("text", _) => {
+                let (spec, model) = load_text_rm(dir, device)?;
+                let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
+                let id = |t: &str| {
+                    tokenizer
+                        .token_to_id(t)
+                        .ok_or_else(|| format!("the reward model's tokenizer has no `{t}` token"))
+                };
+                let special = [id("<s>")?, id("</s>")?, id("<pad>")?];
+                let max_tokens = spec.text.map(|t| t.max_tokens).unwrap_or(512);
+                Ok(Scorer::Text {
+                    model: Box::new(model),
+                    tokenizer: Box::new(tokenizer),
+                    special,
+                    max_tokens,
+                })
+            }
             (_, Some(phi)) => Ok(Scorer::Phi {
                 phi,
                 scale: spec.scale,
             }),
             (m, None) => Err(format!(
-                "the `{m}` reward model reads text, not scores: PPO needs a score-reading reward model (domain-knowledge, synthetic or naive-mean)"
+                "the `{m}` reward model cannot score summaries (domain-knowledge, synthetic, naive-mean or text can)"
             )),
         }
     }
 
-    /// Rewards of summaries given their scores on 0..5.
-    pub fn rewards(&self, scores: &[[f64; FEATURES]], device: &burn::tensor::Device) -> Vec<f64> {
+    /// Whether the scorer reads the seven scores (then every [`ToScore`] needs them).
+    pub fn reads_features(&self) -> bool {
+        !matches!(self, Scorer::Text { .. })
+    }
+
+    /// Rewards of summaries.
+    pub fn rewards(
+        &self,
+        items: &[ToScore<'_>],
+        device: &burn::tensor::Device,
+    ) -> Result<Vec<f64>, String> {
+        let features = || -> Result<Vec<[f64; FEATURES]>, String> {
+            items
+                .iter()
+                .map(|t| {
+                    t.features.ok_or_else(|| {
+                        "this reward model reads the seven scores, and a summary has none"
+                            .to_string()
+                    })
+                })
+                .collect()
+        };
+        let sigmoid = |x: f32| 1.0 / (1.0 + (-(x as f64)).exp());
         match self {
-            Scorer::NaiveMean => scores
+            Scorer::NaiveMean => Ok(features()?
                 .iter()
                 .map(|s| s.iter().sum::<f64>() / (5.0 * FEATURES as f64))
-                .collect(),
+                .collect()),
             Scorer::Phi { phi, scale } => {
-                let f: Vec<[f32; FEATURES]> = scores
+                let f: Vec<[f32; FEATURES]> = features()?
                     .iter()
                     .map(|s| s.map(|x| (x * scale) as f32))
                     .collect();
-                phi.score(&f, device)
+                Ok(phi.score(&f, device).into_iter().map(sigmoid).collect())
+            }
+            Scorer::Text {
+                model,
+                tokenizer,
+                special: [bos, eos, pad],
+                max_tokens,
+            } => {
+                let ids = |t: &str| -> Result<Vec<u32>, String> {
+                    Ok(tokenizer
+                        .encode(t, false)
+                        .map_err(|e| format!("cannot tokenize for the reward model: {e}"))?
+                        .get_ids()
+                        .to_vec())
+                };
+                let seqs = items
+                    .iter()
+                    .map(|t| {
+                        Ok(pair_sequence(
+                            &ids(t.summary)?,
+                            &ids(&t.reviews.join(" "))?,
+                            *bos,
+                            *eos,
+                            *max_tokens,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                Ok(model
+                    .score(&seqs, *pad, 16, device)
                     .into_iter()
-                    .map(|x| 1.0 / (1.0 + (-(x as f64)).exp()))
-                    .collect()
+                    .map(sigmoid)
+                    .collect())
             }
         }
     }
 }
 
 /// Everything a resumed run needs besides weights and optimizer moments.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Progress {
     update: usize,
-    kl_coef: f64,
+    state: PpoState,
     curve: Vec<UpdateStats>,
 }
 
@@ -169,6 +253,7 @@ impl Stage for PpoStage {
             lr: param_f64(p, "lr")?,
             max_grad_norm: param_f64(p, "max-grad-norm")?,
             missing_eos_penalty: param_f64(p, "missing-eos-penalty")?,
+            reward_norm: RewardNorm::parse(param_str(p, "reward-norm")?)?,
             generation: GenerateOptions {
                 sample: true,
                 temperature: param_f64(p, "temperature")?,
@@ -179,7 +264,7 @@ impl Stage for PpoStage {
         };
         settings.generation.check()?;
         let kl_target = param_f64(p, "kl-target")?;
-        let mut kl = KlController {
+        let kl = KlController {
             value: param_f64(p, "kl-coef")?,
             adaptive: (kl_target > 0.0)
                 .then(|| Ok::<_, String>((kl_target, param_f64(p, "kl-horizon")?)))
@@ -200,23 +285,41 @@ impl Stage for PpoStage {
                 .with_epsilon(1e-8)
                 .init()
         };
-        let fresh = PolicyValue {
-            value: ValueHead::new(policy.config.d_model, &device),
-            policy,
+        // The KL reference: the SFT model, or the policy before the last update.
+        let follow_previous = param_str(p, "reference")? == "previous";
+        let fresh = PpoModules {
+            previous: follow_previous.then(|| policy.clone()),
+            trained: PolicyValue {
+                value: ValueHead::new(policy.config.d_model, &device),
+                policy,
+            },
         };
-        let (mut model, mut optim, mut progress) = match ckpt.load_progress::<Progress>() {
-            Some(pr) if pr.update > 0 && pr.update <= updates => {
-                let (m, o) = ckpt.load(fresh, new_optim())?;
-                let _ = writeln!(
-                    ctx.log,
-                    "resuming from the checkpoint after update {}",
-                    pr.update
-                );
-                kl.value = pr.kl_coef;
-                (m, o, pr)
-            }
-            _ => (fresh, new_optim(), Progress::default()),
-        };
+        let (mut model, mut previous, mut optim, mut progress) =
+            match ckpt.load_progress::<Progress>() {
+                Some(pr) if pr.update > 0 && pr.update <= updates => {
+                    let (m, o) = ckpt.load(fresh, new_optim())?;
+                    let (m, previous) = (m.trained, m.previous);
+                    let _ = writeln!(
+                        ctx.log,
+                        "resuming from the checkpoint after update {}",
+                        pr.update
+                    );
+                    (m, previous, o, pr)
+                }
+                _ => (
+                    fresh.trained,
+                    fresh.previous,
+                    new_optim(),
+                    Progress {
+                        update: 0,
+                        state: PpoState {
+                            kl,
+                            reward_moments: RunningMoments::default(),
+                        },
+                        curve: Vec::new(),
+                    },
+                ),
+            };
         let _ = writeln!(
             ctx.log,
             "ppo ({mode}): {} products, {updates} updates of {batch}",
@@ -254,53 +357,71 @@ impl Stage for PpoStage {
             } else {
                 None
             };
-            let mut reward = |responses: &[Vec<u32>]| -> Vec<f64> {
-                let scores: Vec<[f64; FEATURES]> = if given.is_some() {
-                    stored_scores.clone()
-                } else {
-                    responses
-                        .iter()
-                        .zip(&picked)
-                        .map(|(resp, r)| lexical.score(&r.profile, &decode(&tk, resp)))
-                        .collect()
-                };
-                scorer.rewards(&scores, &device)
+            let mut reward = |responses: &[Vec<u32>]| -> Result<Vec<f64>, String> {
+                let texts: Vec<String> = responses.iter().map(|r| decode(&tk, r)).collect();
+                let items: Vec<ToScore> = texts
+                    .iter()
+                    .zip(&picked)
+                    .enumerate()
+                    .map(|(i, (text, r))| ToScore {
+                        reviews: &r.product.reviews,
+                        summary: text,
+                        features: if given.is_some() {
+                            stored_scores.get(i).copied()
+                        } else if scorer.reads_features() {
+                            Some(lexical.score(&r.profile, text))
+                        } else {
+                            None
+                        },
+                    })
+                    .collect();
+                scorer.rewards(&items, &device)
             };
+            let before = follow_previous.then(|| model.policy.clone());
             let (m, stats) = ppo_update(
                 model,
                 &mut optim,
-                &reference,
+                previous.as_ref().unwrap_or(&reference),
                 &sources,
                 given.as_deref(),
                 (settings.ce_mix > 0.0).then_some(ce.as_slice()),
                 &mut reward,
-                &mut kl,
+                &mut progress.state,
                 &settings,
                 &mut rng,
                 &device,
-            );
+            )?;
             model = m;
+            if before.is_some() {
+                previous = before;
+            }
             progress.update += 1;
             let _ = writeln!(
                 ctx.log,
-                "update {}/{updates} reward {:.4} KL {:.3} β {:.3} pg {:.4} vf {:.4} ce {:.4} clip {:.3} len {:.1}",
+                "update {}/{updates} score {:.4} ±{:.4} reward {:.3} KL {:.3} β {:.3} pg {:.4} vf {:.4} ce {:.4} clip {:.3} entropy {:.3} len {:.1}",
                 progress.update,
                 stats.score,
+                stats.score_std,
+                stats.reward,
                 stats.kl,
                 stats.kl_coef,
                 stats.policy_loss,
                 stats.value_loss,
                 stats.ce_loss,
                 stats.clipfrac,
+                stats.entropy,
                 stats.response_length
             );
             progress.curve.push(stats);
-            progress.kl_coef = kl.value;
             if checkpoint_every > 0
                 && progress.update % checkpoint_every == 0
                 && progress.update < updates
             {
-                ckpt.save(&model, &optim, &progress)?;
+                let modules = PpoModules {
+                    trained: model.clone(),
+                    previous: previous.clone(),
+                };
+                ckpt.save(&modules, &optim, &progress)?;
                 let _ = writeln!(ctx.log, "checkpoint after update {}", progress.update);
             }
         }
@@ -332,7 +453,15 @@ impl Stage for PpoStage {
         m.insert("reward_first".into(), mean(&c[..k], |s| s.score));
         m.insert("reward_last".into(), mean(&c[c.len() - k..], |s| s.score));
         m.insert("kl_last".into(), mean(&c[c.len() - k..], |s| s.kl));
-        m.insert("kl_coef_last".into(), kl.value);
+        m.insert("kl_coef_last".into(), progress.state.kl.value);
+        m.insert(
+            "entropy_last".into(),
+            mean(&c[c.len() - k..], |s| s.entropy),
+        );
+        m.insert(
+            "missing_eos_last".into(),
+            mean(&c[c.len() - k..], |s| s.missing_eos),
+        );
         m.insert(
             "response_length_last".into(),
             mean(&c[c.len() - k..], |s| s.response_length),

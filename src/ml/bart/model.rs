@@ -494,6 +494,20 @@ pub fn label_logprobs(logits: Tensor<3>, labels: Tensor<2, Int>, temperature: f6
         .reshape([b, t])
 }
 
+/// [`label_logprobs`] and the entropy of each position's distribution
+/// (`-Σ p log p`, same temperature), from one log-softmax.
+pub fn label_logprobs_and_entropy(
+    logits: Tensor<3>,
+    labels: Tensor<2, Int>,
+    temperature: f64,
+) -> (Tensor<2>, Tensor<2>) {
+    let [b, t, _] = logits.dims();
+    let lsm = act::log_softmax(logits / temperature, 2);
+    let entropy = -(lsm.clone().exp() * lsm.clone()).sum_dim(2).reshape([b, t]);
+    let lp = lsm.gather(2, labels.reshape([b, t, 1])).reshape([b, t]);
+    (lp, entropy)
+}
+
 /// Mean token cross-entropy over the masked labels, and the token count.
 pub fn cross_entropy(logits: Tensor<3>, targets: &Targets) -> Tensor<1> {
     let lp = label_logprobs(logits, targets.labels.clone(), 1.0);
