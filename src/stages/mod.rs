@@ -111,6 +111,25 @@ pub static BUILTINS: &[Builtin] = &[
     },
 ];
 
+/// `[=====     ]`: the live display shows a stage's last log line, so
+/// long-running kinds log one of these per step.
+pub fn progress_bar(done: usize, total: usize) -> String {
+    let width = 20;
+    let filled = (done * width).checked_div(total).unwrap_or(width);
+    format!(
+        "[{}{}]",
+        "=".repeat(filled),
+        " ".repeat(width.saturating_sub(filled))
+    )
+}
+
+/// `m:ss` left, from the time `done` steps took since `started`.
+pub fn eta(started: std::time::Instant, done: usize, left: usize) -> String {
+    let per = started.elapsed().as_secs_f64() / done.max(1) as f64;
+    let secs = (per * left as f64) as u64;
+    format!("{}:{:02}", secs / 60, secs % 60)
+}
+
 pub fn builtin(name: &str) -> Option<&'static Builtin> {
     BUILTINS.iter().find(|b| b.name == name)
 }

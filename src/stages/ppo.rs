@@ -327,6 +327,7 @@ impl Stage for PpoStage {
         );
 
         let per_epoch = rollouts.len().div_ceil(batch);
+        let (started, first_update) = (std::time::Instant::now(), progress.update);
         while progress.update < updates {
             let u = progress.update;
             let order = crate::ml::bart::train::epoch_order(rollouts.len(), seed, u / per_epoch);
@@ -398,7 +399,8 @@ impl Stage for PpoStage {
             progress.update += 1;
             let _ = writeln!(
                 ctx.log,
-                "update {}/{updates} score {:.4} ±{:.4} reward {:.3} KL {:.3} β {:.3} pg {:.4} vf {:.4} ce {:.4} clip {:.3} entropy {:.3} len {:.1}",
+                "{} update {}/{updates} score {:.4} ±{:.4} reward {:.3} KL {:.3} β {:.3} pg {:.4} vf {:.4} ce {:.4} clip {:.3} entropy {:.3} len {:.1} ETA {}",
+                super::progress_bar(progress.update, updates),
                 progress.update,
                 stats.score,
                 stats.score_std,
@@ -410,7 +412,12 @@ impl Stage for PpoStage {
                 stats.ce_loss,
                 stats.clipfrac,
                 stats.entropy,
-                stats.response_length
+                stats.response_length,
+                super::eta(
+                    started,
+                    progress.update - first_update,
+                    updates - progress.update
+                )
             );
             progress.curve.push(stats);
             if checkpoint_every > 0

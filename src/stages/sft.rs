@@ -157,34 +157,20 @@ struct StageObserver<'a, 'b> {
     first_step: Option<usize>,
 }
 
-fn bar(done: usize, total: usize) -> String {
-    let width = 20;
-    let filled = (done * width).checked_div(total).unwrap_or(width);
-    format!(
-        "[{}{}]",
-        "=".repeat(filled),
-        " ".repeat(width.saturating_sub(filled))
-    )
-}
-
 impl Observer for StageObserver<'_, '_> {
     fn step(&mut self, log: &StepLog, total: usize) {
         let first = *self.first_step.get_or_insert(log.step - 1);
-        let done = log.step - first;
-        let per = self.started.elapsed().as_secs_f64() / done.max(1) as f64;
-        let eta = (per * (total - log.step) as f64) as u64;
         let _ = writeln!(
             self.log,
-            "{} step {}/{} epoch {} loss {:.4} lr {:.2e} |g| {:.2} ETA {}:{:02}",
-            bar(log.step, total),
+            "{} step {}/{} epoch {} loss {:.4} lr {:.2e} |g| {:.2} ETA {}",
+            super::progress_bar(log.step, total),
             log.step,
             total,
             log.epoch + 1,
             log.loss,
             log.lr,
             log.grad_norm,
-            eta / 60,
-            eta % 60
+            super::eta(self.started, log.step - first, total - log.step)
         );
     }
 
