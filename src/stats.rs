@@ -20,6 +20,20 @@ pub fn ranks(xs: &[f64]) -> Vec<f64> {
     r
 }
 
+/// Arithmetic mean; 0 for no values.
+pub fn mean(xs: &[f64]) -> f64 {
+    xs.iter().sum::<f64>() / xs.len().max(1) as f64
+}
+
+/// Sample standard deviation (divided by n - 1); 0 for fewer than 2 values.
+pub fn sample_std(xs: &[f64]) -> f64 {
+    if xs.len() < 2 {
+        return 0.0;
+    }
+    let m = mean(xs);
+    (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (xs.len() - 1) as f64).sqrt()
+}
+
 /// Pearson correlation; `None` when either side is constant or there are fewer than 2 points.
 pub fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
     let n = a.len().min(b.len());
@@ -55,5 +69,13 @@ mod tests {
         assert!((r - 7.25 / 9.5).abs() < 1e-12, "{r}");
         assert_eq!(ranks(&[10.0, 20.0, 20.0, 5.0]), [2.0, 3.5, 3.5, 1.0]);
         assert_eq!(spearman(&[1.0, 1.0], &[1.0, 2.0]), None);
+    }
+
+    #[test]
+    fn mean_and_sample_std_by_hand() {
+        // 1, 2, 3, 4: mean 2.5, squared deviations 5, / 3 -> std sqrt(5/3).
+        assert_eq!(mean(&[1.0, 2.0, 3.0, 4.0]), 2.5);
+        assert!((sample_std(&[1.0, 2.0, 3.0, 4.0]) - (5.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert_eq!((mean(&[]), sample_std(&[7.0])), (0.0, 0.0));
     }
 }

@@ -9,10 +9,6 @@ use std::path::{Path, PathBuf};
 
 use efrlhf::stages::dataset::{Category, FieldMap, Selection, load, select};
 
-fn data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(rel)
-}
-
 fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/data")

@@ -10,14 +10,6 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-fn data(rel: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data")
-        .join(rel)
-        .display()
-        .to_string()
-}
-
 /// A chat-completions server answering with `answer(prompt)`; it stops accepting after `limit` requests.
 struct Server {
     port: u16,
@@ -116,7 +108,7 @@ stage "{stage}" kind="featurize" {{
     {extra}
 }}
 "#,
-        data("opinpref/annotations-valid.jsonl")
+        data("opinpref/annotations-valid.jsonl").display()
     ));
 }
 
@@ -252,8 +244,8 @@ sweep "m" {{
     vary "f.method" "lexical" "distilled"
 }}
 "#,
-        data("opinpref"),
-        data("summeval_op")
+        data("opinpref").display(),
+        data("summeval_op").display()
     ));
     s.ok(&["run", "exp.kdl"]);
     for id in ["f[method=lexical]", "f[method=distilled]"] {
@@ -282,7 +274,7 @@ sweep "m" {{
     // from-data refuses summaries without stored scores.
     s.experiment(&format!(
         "stage \"summeval\" kind=\"dataset\" {{\n    source \"summeval-op\" path=\"{}\"\n}}\nstage \"f\" kind=\"featurize\" {{\n    input \"summeval\"\n    method \"from-data\"\n}}\n",
-        data("summeval_op")
+        data("summeval_op").display()
     ));
     let out = s.run(&["run", "exp.kdl"]);
     assert_eq!(out.status.code(), Some(1));
@@ -317,7 +309,7 @@ sweep "seed" {{
     vary "phi-stored.seed" 1 2 3
 }}
 "#,
-        data("opinpref")
+        data("opinpref").display()
     ));
     s.ok(&["run", "exp.kdl"]);
     let mean = |stage: &str| {

@@ -5,12 +5,6 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
-
-fn data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(rel)
-}
-
 /// The PPO side of the tiny pipeline.
 struct Ppo<'a> {
     mode: &'a str,

@@ -4,17 +4,13 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use efrlhf::ml::bt::PairwiseLoop;
 use efrlhf::ml::phi::{FeaturePairs, PhiTrainConfig, train_phi};
 use efrlhf::rng::Rng;
 use efrlhf::stages::dataset::{Candidate, FieldMap, load};
 use efrlhf::stages::reward::{collect_pairs, features, load_phi};
-
-fn data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(rel)
-}
 
 fn show(s: &Sandbox, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["show", "exp.kdl", "--format", "json"];

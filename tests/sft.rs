@@ -4,13 +4,7 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
-
 use efrlhf::text::rouge::{MultiRef, RougeScorer};
-
-fn data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(rel)
-}
 
 /// 96 training and 16 validation OpinPref products, a tokenizer, and a tiny SFT.
 fn experiment(s: &Sandbox, epochs: usize) {

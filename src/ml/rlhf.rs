@@ -19,6 +19,7 @@ use super::ppo::{
     shaped_rewards, value_loss, whiten,
 };
 use crate::rng::Rng;
+use crate::stats::{mean, sample_std};
 
 /// The trained pair: the policy and its critic, optimised together.
 #[derive(Module, Debug)]
@@ -210,18 +211,15 @@ pub fn ppo_update(
     }
 
     // Optimisation.
-    let mean_of = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
-    let score = mean_of(&raw_scores);
+    let share = |k: usize| k as f64 / n.max(1) as f64;
     let mut stats = UpdateStats {
-        score,
-        score_std: (raw_scores.iter().map(|s| (s - score).powi(2)).sum::<f64>()
-            / (n.max(2) - 1) as f64)
-            .sqrt(),
-        reward: mean_of(&scores),
-        missing_eos: generated.iter().filter(|g| !g.finished).count() as f64 / n.max(1) as f64,
-        kl: kls.iter().sum::<f64>() / n.max(1) as f64,
+        score: mean(&raw_scores),
+        score_std: sample_std(&raw_scores),
+        reward: mean(&scores),
+        missing_eos: share(generated.iter().filter(|g| !g.finished).count()),
+        kl: mean(&kls),
         kl_coef: kl.value,
-        response_length: responses.iter().map(Vec::len).sum::<usize>() as f64 / n.max(1) as f64,
+        response_length: share(responses.iter().map(Vec::len).sum()),
         ..Default::default()
     };
     let mut trained = model.fork(&train_dev).train();

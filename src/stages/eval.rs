@@ -16,16 +16,14 @@ use super::sft::{decode, encode, load_tokenizer, source_text, targets_of};
 use super::{Stage, StageContext, param_bool, param_f64, param_i64, param_str};
 use crate::dsl::Metrics;
 use crate::ml::bart::{GenerateOptions, generate_batched, io};
+use crate::ml::bt::pairwise_accuracy;
 use crate::ml::rlhf::score_responses;
 use crate::rng::Rng;
+use crate::stats::mean;
 use crate::text::lexical::Lexical;
 use crate::text::rouge::{MultiRef, RougeScorer};
 
 pub struct EvalStage;
-
-fn mean(xs: &[f64]) -> f64 {
-    xs.iter().sum::<f64>() / xs.len().max(1) as f64
-}
 
 impl Stage for EvalStage {
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, String> {
@@ -162,20 +160,11 @@ impl Stage for EvalStage {
                 if first_rewards.is_empty() {
                     first_rewards = rewards;
                 } else {
-                    let wins: Vec<f64> = rewards
-                        .iter()
-                        .zip(&first_rewards)
-                        .map(|(a, b)| {
-                            if a > b {
-                                1.0
-                            } else if a == b {
-                                0.5
-                            } else {
-                                0.0
-                            }
-                        })
-                        .collect();
-                    m.insert(format!("{name}.win_rate_vs_{}", models[0].0), mean(&wins));
+                    // Ties count half, as in a reward model's pairwise accuracy.
+                    m.insert(
+                        format!("{name}.win_rate_vs_{}", models[0].0),
+                        pairwise_accuracy(&rewards, &first_rewards),
+                    );
                 }
             }
             // KL from the first model on this model's own summaries.
@@ -198,8 +187,11 @@ impl Stage for EvalStage {
         // Stored system outputs, scored the same way.
         let mut systems: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         for (x, refs) in &test {
-            for c in x.candidates.iter().filter(|c| c.system.is_some()) {
-                let name = c.system.clone().unwrap_or_default();
+            for (name, c) in x
+                .candidates
+                .iter()
+                .filter_map(|c| Some((c.system.clone()?, c)))
+            {
                 systems.entry(name).or_default().push(
                     rouge
                         .score_multi(refs, &c.text, MultiRef::Max)

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use super::dataset::Product;
-use super::reward::{features, load_phi, load_text_rm};
+use super::reward::{features, phi_of, read_spec, text_rm_of};
 use super::sft::{decode, encode, load_tokenizer, source_text, targets_of};
 use super::{Stage, StageContext, param_f64, param_i64, param_str};
 use crate::dsl::Metrics;
@@ -58,11 +58,11 @@ pub enum Scorer {
 impl Scorer {
     /// Builds the scorer from a reward-model stage's folder.
     pub fn load(dir: &Path, device: &burn::tensor::Device) -> Result<Scorer, String> {
-        let (spec, phi) = load_phi(dir, device)?;
-        match (spec.method.as_str(), phi) {
-            ("naive-mean", _) => Ok(Scorer::NaiveMean),
-            ("text", _) => {
-                let (spec, model) = load_text_rm(dir, device)?;
+        let spec = read_spec(dir)?;
+        match spec.method.as_str() {
+            "naive-mean" => Ok(Scorer::NaiveMean),
+            "text" => {
+                let (cfg, model) = text_rm_of(&spec, dir, device)?;
                 let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
                 let id = |t: &str| {
                     tokenizer
@@ -70,21 +70,22 @@ impl Scorer {
                         .ok_or_else(|| format!("the reward model's tokenizer has no `{t}` token"))
                 };
                 let special = [id("<s>")?, id("</s>")?, id("<pad>")?];
-                let max_tokens = spec.text.map(|t| t.max_tokens).unwrap_or(512);
                 Ok(Scorer::Text {
                     model: Box::new(model),
                     tokenizer: Box::new(tokenizer),
                     special,
-                    max_tokens,
+                    max_tokens: cfg.max_tokens,
                 })
             }
-            (_, Some(phi)) => Ok(Scorer::Phi {
-                phi,
-                scale: spec.scale,
-            }),
-            (m, None) => Err(format!(
-                "the `{m}` reward model cannot score summaries (domain-knowledge, synthetic, naive-mean or text can)"
-            )),
+            method => match phi_of(&spec, dir, device)? {
+                Some(phi) => Ok(Scorer::Phi {
+                    phi,
+                    scale: spec.scale,
+                }),
+                None => Err(format!(
+                    "the `{method}` reward model cannot score summaries (domain-knowledge, synthetic, naive-mean or text can)"
+                )),
+            },
         }
     }
 

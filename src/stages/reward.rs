@@ -439,15 +439,24 @@ pub fn load_phi(
     device: &burn::tensor::Device,
 ) -> Result<(RewardSpec, Option<Phi>), String> {
     let spec = read_spec(dir)?;
-    let model = match spec.method.as_str() {
+    let model = phi_of(&spec, dir, device)?;
+    Ok((spec, model))
+}
+
+/// The φ that `spec` describes in `dir`, if its method is a φ.
+pub fn phi_of(
+    spec: &RewardSpec,
+    dir: &Path,
+    device: &burn::tensor::Device,
+) -> Result<Option<Phi>, String> {
+    Ok(match spec.method.as_str() {
         "domain-knowledge" | "synthetic" => Some(Phi::load(
             &dir.join("model.safetensors"),
             &spec.hidden,
             device,
         )?),
         _ => None,
-    };
-    Ok((spec, model))
+    })
 }
 
 /// Loads a trained text reward model.
@@ -456,7 +465,19 @@ pub fn load_text_rm(
     device: &burn::tensor::Device,
 ) -> Result<(RewardSpec, TextRm), String> {
     let spec = read_spec(dir)?;
-    let cfg = spec.text.ok_or("reward.json describes no text model")?;
-    let model = TextRm::load(&dir.join("model.safetensors"), &cfg, device)?;
+    let (_, model) = text_rm_of(&spec, dir, device)?;
     Ok((spec, model))
+}
+
+/// The text reward model that `spec` describes in `dir`, with its configuration.
+pub fn text_rm_of(
+    spec: &RewardSpec,
+    dir: &Path,
+    device: &burn::tensor::Device,
+) -> Result<(TextRmConfig, TextRm), String> {
+    let cfg = spec.text.ok_or("reward.json describes no text model")?;
+    Ok((
+        cfg,
+        TextRm::load(&dir.join("model.safetensors"), &cfg, device)?,
+    ))
 }

@@ -5,6 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// A file or folder of the datasets that ship in `data/`.
+pub fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(rel)
+}
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_efrlhf");
 
 pub struct Sandbox {
