@@ -6,6 +6,7 @@
 //! Config (fixed, the same as benches/bart_torch.py): vocabulary 8000,
 //! d_model 256, 2 encoder + 2 decoder layers, 4 heads, FFN 1024 (about 6.0M
 //! parameters); batch 8, source 512 tokens, target 128 tokens; AdamW.
+#![allow(clippy::print_stdout)]
 
 use std::time::Instant;
 

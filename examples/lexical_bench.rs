@@ -1,6 +1,7 @@
 //! Throughput of the lexical featurizer on one core: every OpinPref summary
 //! (1,880, with its product's reviews profiled once per product).
 //! `cargo run --release --example lexical_bench` prints JSON (see BENCHMARKS.md).
+#![allow(clippy::print_stdout)]
 
 use std::path::Path;
 use std::time::Instant;

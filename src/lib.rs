@@ -16,16 +16,16 @@
 //! A stage's result is reused when its key (kind, parameters, input
 //! *output* digests, seed, backend class) is stored; see `cache::key`.
 
-pub mod cache;
+pub(crate) mod cache;
 pub mod cli;
-pub mod dsl;
-pub mod error;
-pub mod exec;
-pub mod graph;
+pub(crate) mod dsl;
+pub(crate) mod error;
+pub(crate) mod exec;
+pub(crate) mod graph;
 pub mod ml;
-pub mod ops;
-pub mod report;
+pub(crate) mod ops;
+pub(crate) mod report;
 pub mod rng;
 pub mod stages;
-pub mod stats;
+pub(crate) mod stats;
 pub mod text;

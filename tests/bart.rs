@@ -2,6 +2,7 @@
 //! tests/fixtures/bart was made by `make_bart_fixture.py` (a tiny random
 //! BART saved with `save_pretrained`, its logits on fixed inputs and its
 //! greedy generations, recorded with transformers 5.24 / torch 2.15).
+#![allow(clippy::print_stderr)]
 
 #[path = "common/bart_fixture.rs"]
 mod bart_fixture;

@@ -1,6 +1,7 @@
 //! The wgpu backend against the CPU backend (built with `--features gpu`;
 //! CI runs it on Mesa's software Vulkan driver, lavapipe): the same forward
 //! pass and the same training steps, to float32 tolerance.
+#![allow(clippy::print_stderr)]
 #![cfg(feature = "gpu")]
 
 #[path = "common/bart_fixture.rs"]

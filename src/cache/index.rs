@@ -7,7 +7,8 @@
 //!
 //! Trees: `runs` (key -> RunRecord), `latest` (experiment, stage id -> key),
 //! `artifacts` (digest -> ArtifactRecord), `failures` (experiment, stage id ->
-//! FailureRecord), `stat` (path -> StatEntry). Values are JSON.
+//! FailureRecord), `stat` (path -> StatEntry), `identities` (implementation
+//! digest -> its parts, so `explain` can say which file changed). Values are JSON.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -151,10 +152,6 @@ impl IndexSession {
     pub fn clear_failure(&self, experiment: &str, stage: &str) -> Result<(), Diag> {
         self.remove("failures", &pair_key(experiment, stage))
     }
-    pub fn failures(&self) -> Result<Vec<FailureRecord>, Diag> {
-        Ok(self.all("failures")?.into_iter().map(|(_, v)| v).collect())
-    }
-
     pub fn stat_entries(&self) -> Result<Vec<(PathBuf, StatEntry)>, Diag> {
         Ok(self
             .all::<StatEntry>("stat")?
@@ -164,6 +161,14 @@ impl IndexSession {
     }
     pub fn put_stat(&self, path: &Path, entry: &StatEntry) -> Result<(), Diag> {
         self.put("stat", path.to_string_lossy().as_bytes(), entry)
+    }
+
+    /// The parts (`name` -> digest or version) of a kind's implementation digest.
+    pub fn identity(&self, digest: &str) -> Result<Option<Vec<(String, String)>>, Diag> {
+        self.get("identities", digest.as_bytes())
+    }
+    pub fn put_identity(&self, digest: &str, parts: &[(String, String)]) -> Result<(), Diag> {
+        self.put("identities", digest.as_bytes(), &parts)
     }
 
     /// Writes everything to disk; called before the session ends.

@@ -3,13 +3,15 @@
 //! A key is blake3 over the canonical JSON of [`KeyComponents`], prefixed by
 //! a format tag. **In** the key:
 //! 1. the declared stage name and its kind's identity: name, version, and an
-//!    implementation digest (a built-in's code version; an external plugin's
-//!    manifest minus docs, plus the content of its program files),
+//!    implementation digest (its manifest minus docs, and for a built-in the
+//!    source identity of its code derived at build time, for an external
+//!    plugin the content of its program files),
 //! 2. every parameter after defaults are filled in, typed (an int written for
 //!    a float is that float), canonically ordered,
-//! 3. the *output* digests of its inputs, in order (an upstream rerun that
-//!    produces identical bytes does not force this stage to rerun), and the
-//!    content digests of `path` parameters (not the paths themselves),
+//! 3. the *output* digests of its inputs, in order, with the role each fills
+//!    (an upstream rerun that produces identical bytes does not force this
+//!    stage to rerun), and the content digests of `path` parameters (not the
+//!    paths themselves),
 //! 4. the seed, and the backend class (`cpu`/`gpu`) for kinds that compute on one.
 //!
 //! **Out** of the key, on purpose: the experiment's name and file path,
@@ -37,6 +39,9 @@ pub struct InputDigest {
     pub stage: String,
     /// Its output digest.
     pub output: String,
+    /// The role it fills, for kinds with named inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,7 +85,11 @@ pub enum Change {
         old: String,
         new: String,
     },
-    Implementation,
+    /// The kind's implementation changed; `parts` names what, where known.
+    Implementation {
+        kind: String,
+        parts: Vec<String>,
+    },
     Param {
         name: String,
         old: Option<Value>,
@@ -99,6 +108,11 @@ pub enum Change {
         index: usize,
         stage: String,
         old_stage: String,
+    },
+    InputRole {
+        stage: String,
+        old: Option<String>,
+        new: Option<String>,
     },
     Seed {
         old: i64,
@@ -122,9 +136,13 @@ impl fmt::Display for Change {
             Change::Format { old, new } => write!(f, "cache key format: {old} -> {new}"),
             Change::Kind { old, new } => write!(f, "kind: `{old}` -> `{new}`"),
             Change::KindVersion { old, new } => write!(f, "kind version: {old} -> {new}"),
-            Change::Implementation => write!(
+            Change::Implementation { kind, parts } if parts.is_empty() => {
+                write!(f, "the implementation of `{kind}` changed")
+            }
+            Change::Implementation { kind, parts } => write!(
                 f,
-                "the kind's implementation changed (its manifest or program files)"
+                "the implementation of `{kind}` changed: {}",
+                parts.join(", ")
             ),
             Change::Param { name, old, new } => {
                 write!(f, "param `{name}`: {} -> {}", show_opt(old), show_opt(new))
@@ -147,6 +165,12 @@ impl fmt::Display for Change {
                 stage, old_stage, ..
             } if stage != old_stage => write!(f, "input `{old_stage}` replaced by `{stage}`"),
             Change::Input { stage, .. } => write!(f, "output of input `{stage}` changed"),
+            Change::InputRole { stage, old, new } => write!(
+                f,
+                "input `{stage}`: role {} -> {}",
+                old.as_deref().unwrap_or("(none)"),
+                new.as_deref().unwrap_or("(none)")
+            ),
             Change::Seed { old, new } => write!(f, "seed: {old} -> {new}"),
             Change::Backend { old, new } => write!(
                 f,
@@ -179,7 +203,10 @@ pub fn diff(old: &KeyComponents, new: &KeyComponents, with_inputs: bool) -> Vec<
             new: new.kind_version.clone(),
         });
     } else if old.implementation != new.implementation {
-        out.push(Change::Implementation);
+        out.push(Change::Implementation {
+            kind: new.kind.clone(),
+            parts: Vec::new(),
+        });
     }
     let names: std::collections::BTreeSet<&String> =
         old.params.keys().chain(new.params.keys()).collect();
@@ -218,6 +245,12 @@ pub fn diff(old: &KeyComponents, new: &KeyComponents, with_inputs: bool) -> Vec<
                     stage: n.stage.clone(),
                     old_stage: o.stage.clone(),
                 });
+            } else if o.role != n.role {
+                out.push(Change::InputRole {
+                    stage: n.stage.clone(),
+                    old: o.role.clone(),
+                    new: n.role.clone(),
+                });
             }
         }
     }
@@ -252,6 +285,7 @@ mod tests {
             inputs: vec![InputDigest {
                 stage: "a".into(),
                 output: "d1".into(),
+                role: None,
             }],
             seed: 7,
             backend: None,

@@ -16,6 +16,7 @@
 mod digest;
 mod index;
 mod key;
+mod pending;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -23,11 +24,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use digest::{
-    FileEntry, StatCache, StatEntry, hash_bytes, hash_file, listing_digest, scan_dir,
-};
+pub use digest::{FileEntry, StatCache, hash_file, listing_digest, scan_dir};
 pub use index::IndexSession;
 pub use key::{Change, InputDigest, KEY_FORMAT, KeyComponents, StageKey, diff};
+pub use pending::{Claim, Failed, Outcome, Pending};
 
 use crate::dsl::Metrics;
 use crate::error::{Diag, io_error};
@@ -90,7 +90,7 @@ impl std::fmt::Display for ArtifactProblem {
 }
 
 /// Holds a key's lock; dropping it releases the lock.
-pub struct KeyLock {
+pub(crate) struct KeyLock {
     _file: File,
 }
 
@@ -160,7 +160,7 @@ impl Cache {
     }
 
     /// Takes the key's lock if no other process holds it.
-    pub fn try_lock_key(&self, key: &str) -> Result<Option<KeyLock>, Diag> {
+    pub(crate) fn try_lock_key(&self, key: &str) -> Result<Option<KeyLock>, Diag> {
         let f = self.lock_file(key)?;
         match f.try_lock() {
             Ok(()) => Ok(Some(KeyLock { _file: f })),
@@ -174,7 +174,7 @@ impl Cache {
     }
 
     /// Waits for the key's lock.
-    pub fn lock_key(&self, key: &str) -> Result<KeyLock, Diag> {
+    pub(crate) fn lock_key(&self, key: &str) -> Result<KeyLock, Diag> {
         let f = self.lock_file(key)?;
         f.lock()
             .map_err(|e| io_error("cannot lock", &self.root.join("locks").join(key), e))?;
@@ -188,7 +188,7 @@ impl Cache {
     }
 
     /// A fresh scratch folder for computing `key`. Call with the key's lock held.
-    pub fn scratch(&self, key: &str) -> Result<PathBuf, Diag> {
+    fn scratch(&self, key: &str) -> Result<PathBuf, Diag> {
         let dir = self.root.join("tmp").join(key);
         if dir.exists() {
             make_writable(&dir);

@@ -1,4 +1,6 @@
-//! The command line: parses arguments, calls `ops`, prints. clap lives here only.
+//! The command line: parses arguments, calls `ops`, prints. clap lives
+//! here only, and so does every write to the terminal.
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -6,10 +8,13 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use miette::{GraphicalReportHandler, GraphicalTheme};
 
+mod progress;
+
 use crate::cache::Cache;
-use crate::error::{Category, Diag, Diags};
-use crate::exec::{Mode, Reporter, RunOptions};
+use crate::error::{Category, Diags};
+use crate::exec::RunOptions;
 use crate::ops;
+use progress::{Mode, Reporter};
 
 #[derive(Parser, Debug)]
 #[command(name = "efrlhf", version, about = "Declarative, incremental RLHF experiments", long_about = None)]
@@ -191,7 +196,12 @@ fn cache_at(dir: &Option<PathBuf>) -> Result<Cache, Diags> {
 
 fn out(text: &str) {
     let mut o = std::io::stdout().lock();
+    // A closed stdout (`| head`) ends the output, not the command.
     let _ = o.write_all(text.as_bytes());
+}
+
+fn err(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// Runs the command line; returns the process exit code.
@@ -208,48 +218,7 @@ pub fn main() -> i32 {
 
 fn dispatch(cli: Cli) -> Result<i32, Diags> {
     match cli.command {
-        Command::Run(args) => {
-            let cache = cache_at(&cli.cache_dir)?;
-            let plan = ops::load_plan(&args.file, &cache, args.backend.as_deref(), &args.force)?;
-            let jobs = args.jobs.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            });
-            let mode = Mode::detect(args.json);
-            let selected = if args.only.is_empty() {
-                plan.pipeline.nodes.len()
-            } else {
-                plan.pipeline
-                    .upstream_closure(&plan.pipeline.select(&args.only)?)
-                    .len()
-            };
-            let mut reporter = Reporter::new(mode, selected);
-            if plan.pipeline.nodes.iter().any(|n| n.kind.uses_backend()) {
-                reporter.note(&plan.backend.note);
-            }
-            let opts = RunOptions {
-                jobs,
-                only: args.only,
-                fail_fast: args.fail_fast,
-            };
-            let summary = crate::exec::run(&plan, &cache, &opts, &mut reporter)?;
-            reporter.finish(&summary);
-            // Planned again only when there is an evaluation to show: its result now exists.
-            let has_eval = plan.pipeline.nodes.iter().any(|n| n.kind.name == "eval");
-            let after = (mode != Mode::Json && has_eval)
-                .then(|| ops::load_plan(&args.file, &cache, args.backend.as_deref(), &[]).ok())
-                .flatten();
-            if let Some(after) = after {
-                // The comparison tables of evaluation stages, last thing on screen.
-                out(&eval_comparisons(&after, &cache, "comparison.txt"));
-            }
-            Ok(if summary.failed > 0 || summary.skipped > 0 {
-                Category::StageFailed.exit_code()
-            } else {
-                0
-            })
-        }
+        Command::Run(args) => run(&cli.cache_dir, args),
         Command::Plan {
             file,
             json,
@@ -294,88 +263,39 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
         } => {
             let cache = cache_at(&cli.cache_dir)?;
             let plan = ops::load_plan(&file, &cache, backend.as_deref(), &[])?;
-            let mut rows = ops::show_rows(&plan);
-            if !aggregate.is_empty() {
-                let mut labels = Vec::new();
-                for a in &aggregate {
-                    let found = ops::resolve_labels(&plan, a);
-                    if found.is_empty() {
-                        return Err(Diag::input("E-AGGREGATE", format!("`{a}` is not a swept parameter of `{}`", plan.experiment_name()))
-                            .with_help("aggregate over a parameter that a `vary` line sweeps, e.g. `--aggregate seed`")
-                            .into());
-                    }
-                    labels.extend(found);
-                }
-                rows = ops::aggregate(&rows, &labels);
-            }
-            ops::select_metrics(&mut rows, &metrics);
-            match format {
-                ShowFormat::Json => out(&format!(
-                    "{}\n",
-                    ops::show_json_rows(plan.experiment_name(), &rows, &cache)
-                )),
-                ShowFormat::Table => out(&format!(
-                    "{}{}",
-                    ops::rows_table(&rows).to_text(),
-                    eval_comparisons(&plan, &cache, "comparison.txt")
-                )),
-                ShowFormat::Csv => out(&ops::rows_table(&rows).to_csv()),
-                ShowFormat::Md => out(&format!(
-                    "{}{}",
-                    ops::rows_table(&rows).to_markdown(),
-                    eval_comparisons(&plan, &cache, "comparison.md")
-                )),
-            }
-            if let Some(spec) = plot {
-                let path = plot_out.unwrap_or_else(|| {
-                    let (x, y) = spec.split_once(':').unwrap_or((&spec, ""));
-                    PathBuf::from(format!("{}-{y}-by-{x}.svg", plan.experiment_name()))
-                });
-                let msg = ops::plot_rows(&plan, &rows, &spec, &path)?;
-                eprintln!("{msg}");
+            let request = ops::ShowRequest {
+                format: match format {
+                    ShowFormat::Table => ops::ShowFormat::Table,
+                    ShowFormat::Json => ops::ShowFormat::Json,
+                    ShowFormat::Csv => ops::ShowFormat::Csv,
+                    ShowFormat::Md => ops::ShowFormat::Md,
+                },
+                aggregate,
+                metrics,
+                plot,
+                plot_out,
+            };
+            let shown = ops::show(&plan, &cache, &request)?;
+            out(&shown.text);
+            if let Some(note) = shown.note {
+                err(&format!("{note}\n"));
             }
             Ok(0)
         }
         Command::Cache(cmd) => {
             let cache = cache_at(&cli.cache_dir)?;
-            match cmd {
-                CacheCommand::Ls => out(&ops::cache_ls(&cache)?.to_text()),
-                CacheCommand::Du => out(&ops::cache_du(&cache)?),
+            out(&match cmd {
+                CacheCommand::Ls => ops::cache_ls(&cache)?.to_text(),
+                CacheCommand::Du => ops::cache_du(&cache)?,
                 CacheCommand::Verify => {
-                    let (problems, n) = ops::cache_verify(&cache)?;
-                    if problems.is_empty() {
-                        out(&format!("all {n} artifacts intact\n"));
-                    } else {
-                        for p in &problems {
-                            out(&format!("{p}\n"));
-                        }
-                        let d = Diag::env(
-                            "E-CORRUPT",
-                            format!("{} problem(s) in {n} artifacts", problems.len()),
-                        )
-                        .with_help(
-                            "the next `run` recomputes the stages whose results are damaged",
-                        );
-                        return Err(d.into());
-                    }
+                    let (text, problem) = ops::cache_verify_report(&cache)?;
+                    out(&text);
+                    return problem.map_or(Ok(0), Err);
                 }
                 CacheCommand::Gc { files, dry_run } => {
-                    let mut plans = Vec::new();
-                    for f in &files {
-                        plans.push(ops::load_plan(f, &cache, None, &[])?);
-                    }
-                    let r = ops::cache_gc(&cache, &plans, dry_run)?;
-                    let verb = if dry_run { "would remove" } else { "removed" };
-                    out(&format!(
-                        "{verb} {} runs and {} artifacts, {} freed; kept {} runs used by {} experiment(s)\n",
-                        r.runs_removed,
-                        r.artifacts_removed,
-                        ops::fmt_bytes(r.bytes_freed),
-                        r.runs_kept,
-                        files.len()
-                    ));
+                    ops::cache_gc_report(&cache, &files, dry_run)?
                 }
-            }
+            });
             Ok(0)
         }
         Command::Rouge {
@@ -399,41 +319,45 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             Ok(0)
         }
         Command::Plugins { kind, experiment } => {
-            let extra = match &experiment {
-                Some(f) => crate::dsl::load_experiment(f)?.plugin_dirs,
-                None => Vec::new(),
-            };
-            let reg = ops::registry_for(&extra)?;
-            match kind {
-                None => out(&ops::plugins_list(&reg)),
-                Some(k) => match reg.get(&k) {
-                    Some(m) => out(&ops::plugin_doc(m)),
-                    None => {
-                        let mut d =
-                            Diag::input("E-UNKNOWN-KIND", format!("unknown stage kind `{k}`"));
-                        d.help = Some(match reg.suggest(&k) {
-                            Some(s) => format!("did you mean `{s}`?"),
-                            None => "`efrlhf plugins` lists the kinds; add `-e FILE` to include an experiment's plugin folders".into(),
-                        });
-                        return Err(d.into());
-                    }
-                },
-            }
+            out(&ops::plugins(kind.as_deref(), experiment.as_deref())?);
             Ok(0)
         }
     }
 }
 
-/// The model comparison tables (`file`: `comparison.txt` or `.md`) of the
-/// plan's finished evaluation stages, each under its stage id.
-fn eval_comparisons(plan: &crate::exec::Plan, cache: &crate::cache::Cache, file: &str) -> String {
-    let mut text = String::new();
-    for row in ops::show_rows(plan) {
-        if let (true, Some(d)) = (row.kind == "eval", &row.output)
-            && let Ok(table) = std::fs::read_to_string(cache.artifact_dir(d).join(file))
-        {
-            text.push_str(&format!("\n{}\n{table}", row.id));
-        }
+/// `run`: the plan, the live display, the run, the evaluation tables.
+fn run(cache_dir: &Option<PathBuf>, args: RunArgs) -> Result<i32, Diags> {
+    let cache = cache_at(cache_dir)?;
+    let plan = ops::load_plan(&args.file, &cache, args.backend.as_deref(), &args.force)?;
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let mode = Mode::detect(args.json);
+    let mut reporter = Reporter::new(mode, ops::selected_count(&plan, &args.only)?);
+    if let Some(note) = ops::backend_note(&plan) {
+        reporter.note(note);
     }
-    text
+    let opts = RunOptions {
+        jobs,
+        only: args.only,
+        fail_fast: args.fail_fast,
+    };
+    let summary = crate::exec::run(&plan, &cache, &opts, &mut reporter)?;
+    reporter.finish(&summary);
+    if mode != Mode::Json {
+        // The comparison tables of evaluation stages, last thing on screen.
+        out(&ops::comparisons_after_run(
+            &args.file,
+            &cache,
+            args.backend.as_deref(),
+            &plan,
+        ));
+    }
+    Ok(if summary.failed > 0 || summary.skipped > 0 {
+        Category::StageFailed.exit_code()
+    } else {
+        0
+    })
 }

@@ -36,9 +36,18 @@ pub struct StageDecl {
     pub name_span: SourceSpan,
     pub kind: String,
     pub kind_span: SourceSpan,
-    pub inputs: Vec<(String, SourceSpan)>,
+    pub inputs: Vec<InputDecl>,
     pub params: Vec<ParamAssign>,
     pub seed: Option<(i64, SourceSpan)>,
+}
+
+/// One stage named on an `input` line: `input "sft" "phi"` or `input "phi" role="reward-model"`.
+#[derive(Debug, Clone)]
+pub struct InputDecl {
+    pub stage: String,
+    pub span: SourceSpan,
+    /// The role it fills, when the line says; else the graph infers it from the format.
+    pub role: Option<(String, SourceSpan)>,
 }
 
 /// `name value...` or `name=value` inside a stage.
@@ -65,10 +74,55 @@ pub struct VaryDecl {
     pub values: Vec<(KdlValue, SourceSpan)>,
 }
 
-impl Experiment {
-    pub fn stage(&self, name: &str) -> Option<&StageDecl> {
-        self.stages.iter().find(|s| s.name == name)
+impl Experiment {}
+
+/// `input "a" "b" [role="..."]`.
+fn parse_input(src: &SourceFile, node: &KdlNode) -> Result<Vec<InputDecl>, Diag> {
+    k::no_children(src, node)?;
+    let mut role = None;
+    for (key, e) in k::props(node) {
+        match (key, e.value()) {
+            ("role", KdlValue::String(r)) => role = Some((r.clone(), e.span())),
+            ("role", _) => {
+                return Err(
+                    Diag::input("E-SHAPE", "`role` takes a role name as a string").at(
+                        src,
+                        e.span(),
+                        "here",
+                    ),
+                );
+            }
+            _ => {
+                return Err(Diag::input("E-SHAPE", format!("unknown property `{key}` on `input`"))
+                    .at(src, e.span(), "not understood")
+                    .with_help("`input` takes stage names and `role=\"...\"`; `efrlhf plugins KIND` lists a kind's roles"));
+            }
+        }
     }
+    let args = k::args(node);
+    if args.is_empty() {
+        return Err(Diag::input("E-SHAPE", "`input` needs a stage name").at(
+            src,
+            k::name_span(node),
+            "here",
+        ));
+    }
+    args.iter()
+        .map(|e| match e.value() {
+            KdlValue::String(s) => Ok(InputDecl {
+                stage: s.clone(),
+                span: e.span(),
+                role: role.clone(),
+            }),
+            _ => Err(
+                Diag::input("E-SHAPE", "`input` takes stage names as strings").at(
+                    src,
+                    e.span(),
+                    "here",
+                ),
+            ),
+        })
+        .collect()
 }
 
 /// Reads and parses an experiment file.
@@ -269,29 +323,7 @@ fn parse_stage(src: &SourceFile, node: &KdlNode, earlier: &[StageDecl]) -> Resul
     };
     for child in k::children(node) {
         match k::name(child) {
-            "input" => {
-                k::no_children(src, child)?;
-                let args = k::args(child);
-                if args.is_empty() {
-                    return Err(Diag::input("E-SHAPE", "`input` needs a stage name").at(
-                        src,
-                        k::name_span(child),
-                        "here",
-                    ));
-                }
-                for e in args {
-                    match e.value() {
-                        KdlValue::String(s) => stage.inputs.push((s.clone(), e.span())),
-                        _ => {
-                            return Err(Diag::input(
-                                "E-SHAPE",
-                                "`input` takes stage names as strings",
-                            )
-                            .at(src, e.span(), "here"));
-                        }
-                    }
-                }
-            }
+            "input" => stage.inputs.extend(parse_input(src, child)?),
             "seed" => stage.seed = Some(int_arg(src, child)?),
             pname => {
                 k::no_children(src, child)?;

@@ -6,7 +6,10 @@
 //!     run "python3" "shout.py"          // or: builtin "dataset"
 //!     param "times" type="int" default=1 doc="repeat count" min=0
 //!     param "mode" type="string" default="a" { choices "a" "b" }
-//!     inputs min=0 max=2
+//!     inputs min=0 max=2                // or roles, one line each:
+//!     // input "policy" format="model" doc="..."          exactly one
+//!     // input "datasets" format="dataset" many=#true     one or more (optional=#true: zero too)
+//!     produces "dataset"                // the format of its result (default: files)
 //!     resource "gpu"                    // stages holding the same resource never overlap
 //!     depends "helpers.py"              // extra files whose content is part of the kind's identity
 //!     output "text.txt" doc="the shouted text"
@@ -26,6 +29,7 @@ use serde::Serialize;
 use super::kdl_util as k;
 use super::value::{ParamType, Value, value_from_args};
 use crate::error::{Diag, Diags, SourceFile, did_you_mean};
+use crate::stages::formats::Format;
 
 /// How a kind runs.
 #[derive(Debug, Clone)]
@@ -87,6 +91,42 @@ impl ParamSpec {
     }
 }
 
+/// A named input of a kind, and the artifact format it accepts.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputRole {
+    pub name: String,
+    #[serde(serialize_with = "format_name")]
+    pub format: Format,
+    /// Fewest inputs in this role (0 or 1).
+    pub min: usize,
+    /// Most inputs in this role (`None`: any number).
+    pub max: Option<usize>,
+    #[serde(skip)]
+    pub doc: String,
+    #[serde(skip)]
+    pub span: SourceSpan,
+}
+
+fn format_name<S: serde::Serializer>(f: &Format, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(f.name())
+}
+
+impl InputRole {
+    /// Whether the role takes several inputs.
+    pub fn is_many(&self) -> bool {
+        self.max != Some(1)
+    }
+    /// `exactly one`, `at most one`, `one or more`, `any number`.
+    pub fn arity(&self) -> &'static str {
+        match (self.min, self.max) {
+            (1, Some(1)) => "exactly one",
+            (0, Some(1)) => "at most one",
+            (1, None) => "one or more",
+            _ => "any number",
+        }
+    }
+}
+
 /// Documentation of an output file.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutputDoc {
@@ -104,6 +144,10 @@ pub struct Manifest {
     pub params: Vec<ParamSpec>,
     pub min_inputs: usize,
     pub max_inputs: Option<usize>,
+    /// Named inputs; empty for kinds that take positional inputs only.
+    pub roles: Vec<InputRole>,
+    /// The format of the kind's result.
+    pub produces: Format,
     pub resources: Vec<String>,
     pub outputs: Vec<OutputDoc>,
     /// Local files whose content identifies the kind (program, scripts, `depends`).
@@ -124,15 +168,24 @@ struct Identity<'a> {
     params: &'a [ParamSpec],
     min_inputs: usize,
     max_inputs: Option<usize>,
+    // Absent when unused, so kinds without roles keep their identity.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    roles: &'a [InputRole],
+    #[serde(skip_serializing_if = "is_files")]
+    produces: Option<&'static str>,
     resources: &'a [String],
+}
+
+fn is_files(f: &Option<&'static str>) -> bool {
+    f.is_none()
 }
 
 impl Manifest {
     pub fn param(&self, name: &str) -> Option<&ParamSpec> {
         self.params.iter().find(|p| p.name == name)
     }
-    pub fn is_builtin(&self) -> bool {
-        matches!(self.exec, Exec::Builtin { .. })
+    pub fn role(&self, name: &str) -> Option<&InputRole> {
+        self.roles.iter().find(|r| r.name == name)
     }
     /// Whether results depend on the compute backend (declares `resource "gpu"`).
     pub fn uses_backend(&self) -> bool {
@@ -151,6 +204,8 @@ impl Manifest {
             params: &self.params,
             min_inputs: self.min_inputs,
             max_inputs: self.max_inputs,
+            roles: &self.roles,
+            produces: (self.produces != Format::Files).then(|| self.produces.name()),
             resources: &self.resources,
         };
         serde_json::to_vec(&id).unwrap_or_default()
@@ -158,13 +213,58 @@ impl Manifest {
 }
 
 const MANIFEST_NODES: &[&str] = &[
-    "doc", "run", "builtin", "param", "inputs", "resource", "depends", "output",
+    "doc", "run", "builtin", "param", "inputs", "input", "produces", "resource", "depends",
+    "output",
 ];
 
 /// Parses one manifest file. `dir` is `None` for built-ins.
 pub fn parse_manifest(src: &SourceFile, dir: Option<&Path>) -> Result<Manifest, Diags> {
     let doc = k::parse(src)?;
     let mut diags = Diags::default();
+    let node = plugin_node(src, &doc, &mut diags)?;
+    let (name, span) = match k::string_arg(src, node, "the kind's name") {
+        Ok(x) => x,
+        Err(e) => {
+            diags.push(e);
+            return Err(diags);
+        }
+    };
+    let version = plugin_version(src, node, &mut diags);
+    let mut m = Manifest {
+        name,
+        version,
+        doc: String::new(),
+        exec: Exec::Builtin {
+            name: String::new(),
+        },
+        params: Vec::new(),
+        min_inputs: 0,
+        max_inputs: None,
+        roles: Vec::new(),
+        produces: Format::Files,
+        resources: Vec::new(),
+        outputs: Vec::new(),
+        files: Vec::new(),
+        source: src.clone(),
+        span,
+        dir: dir.map(Path::to_path_buf),
+    };
+    let mut seen = Seen::default();
+    for child in k::children(node) {
+        if let Err(e) = parse_child(src, child, dir, &mut m, &mut seen) {
+            diags.push(e);
+        }
+    }
+    finish(src, &mut m, &seen, &mut diags);
+    diags.into_result(m)
+}
+
+/// The file's one `plugin` node; anything else is reported.
+fn plugin_node<'d>(
+    src: &SourceFile,
+    doc: &'d kdl::KdlDocument,
+    diags: &mut Diags,
+) -> Result<&'d KdlNode, Diags> {
     let plugins: Vec<&KdlNode> = doc
         .nodes()
         .iter()
@@ -175,8 +275,8 @@ pub fn parse_manifest(src: &SourceFile, dir: Option<&Path>) -> Result<Manifest, 
             diags.push(k::unknown_node(src, n, "a manifest file", &["plugin"]));
         }
     }
-    let node = match plugins.as_slice() {
-        [one] => *one,
+    match plugins.as_slice() {
+        [one] => Ok(*one),
         [] => {
             diags.push(
                 Diag::input(
@@ -185,7 +285,7 @@ pub fn parse_manifest(src: &SourceFile, dir: Option<&Path>) -> Result<Manifest, 
                 )
                 .at(src, SourceSpan::from(0..0), "no plugin node in this file"),
             );
-            return Err(diags);
+            Err(std::mem::take(diags))
         }
         [_, second, ..] => {
             diags.push(
@@ -193,16 +293,13 @@ pub fn parse_manifest(src: &SourceFile, dir: Option<&Path>) -> Result<Manifest, 
                     .at(src, k::name_span(second), "second plugin")
                     .with_help("put each plugin in its own file"),
             );
-            return Err(diags);
+            Err(std::mem::take(diags))
         }
-    };
-    let (name, span) = match k::string_arg(src, node, "the kind's name") {
-        Ok(x) => x,
-        Err(e) => {
-            diags.push(e);
-            return Err(diags);
-        }
-    };
+    }
+}
+
+/// `version="..."` (default `0`); other properties are reported.
+fn plugin_version(src: &SourceFile, node: &KdlNode, diags: &mut Diags) -> String {
     let version = match k::string_prop(src, node, "version") {
         Ok(v) => v.map(|(s, _)| s).unwrap_or_else(|| "0".into()),
         Err(e) => {
@@ -222,76 +319,107 @@ pub fn parse_manifest(src: &SourceFile, dir: Option<&Path>) -> Result<Manifest, 
             );
         }
     }
+    version
+}
 
-    let mut m = Manifest {
-        name,
-        version,
-        doc: String::new(),
-        exec: Exec::Builtin {
-            name: String::new(),
-        },
-        params: Vec::new(),
-        min_inputs: 0,
-        max_inputs: None,
-        resources: Vec::new(),
-        outputs: Vec::new(),
-        files: Vec::new(),
-        source: src.clone(),
-        span,
-        dir: dir.map(Path::to_path_buf),
-    };
-    let mut exec_seen: Option<SourceSpan> = None;
-    for child in k::children(node) {
-        let r = match k::name(child) {
-            "doc" => k::string_arg(src, child, "the documentation").map(|(s, _)| m.doc = s),
-            "run" => set_once(src, child, &mut exec_seen).and_then(|_| {
-                parse_run(src, child, dir).map(|(e, f)| {
-                    m.exec = e;
-                    m.files.extend(f);
-                })
-            }),
-            "builtin" => set_once(src, child, &mut exec_seen)
-                .and_then(|_| k::string_arg(src, child, "the built-in's name"))
-                .map(|(s, _)| m.exec = Exec::Builtin { name: s }),
-            "param" => parse_param(src, child).and_then(|p| {
-                if let Some(prev) = m.param(&p.name) {
-                    Err(Diag::input(
-                        "E-MANIFEST",
-                        format!("parameter `{}` is declared twice", p.name),
-                    )
-                    .at(src, p.span, "second declaration")
-                    .also(prev.span, "first declaration"))
-                } else if crate::dsl::RESERVED_STAGE_CHILDREN.contains(&p.name.as_str()) {
-                    Err(Diag::input(
-                        "E-MANIFEST",
-                        format!("`{}` is reserved and cannot be a parameter", p.name),
-                    )
-                    .at(src, p.span, "reserved name")
-                    .with_help("every stage already has `input` and `seed`; choose another name"))
-                } else {
-                    m.params.push(p);
-                    Ok(())
-                }
-            }),
-            "inputs" => parse_inputs(src, child, &mut m),
-            "resource" => {
-                k::string_arg(src, child, "a resource name").map(|(s, _)| m.resources.push(s))
+/// Where the once-only children of a plugin were seen.
+#[derive(Default)]
+struct Seen {
+    exec: Option<SourceSpan>,
+    inputs: Option<SourceSpan>,
+}
+
+/// One child of the `plugin` node, into `m`.
+fn parse_child(
+    src: &SourceFile,
+    child: &KdlNode,
+    dir: Option<&Path>,
+    m: &mut Manifest,
+    seen: &mut Seen,
+) -> Result<(), Diag> {
+    match k::name(child) {
+        "doc" => k::string_arg(src, child, "the documentation").map(|(s, _)| m.doc = s),
+        "run" => set_once(src, child, &mut seen.exec).and_then(|_| {
+            parse_run(src, child, dir).map(|(e, f)| {
+                m.exec = e;
+                m.files.extend(f);
+            })
+        }),
+        "builtin" => set_once(src, child, &mut seen.exec)
+            .and_then(|_| k::string_arg(src, child, "the built-in's name"))
+            .map(|(s, _)| m.exec = Exec::Builtin { name: s }),
+        "param" => parse_param(src, child).and_then(|p| add_param(src, m, p)),
+        "inputs" => parse_inputs(src, child, m).map(|_| seen.inputs = Some(k::name_span(child))),
+        "input" => parse_role(src, child).and_then(|r| {
+            if let Some(prev) = m.role(&r.name) {
+                return Err(Diag::input(
+                    "E-MANIFEST",
+                    format!("input role `{}` is declared twice", r.name),
+                )
+                .at(src, r.span, "second declaration")
+                .also(prev.span, "first declaration"));
             }
-            "depends" => parse_depends(src, child, dir).map(|f| m.files.extend(f)),
-            "output" => k::string_arg(src, child, "the output file's name").and_then(|(s, _)| {
-                let doc = k::string_prop(src, child, "doc")?
-                    .map(|(d, _)| d)
-                    .unwrap_or_default();
-                m.outputs.push(OutputDoc { name: s, doc });
-                Ok(())
-            }),
-            _ => Err(k::unknown_node(src, child, "a plugin", MANIFEST_NODES)),
-        };
-        if let Err(e) = r {
-            diags.push(e);
+            m.roles.push(r);
+            Ok(())
+        }),
+        "produces" => k::string_arg(src, child, "a format name").and_then(|(s, span)| {
+            m.produces = parse_format(src, &s, span)?;
+            Ok(())
+        }),
+        "resource" => {
+            k::string_arg(src, child, "a resource name").map(|(s, _)| m.resources.push(s))
         }
+        "depends" => parse_depends(src, child, dir).map(|f| m.files.extend(f)),
+        "output" => k::string_arg(src, child, "the output file's name").and_then(|(s, _)| {
+            let doc = k::string_prop(src, child, "doc")?
+                .map(|(d, _)| d)
+                .unwrap_or_default();
+            m.outputs.push(OutputDoc { name: s, doc });
+            Ok(())
+        }),
+        _ => Err(k::unknown_node(src, child, "a plugin", MANIFEST_NODES)),
     }
-    if exec_seen.is_none() {
+}
+
+fn add_param(src: &SourceFile, m: &mut Manifest, p: ParamSpec) -> Result<(), Diag> {
+    if let Some(prev) = m.param(&p.name) {
+        Err(Diag::input(
+            "E-MANIFEST",
+            format!("parameter `{}` is declared twice", p.name),
+        )
+        .at(src, p.span, "second declaration")
+        .also(prev.span, "first declaration"))
+    } else if crate::dsl::RESERVED_STAGE_CHILDREN.contains(&p.name.as_str()) {
+        Err(Diag::input(
+            "E-MANIFEST",
+            format!("`{}` is reserved and cannot be a parameter", p.name),
+        )
+        .at(src, p.span, "reserved name")
+        .with_help("every stage already has `input` and `seed`; choose another name"))
+    } else {
+        m.params.push(p);
+        Ok(())
+    }
+}
+
+/// Checks across children: how the kind runs, and its input counts.
+fn finish(src: &SourceFile, m: &mut Manifest, seen: &Seen, diags: &mut Diags) {
+    if let (Some(span), Some(first)) = (seen.inputs, m.roles.first()) {
+        diags.push(
+            Diag::input(
+                "E-MANIFEST",
+                "a plugin declares either `inputs min=.. max=..` or named `input` roles, not both",
+            )
+            .at(src, span, "counts")
+            .also(first.span, "a role")
+            .with_help("the roles' counts say how many inputs the kind takes"),
+        );
+    }
+    if !m.roles.is_empty() {
+        m.min_inputs = m.roles.iter().map(|r| r.min).sum();
+        m.max_inputs = m.roles.iter().map(|r| r.max).sum::<Option<usize>>();
+    }
+    if seen.exec.is_none() {
         diags.push(
             Diag::input(
                 "E-MANIFEST",
@@ -300,13 +428,12 @@ pub fn parse_manifest(src: &SourceFile, dir: Option<&Path>) -> Result<Manifest, 
                     m.name
                 ),
             )
-            .at(src, span, "this plugin")
+            .at(src, m.span, "this plugin")
             .with_help(
                 "add `run \"program\" \"arg\"...` (an external program) or `builtin \"name\"`",
             ),
         );
     }
-    diags.into_result(m)
 }
 
 fn set_once(src: &SourceFile, node: &KdlNode, seen: &mut Option<SourceSpan>) -> Result<(), Diag> {
@@ -503,6 +630,81 @@ fn parse_inputs(src: &SourceFile, node: &KdlNode, m: &mut Manifest) -> Result<()
     Ok(())
 }
 
+fn parse_format(src: &SourceFile, name: &str, span: SourceSpan) -> Result<Format, Diag> {
+    Format::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
+        Diag::input("E-MANIFEST", format!("unknown format `{name}`"))
+            .at(src, span, "not a format")
+            .with_help(format!("formats: {}", names.join(", ")))
+    })
+}
+
+/// `input "name" format="model" [many=#true] [optional=#true] [doc="..."]`.
+fn parse_role(src: &SourceFile, node: &KdlNode) -> Result<InputRole, Diag> {
+    k::no_children(src, node)?;
+    let (name, span) = k::string_arg(src, node, "the role's name")?;
+    let mut role = InputRole {
+        name,
+        format: Format::Files,
+        min: 1,
+        max: Some(1),
+        doc: String::new(),
+        span,
+    };
+    let (mut many, mut optional, mut format_seen) = (false, false, false);
+    for (key, e) in k::props(node) {
+        let flag = || match e.value() {
+            KdlValue::Bool(b) => Ok(*b),
+            _ => Err(
+                Diag::input("E-MANIFEST", format!("`{key}` is #true or #false")).at(
+                    src,
+                    e.span(),
+                    "here",
+                ),
+            ),
+        };
+        match key {
+            "format" => {
+                let KdlValue::String(f) = e.value() else {
+                    return Err(Diag::input("E-MANIFEST", "`format` must be a string").at(
+                        src,
+                        e.span(),
+                        "here",
+                    ));
+                };
+                role.format = parse_format(src, f, e.span())?;
+                format_seen = true;
+            }
+            "many" => many = flag()?,
+            "optional" => optional = flag()?,
+            "doc" => {
+                if let KdlValue::String(d) = e.value() {
+                    role.doc = d.clone();
+                }
+            }
+            _ => {
+                return Err(Diag::input(
+                    "E-MANIFEST",
+                    format!("unknown property `{key}` on `input`"),
+                )
+                .at(src, e.span(), "not understood")
+                .with_help("`input` takes format=, many=, optional=, doc="));
+            }
+        }
+    }
+    if !format_seen {
+        return Err(Diag::input(
+            "E-MANIFEST",
+            format!("input role `{}` has no format", role.name),
+        )
+        .at(src, span, "add format=\"...\"")
+        .with_help("formats: dataset, tokenizer, model, reward-model, evaluation, files"));
+    }
+    role.min = usize::from(!optional);
+    role.max = (!many).then_some(1);
+    Ok(role)
+}
+
 fn parse_param(src: &SourceFile, node: &KdlNode) -> Result<ParamSpec, Diag> {
     let (name, name_span) = k::string_arg(src, node, "the parameter's name")?;
     let mut spec = ParamSpec {
@@ -520,18 +722,7 @@ fn parse_param(src: &SourceFile, node: &KdlNode) -> Result<ParamSpec, Diag> {
     for (key, e) in k::props(node) {
         match key {
             "type" => {
-                let KdlValue::String(t) = e.value() else {
-                    return Err(Diag::input("E-MANIFEST", "`type` must be a string").at(
-                        src,
-                        e.span(),
-                        "here",
-                    ));
-                };
-                spec.ty = ParamType::parse(t).ok_or_else(|| {
-                    Diag::input("E-MANIFEST", format!("unknown parameter type `{t}`"))
-                        .at(src, e.span(), "unknown type")
-                        .with_help("types: int, float, bool, string, path, list<int|float|bool|string|path>")
-                })?;
+                spec.ty = param_type(src, e)?;
                 ty_seen = true;
             }
             "default" => default_entry = Some(e),
@@ -540,25 +731,8 @@ fn parse_param(src: &SourceFile, node: &KdlNode) -> Result<ParamSpec, Diag> {
                     spec.doc = s.clone();
                 }
             }
-            "min" | "max" => {
-                let x =
-                    match e.value() {
-                        KdlValue::Integer(i) => *i as f64,
-                        KdlValue::Float(f) => *f,
-                        _ => {
-                            return Err(Diag::input(
-                                "E-MANIFEST",
-                                format!("`{key}` must be a number"),
-                            )
-                            .at(src, e.span(), "here"));
-                        }
-                    };
-                if key == "min" {
-                    spec.min = Some(x)
-                } else {
-                    spec.max = Some(x)
-                }
-            }
+            "min" => spec.min = Some(bound(src, key, e)?),
+            "max" => spec.max = Some(bound(src, key, e)?),
             _ => {
                 return Err(Diag::input(
                     "E-MANIFEST",
@@ -580,55 +754,10 @@ fn parse_param(src: &SourceFile, node: &KdlNode) -> Result<ParamSpec, Diag> {
         .with_help("types: int, float, bool, string, path, list<...>"));
     }
     if let Some(e) = default_entry {
-        let v = value_from_args(&[e.value()], &spec.ty).map_err(|(_, msg)| {
-            Diag::input(
-                "E-MANIFEST",
-                format!("bad default for `{}`: {msg}", spec.name),
-            )
-            .at(src, e.span(), "here")
-        })?;
-        spec.default = Some(v);
+        spec.default = Some(default_of(src, &spec, &[e.value()], e.span())?);
     }
     for child in k::children(node) {
-        match k::name(child) {
-            "choices" => {
-                let elem = match &spec.ty {
-                    ParamType::List(e) => (**e).clone(),
-                    t => t.clone(),
-                };
-                for e in k::args(child) {
-                    let v =
-                        crate::dsl::value::scalar_from_kdl(e.value(), &elem).map_err(|msg| {
-                            Diag::input("E-MANIFEST", format!("bad choice: {msg}")).at(
-                                src,
-                                e.span(),
-                                "here",
-                            )
-                        })?;
-                    spec.choices.push(v);
-                }
-            }
-            "default" => {
-                let entries = k::args(child);
-                let values: Vec<&KdlValue> = entries.iter().map(|e| e.value()).collect();
-                let v = value_from_args(&values, &spec.ty).map_err(|(_, msg)| {
-                    Diag::input(
-                        "E-MANIFEST",
-                        format!("bad default for `{}`: {msg}", spec.name),
-                    )
-                    .at(src, k::name_span(child), "here")
-                })?;
-                spec.default = Some(v);
-            }
-            _ => {
-                return Err(k::unknown_node(
-                    src,
-                    child,
-                    "a param",
-                    &["choices", "default"],
-                ));
-            }
-        }
+        param_child(src, child, &mut spec)?;
     }
     if let Some(d) = &spec.default
         && let Some(msg) = spec.check_range(d)
@@ -640,6 +769,82 @@ fn parse_param(src: &SourceFile, node: &KdlNode) -> Result<ParamSpec, Diag> {
         .at(src, name_span, "here"));
     }
     Ok(spec)
+}
+
+fn param_type(src: &SourceFile, e: &kdl::KdlEntry) -> Result<ParamType, Diag> {
+    let KdlValue::String(t) = e.value() else {
+        return Err(Diag::input("E-MANIFEST", "`type` must be a string").at(src, e.span(), "here"));
+    };
+    ParamType::parse(t).ok_or_else(|| {
+        Diag::input("E-MANIFEST", format!("unknown parameter type `{t}`"))
+            .at(src, e.span(), "unknown type")
+            .with_help("types: int, float, bool, string, path, list<int|float|bool|string|path>")
+    })
+}
+
+/// `min=` or `max=`: a number.
+fn bound(src: &SourceFile, key: &str, e: &kdl::KdlEntry) -> Result<f64, Diag> {
+    match e.value() {
+        KdlValue::Integer(i) => Ok(*i as f64),
+        KdlValue::Float(f) => Ok(*f),
+        _ => Err(
+            Diag::input("E-MANIFEST", format!("`{key}` must be a number")).at(
+                src,
+                e.span(),
+                "here",
+            ),
+        ),
+    }
+}
+
+fn default_of(
+    src: &SourceFile,
+    spec: &ParamSpec,
+    values: &[&KdlValue],
+    span: SourceSpan,
+) -> Result<Value, Diag> {
+    value_from_args(values, &spec.ty).map_err(|(_, msg)| {
+        Diag::input(
+            "E-MANIFEST",
+            format!("bad default for `{}`: {msg}", spec.name),
+        )
+        .at(src, span, "here")
+    })
+}
+
+/// A `choices` or `default` child of a `param`.
+fn param_child(src: &SourceFile, child: &KdlNode, spec: &mut ParamSpec) -> Result<(), Diag> {
+    match k::name(child) {
+        "choices" => {
+            let elem = match &spec.ty {
+                ParamType::List(e) => (**e).clone(),
+                t => t.clone(),
+            };
+            for e in k::args(child) {
+                let v = crate::dsl::value::scalar_from_kdl(e.value(), &elem).map_err(|msg| {
+                    Diag::input("E-MANIFEST", format!("bad choice: {msg}")).at(
+                        src,
+                        e.span(),
+                        "here",
+                    )
+                })?;
+                spec.choices.push(v);
+            }
+            Ok(())
+        }
+        "default" => {
+            let entries = k::args(child);
+            let values: Vec<&KdlValue> = entries.iter().map(|e| e.value()).collect();
+            spec.default = Some(default_of(src, spec, &values, k::name_span(child))?);
+            Ok(())
+        }
+        _ => Err(k::unknown_node(
+            src,
+            child,
+            "a param",
+            &["choices", "default"],
+        )),
+    }
 }
 
 /// All known stage kinds, by name.

@@ -10,8 +10,9 @@ mod manifest;
 pub mod value;
 
 pub use experiment::{
-    BACKENDS, Experiment, ParamAssign, RESERVED_STAGE_CHILDREN, StageDecl, SweepDecl, VaryDecl,
-    load_experiment, parse_experiment,
+    Experiment, InputDecl, RESERVED_STAGE_CHILDREN, StageDecl, SweepDecl, VaryDecl, load_experiment,
 };
-pub use manifest::{Exec, Manifest, OutputDoc, ParamSpec, Registry, parse_manifest};
+#[cfg(test)]
+pub(crate) use manifest::ParamSpec;
+pub use manifest::{Exec, InputRole, Manifest, Registry};
 pub use value::{Metrics, ParamType, Value};

@@ -48,18 +48,6 @@ impl Value {
             _ => None,
         }
     }
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-    pub fn as_bool(&self) -> Option<bool> {
-        match self {
-            Value::Bool(b) => Some(*b),
-            _ => None,
-        }
-    }
 }
 
 /// Short human form, as used in variant names (`b[times=2]`) and messages.

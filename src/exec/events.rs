@@ -1,18 +1,16 @@
-//! What a run reports, and the three ways it is shown: a live progress
-//! display on a terminal, plain lines otherwise, or JSON lines (`--json`).
-//! Only the main thread prints.
+//! What a run reports: [`Event`]s, sent to an [`EventSink`] from the main
+//! thread only, and [`RunEvent`], their JSON form (`run --json`, one object
+//! per line). How events are shown is the command line's business.
 
-use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
 
 use crate::cache::RunRecord;
 use crate::dsl::Metrics;
 
 use super::plan::Plan;
+use super::run::RunSummary;
 
 /// One thing that happened to a stage.
 #[derive(Debug, Clone)]
@@ -44,283 +42,125 @@ pub enum Event {
         node: usize,
         because: String,
     },
+    /// Something that did not fail the stage but deserves a look.
+    Warning {
+        node: usize,
+        message: String,
+    },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Progress bars on a terminal.
-    Live,
-    /// One line per event on stderr.
-    Plain,
-    /// One JSON object per event on stdout.
-    Json,
+/// Where a run's events go.
+pub trait EventSink {
+    /// One event, as it happens.
+    fn event(&mut self, plan: &Plan, ev: &Event);
+    /// Called a few times a second while stages run.
+    fn tick(&mut self) {}
 }
 
-impl Mode {
-    pub fn detect(json: bool) -> Mode {
-        if json {
-            Mode::Json
-        } else if std::io::stderr().is_terminal() {
-            Mode::Live
-        } else {
-            Mode::Plain
-        }
-    }
+/// The JSON form of an event (`run --json`): tagged by `event`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum RunEvent<'a> {
+    StageStart {
+        stage: &'a str,
+        kind: &'a str,
+    },
+    StageWaiting {
+        stage: &'a str,
+    },
+    StageCached {
+        stage: &'a str,
+        key: &'a str,
+        metrics: &'a Metrics,
+        by_other_run: bool,
+    },
+    StageDone {
+        stage: &'a str,
+        key: &'a str,
+        seconds: f64,
+        metrics: &'a Metrics,
+    },
+    StageFailed {
+        stage: &'a str,
+        seconds: f64,
+        error: &'a str,
+        log: Option<&'a Path>,
+    },
+    StageSkipped {
+        stage: &'a str,
+        because: &'a str,
+    },
+    StageWarning {
+        stage: &'a str,
+        message: &'a str,
+    },
+    RunDone {
+        ran: usize,
+        cached: usize,
+        failed: usize,
+        skipped: usize,
+        seconds: f64,
+    },
 }
 
-pub struct Reporter {
-    mode: Mode,
-    multi: Option<MultiProgress>,
-    total: Option<ProgressBar>,
-    running: BTreeMap<usize, (ProgressBar, PathBuf, Instant)>,
-}
-
-fn fmt_metrics(m: &Metrics) -> String {
-    m.iter()
-        .take(6)
-        .map(|(k, v)| format!("{k}={}", crate::report::fmt_number(*v)))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The last `n` lines of a log file.
-pub fn log_tail(path: &Path, n: usize) -> Vec<String> {
-    let text = std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-}
-
-impl Reporter {
-    pub fn new(mode: Mode, total: usize) -> Reporter {
-        let (multi, bar) = if mode == Mode::Live {
-            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-            let bar = multi.add(ProgressBar::new(total as u64));
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:>10.cyan.bold} [{bar:30}] {pos}/{len} stages  {elapsed}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_prefix("Running");
-            (Some(multi), Some(bar))
-        } else {
-            (None, None)
-        };
-        Reporter {
-            mode,
-            multi,
-            total: bar,
-            running: BTreeMap::new(),
-        }
-    }
-
-    fn line(&self, verb: &str, rest: &str) {
-        let text = format!("{verb:>10} {rest}");
-        match &self.multi {
-            Some(m) => {
-                let _ = m.println(text);
-            }
-            None => {
-                let _ = writeln!(std::io::stderr(), "{text}");
-            }
-        }
-    }
-
-    fn json(&self, value: serde_json::Value) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{value}");
-        let _ = out.flush();
-    }
-
-    pub fn note(&self, text: &str) {
-        if self.mode != Mode::Json {
-            self.line("Note", text);
-        }
-    }
-
-    pub fn event(&mut self, plan: &Plan, ev: &Event) {
-        let node = |n: usize| &plan.pipeline.nodes[n];
-        match self.mode {
-            Mode::Json => {
-                let v = match ev {
-                    Event::Start { node: n, .. } => {
-                        serde_json::json!({"event": "stage-start", "stage": node(*n).id, "kind": node(*n).kind.name})
-                    }
-                    Event::Waiting { node: n } => {
-                        serde_json::json!({"event": "stage-waiting", "stage": node(*n).id})
-                    }
-                    Event::Cached {
-                        node: n,
-                        record,
-                        by_other_run,
-                    } => serde_json::json!({
-                        "event": "stage-cached", "stage": node(*n).id, "key": record.key, "metrics": record.metrics, "by_other_run": by_other_run
-                    }),
-                    Event::Done { node: n, record } => serde_json::json!({
-                        "event": "stage-done", "stage": node(*n).id, "key": record.key, "seconds": record.seconds, "metrics": record.metrics
-                    }),
-                    Event::Failed {
-                        node: n,
-                        seconds,
-                        message,
-                        log,
-                    } => serde_json::json!({
-                        "event": "stage-failed", "stage": node(*n).id, "seconds": seconds, "error": message, "log": log
-                    }),
-                    Event::Skipped { node: n, because } => {
-                        serde_json::json!({"event": "stage-skipped", "stage": node(*n).id, "because": because})
-                    }
-                };
-                self.json(v);
-            }
-            Mode::Plain | Mode::Live => match ev {
-                Event::Start { node: n, log } => {
-                    if let Some(m) = &self.multi {
-                        let pb = m.add(ProgressBar::new_spinner());
-                        pb.set_style(
-                            ProgressStyle::with_template(
-                                "{spinner:.green} {prefix:.bold} {elapsed:>4} {wide_msg:.dim}",
-                            )
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                        );
-                        pb.set_prefix(format!("{} ({})", node(*n).id, node(*n).kind.name));
-                        pb.enable_steady_tick(Duration::from_millis(120));
-                        self.running.insert(*n, (pb, log.clone(), Instant::now()));
-                    } else {
-                        self.line(
-                            "Running",
-                            &format!("{} ({})", node(*n).id, node(*n).kind.name),
-                        );
-                    }
-                }
-                Event::Waiting { node: n } => self.line(
-                    "Waiting",
-                    &format!("{}: another run is computing it", node(*n).id),
-                ),
-                Event::Cached {
-                    node: n,
-                    by_other_run,
-                    ..
-                } => {
-                    let how = if *by_other_run {
-                        " (computed by another run)"
-                    } else {
-                        ""
-                    };
-                    self.line("Cached", &format!("{}{how}", node(*n).id));
-                    self.advance();
-                }
-                Event::Done { node: n, record } => {
-                    self.finish_spinner(*n);
-                    self.line(
-                        "Finished",
-                        &format!(
-                            "{} in {:.2}s  {}",
-                            node(*n).id,
-                            record.seconds,
-                            fmt_metrics(&record.metrics)
-                        ),
-                    );
-                    self.advance();
-                }
-                Event::Failed {
-                    node: n,
-                    seconds,
-                    message,
-                    log,
-                } => {
-                    self.finish_spinner(*n);
-                    self.line(
-                        "Failed",
-                        &format!("{} after {seconds:.2}s: {message}", node(*n).id),
-                    );
-                    if let Some(log) = log {
-                        let tail = log_tail(log, 15);
-                        if !tail.is_empty() {
-                            self.line(
-                                "",
-                                &format!(
-                                    "last lines of {}:",
-                                    crate::error::display_path(log).display()
-                                ),
-                            );
-                            for l in tail {
-                                self.line("|", &l);
-                            }
-                        } else {
-                            self.line(
-                                "",
-                                &format!(
-                                    "log (empty): {}",
-                                    crate::error::display_path(log).display()
-                                ),
-                            );
-                        }
-                    }
-                    self.advance();
-                }
-                Event::Skipped { node: n, because } => {
-                    self.line("Skipped", &format!("{}: {because}", node(*n).id));
-                    self.advance();
-                }
+impl Event {
+    /// The event's JSON form.
+    pub fn json<'a>(&'a self, plan: &'a Plan) -> RunEvent<'a> {
+        let id = |n: &usize| plan.pipeline.nodes[*n].id.as_str();
+        match self {
+            Event::Start { node, .. } => RunEvent::StageStart {
+                stage: id(node),
+                kind: &plan.pipeline.nodes[*node].kind.name,
+            },
+            Event::Waiting { node } => RunEvent::StageWaiting { stage: id(node) },
+            Event::Cached {
+                node,
+                record,
+                by_other_run,
+            } => RunEvent::StageCached {
+                stage: id(node),
+                key: &record.key,
+                metrics: &record.metrics,
+                by_other_run: *by_other_run,
+            },
+            Event::Done { node, record } => RunEvent::StageDone {
+                stage: id(node),
+                key: &record.key,
+                seconds: record.seconds,
+                metrics: &record.metrics,
+            },
+            Event::Failed {
+                node,
+                seconds,
+                message,
+                log,
+            } => RunEvent::StageFailed {
+                stage: id(node),
+                seconds: *seconds,
+                error: message,
+                log: log.as_deref(),
+            },
+            Event::Skipped { node, because } => RunEvent::StageSkipped {
+                stage: id(node),
+                because,
+            },
+            Event::Warning { node, message } => RunEvent::StageWarning {
+                stage: id(node),
+                message,
             },
         }
     }
+}
 
-    fn advance(&self) {
-        if let Some(t) = &self.total {
-            t.inc(1);
-        }
-    }
-
-    fn finish_spinner(&mut self, n: usize) {
-        if let Some((pb, _, _)) = self.running.remove(&n) {
-            pb.finish_and_clear();
-            if let Some(m) = &self.multi {
-                m.remove(&pb);
-            }
-        }
-    }
-
-    /// Refreshes the live display: the last line each running stage logged.
-    pub fn tick(&mut self) {
-        for (pb, log, _) in self.running.values() {
-            if let Some(last) = log_tail(log, 1).pop() {
-                pb.set_message(last);
-            }
-        }
-    }
-
-    pub fn finish(&mut self, summary: &super::RunSummary) {
-        if let Some(t) = self.total.take() {
-            t.finish_and_clear();
-        }
-        match self.mode {
-            Mode::Json => self.json(serde_json::json!({
-                "event": "run-done", "ran": summary.ran, "cached": summary.cached, "failed": summary.failed,
-                "skipped": summary.skipped, "seconds": summary.seconds
-            })),
-            _ => {
-                let verb = if summary.failed > 0 { "Failed" } else { "Done" };
-                self.line(
-                    verb,
-                    &format!(
-                        "{} stages: {} ran, {} cached, {} failed, {} skipped in {:.2}s",
-                        summary.ran + summary.cached + summary.failed + summary.skipped,
-                        summary.ran,
-                        summary.cached,
-                        summary.failed,
-                        summary.skipped,
-                        summary.seconds
-                    ),
-                );
-            }
+impl RunSummary {
+    /// The final event of a run.
+    pub fn json(&self) -> RunEvent<'static> {
+        RunEvent::RunDone {
+            ran: self.ran,
+            cached: self.cached,
+            failed: self.failed,
+            skipped: self.skipped,
+            seconds: self.seconds,
         }
     }
 }

@@ -5,8 +5,8 @@
 //! with a [`Reason`]) that `plan`, `explain` and `show` all read.
 //! [`run`] is the one place that starts threads and processes: a scheduler
 //! with `--jobs N` workers, early cut-off (a stage whose inputs were
-//! recomputed to identical bytes is not rerun), per-key locks so concurrent
-//! runs compute each key once, and events that only the main thread prints.
+//! recomputed to identical bytes is not rerun), per-key claims so concurrent
+//! runs compute each key once, and events for an [`EventSink`]. Nothing here prints.
 
 mod backend;
 mod events;
@@ -14,7 +14,7 @@ mod plan;
 mod run;
 mod subprocess;
 
-pub use backend::{Backend, resolve_backend};
-pub use events::{Event, Mode, Reporter};
+pub use backend::resolve_backend;
+pub use events::{Event, EventSink, RunEvent};
 pub use plan::{Plan, PlanOptions, Reason, Status, plan};
 pub use run::{RunOptions, RunSummary, run};

@@ -1,9 +1,16 @@
+//! The plan: for every node of the pipeline, whether its result is stored
+//! (`Cached`) or why it must be computed (`Run` with a [`Reason`]), and its
+//! key where that is known before running. Planning reads the index and
+//! stats files; it never writes results (it records stat entries and the
+//! parts of implementation digests, so later plans and `explain` are cheap
+//! and precise). `plan`, `explain`, `show` and `run` all read this one type.
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use crate::cache::{
-    ArtifactProblem, Cache, Change, FailureRecord, InputDigest, KEY_FORMAT, KeyComponents,
-    RunRecord, StageKey, StatCache, diff,
+    ArtifactProblem, Cache, Change, FailureRecord, IndexSession, InputDigest, KEY_FORMAT,
+    KeyComponents, RunRecord, StageKey, StatCache, diff,
 };
 use crate::dsl::{Exec, Manifest, Value};
 use crate::error::{Diag, Diags, display_path};
@@ -76,6 +83,152 @@ impl fmt::Display for Reason {
     }
 }
 
+/// One reason, in the typed form `plan --json` prints: tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ReasonItem {
+    /// No earlier run of this stage is recorded.
+    NeverRun,
+    /// `--force`.
+    Forced,
+    /// The last result of this stage is no longer stored (`cache gc`).
+    ResultRemoved,
+    /// The stored result is damaged.
+    Damaged {
+        problems: Vec<String>,
+    },
+    /// These inputs are recomputed first.
+    UpstreamReruns {
+        stages: Vec<String>,
+    },
+    KeyFormatChanged {
+        from: u32,
+        to: u32,
+    },
+    KindChanged {
+        from: String,
+        to: String,
+    },
+    KindVersionChanged {
+        from: String,
+        to: String,
+    },
+    /// `parts`: the files and crates that changed, where known.
+    ImplementationChanged {
+        of_kind: String,
+        parts: Vec<String>,
+    },
+    ParamChanged {
+        param: String,
+        from: serde_json::Value,
+        to: serde_json::Value,
+    },
+    /// The content of a `path` parameter changed, or it was set or unset.
+    FileChanged {
+        param: String,
+        was_set: bool,
+        is_set: bool,
+    },
+    InputCountChanged {
+        from: usize,
+        to: usize,
+    },
+    InputReplaced {
+        index: usize,
+        from: String,
+        to: String,
+    },
+    /// The input's output digest changed.
+    InputChanged {
+        stage: String,
+    },
+    InputRoleChanged {
+        stage: String,
+        from: Option<String>,
+        to: Option<String>,
+    },
+    SeedChanged {
+        from: i64,
+        to: i64,
+    },
+    BackendChanged {
+        from: Option<String>,
+        to: Option<String>,
+    },
+}
+
+impl ReasonItem {
+    fn of_change(c: &Change) -> ReasonItem {
+        let json = |v: &Option<crate::dsl::Value>| {
+            v.as_ref()
+                .map(|v| v.to_json())
+                .unwrap_or(serde_json::Value::Null)
+        };
+        match c.clone() {
+            Change::Format { old, new } => ReasonItem::KeyFormatChanged { from: old, to: new },
+            Change::Kind { old, new } => ReasonItem::KindChanged { from: old, to: new },
+            Change::KindVersion { old, new } => {
+                ReasonItem::KindVersionChanged { from: old, to: new }
+            }
+            Change::Implementation { kind, parts } => ReasonItem::ImplementationChanged {
+                of_kind: kind,
+                parts,
+            },
+            Change::Param { name, old, new } => ReasonItem::ParamChanged {
+                param: name,
+                from: json(&old),
+                to: json(&new),
+            },
+            Change::File { name, old, new } => ReasonItem::FileChanged {
+                param: name,
+                was_set: old.is_some(),
+                is_set: new.is_some(),
+            },
+            Change::InputCount { old, new } => ReasonItem::InputCountChanged { from: old, to: new },
+            Change::Input {
+                index,
+                stage,
+                old_stage,
+            } if stage != old_stage => ReasonItem::InputReplaced {
+                index,
+                from: old_stage,
+                to: stage,
+            },
+            Change::Input { stage, .. } => ReasonItem::InputChanged { stage },
+            Change::InputRole { stage, old, new } => ReasonItem::InputRoleChanged {
+                stage,
+                from: old,
+                to: new,
+            },
+            Change::Seed { old, new } => ReasonItem::SeedChanged { from: old, to: new },
+            Change::Backend { old, new } => ReasonItem::BackendChanged { from: old, to: new },
+        }
+    }
+}
+
+impl Reason {
+    /// Every reason, typed.
+    pub fn items(&self) -> Vec<ReasonItem> {
+        let changes = |c: &[Change]| c.iter().map(ReasonItem::of_change).collect::<Vec<_>>();
+        match self {
+            Reason::New => vec![ReasonItem::NeverRun],
+            Reason::Forced => vec![ReasonItem::Forced],
+            Reason::Changed(c) if c.is_empty() => vec![ReasonItem::ResultRemoved],
+            Reason::Changed(c) => changes(c),
+            Reason::Damaged(p) => vec![ReasonItem::Damaged {
+                problems: p.iter().map(|p| p.to_string()).collect(),
+            }],
+            Reason::Upstream { upstream, own } => {
+                let mut out = vec![ReasonItem::UpstreamReruns {
+                    stages: upstream.clone(),
+                }];
+                out.extend(changes(own));
+                out
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Status {
     Cached(Box<RunRecord>),
@@ -134,10 +287,12 @@ impl Plan {
             inputs: node
                 .inputs
                 .iter()
+                .zip(&node.roles)
                 .zip(input_outputs)
-                .map(|(&i, out)| InputDigest {
+                .map(|((&i, role), out)| InputDigest {
                     stage: self.pipeline.nodes[i].stage.clone(),
                     output: out.clone(),
+                    role: role.clone(),
                 })
                 .collect(),
             seed: node.seed,
@@ -154,16 +309,30 @@ impl Plan {
     }
 }
 
-/// Identity of a kind's implementation: its manifest (minus docs) and the
-/// content of its local program files, or a built-in's code version.
-fn implementation_digest(kind: &Manifest, stat: &mut StatCache) -> Result<String, Diag> {
+/// Identity of a kind's implementation: its manifest (minus docs), and a
+/// built-in's source identity or an external plugin's program files. Also
+/// returns the named parts it is made of.
+fn implementation_digest(
+    kind: &Manifest,
+    stat: &mut StatCache,
+) -> Result<(String, Vec<(String, String)>), Diag> {
     let mut h = blake3::Hasher::new();
-    h.update(&kind.identity_bytes());
+    let manifest = kind.identity_bytes();
+    h.update(&manifest);
+    let mut parts = vec![(
+        "manifest".to_string(),
+        blake3::hash(&manifest).to_hex().to_string(),
+    )];
     if let Exec::Builtin { name } = &kind.exec {
-        let version = crate::stages::builtin(name)
-            .map(|b| b.code_version)
-            .unwrap_or(0);
-        h.update(format!("\nbuiltin-code-version:{version}").as_bytes());
+        let id = crate::stages::builtins::builtin(name)
+            .and_then(|b| b.identity())
+            .ok_or_else(|| {
+                Diag::internal(format!(
+                    "built-in kind `{name}` has no source identity in this build"
+                ))
+            })?;
+        h.update(format!("\nbuiltin-source:{}", id.digest).as_bytes());
+        parts.extend(id.parts());
     }
     let dir = kind.dir.clone().unwrap_or_default();
     let mut files: Vec<(String, &std::path::PathBuf)> = kind
@@ -184,25 +353,18 @@ fn implementation_digest(kind: &Manifest, stat: &mut StatCache) -> Result<String
             )
         })?;
         h.update(format!("\n{rel}\0{d}").as_bytes());
+        parts.push((rel, d));
     }
-    Ok(h.finalize().to_hex().to_string())
+    Ok((h.finalize().to_hex().to_string(), parts))
 }
 
-/// Computes every node's status against the cache.
-pub fn plan(
-    pipeline: Pipeline,
-    cache: &Cache,
-    backend: Backend,
-    opts: &PlanOptions,
-) -> Result<Plan, Diags> {
-    let forced: BTreeSet<usize> = pipeline.select(&opts.force)?.into_iter().collect();
-    let idx = cache.index()?;
-    let mut stat = StatCache::default();
-    for (p, e) in idx.stat_entries()? {
-        stat.entries.insert(p, e);
-    }
-    stat.dirty = false;
-
+/// The key parts of every node that do not depend on upstream results.
+fn prepare(
+    pipeline: &Pipeline,
+    idx: &IndexSession,
+    backend: &Backend,
+    stat: &mut StatCache,
+) -> Result<Vec<Prepared>, Diag> {
     let exp_dir = pipeline.experiment.dir.clone();
     let mut impls: HashMap<String, String> = HashMap::new();
     let mut prepared = Vec::with_capacity(pipeline.nodes.len());
@@ -210,7 +372,10 @@ pub fn plan(
         let implementation = match impls.get(&node.kind.name) {
             Some(d) => d.clone(),
             None => {
-                let d = implementation_digest(&node.kind, &mut stat)?;
+                let (d, parts) = implementation_digest(&node.kind, stat)?;
+                if idx.identity(&d)?.is_none() {
+                    idx.put_identity(&d, &parts)?;
+                }
                 impls.insert(node.kind.name.clone(), d.clone());
                 d
             }
@@ -237,7 +402,120 @@ pub fn plan(
             backend: backend_class,
         });
     }
+    Ok(prepared)
+}
 
+/// Names what changed in an implementation, from the parts the index keeps.
+fn implementation_parts(idx: &IndexSession, old: &str, new: &str) -> Result<Vec<String>, Diag> {
+    let (Some(old), Some(new)) = (idx.identity(old)?, idx.identity(new)?) else {
+        return Ok(Vec::new());
+    };
+    let old: BTreeMap<String, String> = old.into_iter().collect();
+    let new: BTreeMap<String, String> = new.into_iter().collect();
+    let mut out = Vec::new();
+    for (name, v) in &new {
+        match old.get(name) {
+            Some(o) if o == v => {}
+            Some(o) if name.starts_with("crate ") => out.push(format!("{name} {o} -> {v}")),
+            Some(_) => out.push(name.clone()),
+            None => out.push(format!("{name} (new)")),
+        }
+    }
+    for name in old.keys().filter(|n| !new.contains_key(*n)) {
+        out.push(format!("{name} (gone)"));
+    }
+    Ok(out)
+}
+
+/// `diff`, with implementation changes named part by part.
+fn explained_diff(
+    idx: &IndexSession,
+    old: &KeyComponents,
+    new: &KeyComponents,
+    with_inputs: bool,
+) -> Result<Vec<Change>, Diag> {
+    let mut changes = diff(old, new, with_inputs);
+    for c in &mut changes {
+        if let Change::Implementation { parts, .. } = c {
+            *parts = implementation_parts(idx, &old.implementation, &new.implementation)?;
+        }
+    }
+    Ok(changes)
+}
+
+/// The status and key of node `i`, given its inputs' statuses so far.
+fn status_of(
+    plan: &Plan,
+    cache: &Cache,
+    idx: &IndexSession,
+    i: usize,
+    previous: Option<&RunRecord>,
+) -> Result<(Status, Option<StageKey>), Diag> {
+    let inputs = &plan.pipeline.nodes[i].inputs;
+    let outputs: Option<Vec<String>> = inputs
+        .iter()
+        .map(|&u| match &plan.statuses[u] {
+            Status::Cached(rec) if !plan.forced.contains(&u) => Some(rec.output.clone()),
+            _ => None,
+        })
+        .collect();
+    let Some(outs) = outputs else {
+        let upstream: Vec<String> = inputs
+            .iter()
+            .filter(|&&u| !plan.statuses[u].is_cached() || plan.forced.contains(&u))
+            .map(|&u| plan.pipeline.nodes[u].id.clone())
+            .collect();
+        let placeholder = vec![String::new(); inputs.len()];
+        let comps = plan.components(i, &placeholder);
+        let own = match previous {
+            Some(p) => explained_diff(idx, &p.components, &comps, false)?,
+            None => Vec::new(),
+        };
+        return Ok((Status::Run(Reason::Upstream { upstream, own }), None));
+    };
+    let comps = plan.components(i, &outs);
+    let key = comps.key();
+    let status = if plan.forced.contains(&i) {
+        Status::Run(Reason::Forced)
+    } else if let Some(rec) = idx.run(&key)? {
+        let problems = match idx.artifact(&rec.output)? {
+            Some(art) => cache.check_artifact(&art, false),
+            None => vec![ArtifactProblem::FolderMissing],
+        };
+        if problems.is_empty() {
+            Status::Cached(Box::new(rec))
+        } else {
+            Status::Run(Reason::Damaged(problems))
+        }
+    } else {
+        match previous {
+            Some(prev) => Status::Run(Reason::Changed(explained_diff(
+                idx,
+                &prev.components,
+                &comps,
+                true,
+            )?)),
+            None => Status::Run(Reason::New),
+        }
+    };
+    Ok((status, Some(key)))
+}
+
+/// Computes every node's status against the cache.
+pub fn plan(
+    pipeline: Pipeline,
+    cache: &Cache,
+    backend: Backend,
+    opts: &PlanOptions,
+) -> Result<Plan, Diags> {
+    let forced: BTreeSet<usize> = pipeline.select(&opts.force)?.into_iter().collect();
+    let idx = cache.index()?;
+    let mut stat = StatCache::default();
+    for (p, e) in idx.stat_entries()? {
+        stat.entries.insert(p, e);
+    }
+    stat.dirty = false;
+    let prepared = prepare(&pipeline, &idx, &backend, &mut stat)?;
     let exp_name = pipeline.experiment.name.clone();
     let n = pipeline.nodes.len();
     let mut plan = Plan {
@@ -258,67 +536,18 @@ pub fn plan(
             Some(k) => idx.run(k)?,
             None => None,
         };
-        let failure = idx.failure(&exp_name, &id)?;
-        let inputs = plan.pipeline.nodes[i].inputs.clone();
-        let outputs: Option<Vec<String>> = inputs
-            .iter()
-            .map(|&u| match &plan.statuses[u] {
-                Status::Cached(rec) if !plan.forced.contains(&u) => Some(rec.output.clone()),
-                _ => None,
-            })
-            .collect();
-        let (status, key) = match outputs {
-            Some(outs) => {
-                let comps = plan.components(i, &outs);
-                let key = comps.key();
-                let status = if plan.forced.contains(&i) {
-                    Status::Run(Reason::Forced)
-                } else if let Some(rec) = idx.run(&key)? {
-                    let problems = match idx.artifact(&rec.output)? {
-                        Some(art) => cache.check_artifact(&art, false),
-                        None => vec![ArtifactProblem::FolderMissing],
-                    };
-                    if problems.is_empty() {
-                        Status::Cached(Box::new(rec))
-                    } else {
-                        Status::Run(Reason::Damaged(problems))
-                    }
-                } else {
-                    match &previous {
-                        Some(prev) => {
-                            Status::Run(Reason::Changed(diff(&prev.components, &comps, true)))
-                        }
-                        None => Status::Run(Reason::New),
-                    }
-                };
-                (status, Some(key))
-            }
-            None => {
-                let upstream: Vec<String> = inputs
-                    .iter()
-                    .filter(|&&u| !plan.statuses[u].is_cached() || plan.forced.contains(&u))
-                    .map(|&u| plan.pipeline.nodes[u].id.clone())
-                    .collect();
-                let placeholder = vec![String::new(); inputs.len()];
-                let comps = plan.components(i, &placeholder);
-                let own = previous
-                    .as_ref()
-                    .map(|p| diff(&p.components, &comps, false))
-                    .unwrap_or_default();
-                (Status::Run(Reason::Upstream { upstream, own }), None)
-            }
-        };
+        let (status, key) = status_of(&plan, cache, &idx, i, previous.as_ref())?;
         plan.statuses.push(status);
         plan.keys.push(key);
         plan.previous.push(previous);
         plan.latest_keys.push(latest);
-        plan.failures.push(failure);
+        plan.failures.push(idx.failure(&exp_name, &id)?);
     }
     if stat.dirty {
         for (p, e) in &stat.entries {
             idx.put_stat(p, e)?;
         }
-        idx.flush()?;
     }
+    idx.flush()?;
     Ok(plan)
 }

@@ -1,13 +1,24 @@
+//! Running a plan. A [`Scheduler`] owns the state of one run: which nodes
+//! are pending, ready, running, done, failed or skipped, the output digests
+//! of finished ones, and the resources (`gpu`) held. It launches ready nodes
+//! on up to `--jobs` scoped threads, reuses a stored result when a node's
+//! key (known once its inputs are) is in the cache (early cut-off: inputs
+//! recomputed to identical bytes do not rerun a stage), and skips the
+//! dependents of a failure. Each computation claims its key from the cache,
+//! so concurrent runs compute a key once, and ends in the cache's commit
+//! protocol ([`crate::cache::Pending`]). Worker threads only send messages;
+//! every event reaches the [`EventSink`] from this thread.
+
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::cache::{Cache, FailureRecord, KeyComponents, RunRecord, StageKey, now_unix};
-use crate::dsl::{Exec, Metrics, Value};
+use crate::cache::{Cache, Claim, Failed, KeyComponents, Outcome, Pending, RunRecord, StageKey};
+use crate::dsl::{Exec, Manifest, Metrics};
 use crate::error::{Diag, Diags};
 
-use super::events::{Event, Reporter};
+use super::events::{Event, EventSink};
 use super::plan::{Plan, Status};
 use super::subprocess::run_program;
 
@@ -30,17 +41,20 @@ pub struct RunSummary {
     pub seconds: f64,
 }
 
-struct Failure {
-    message: String,
-    log: Option<PathBuf>,
-    seconds: f64,
+/// A finished computation, as a worker reports it.
+struct Finished {
+    record: RunRecord,
+    /// Another process stored it while this run waited for the key.
+    by_other_run: bool,
+    warnings: Vec<String>,
 }
 
 enum Msg {
     Event(Event),
     Finished {
         node: usize,
-        result: Result<(RunRecord, bool), Failure>,
+        seconds: f64,
+        result: Result<Finished, Failed>,
     },
 }
 
@@ -53,16 +67,12 @@ enum State {
     Skipped,
 }
 
-/// Looks a key up; a damaged artifact counts as absent (it is recomputed).
-fn lookup(cache: &Cache, key: &str) -> Result<Option<RunRecord>, Diag> {
-    let idx = cache.index()?;
-    let Some(rec) = idx.run(key)? else {
-        return Ok(None);
-    };
-    match idx.artifact(&rec.output)? {
-        Some(art) if cache.check_artifact(&art, false).is_empty() => Ok(Some(rec)),
-        _ => Ok(None),
-    }
+/// An input folder as a stage sees it.
+struct InputDir {
+    /// The upstream's declared name (the name in the key).
+    stage: String,
+    dir: PathBuf,
+    role: Option<String>,
 }
 
 /// Executes the plan. Returns the counts; a failed stage is counted, not an `Err`.
@@ -70,224 +80,491 @@ pub fn run(
     plan: &Plan,
     cache: &Cache,
     opts: &RunOptions,
-    reporter: &mut Reporter,
+    sink: &mut dyn EventSink,
 ) -> Result<RunSummary, Diags> {
     let start = Instant::now();
-    let nodes = &plan.pipeline.nodes;
     let selected: BTreeSet<usize> = if opts.only.is_empty() {
-        (0..nodes.len()).collect()
+        (0..plan.pipeline.nodes.len()).collect()
     } else {
         plan.pipeline
             .upstream_closure(&plan.pipeline.select(&opts.only)?)
     };
     cache.clean_scratch();
+    let mut s = Scheduler::new(plan, cache, opts, selected);
+    std::thread::scope(|scope| s.drive(scope, sink))?;
+    s.skip_unlaunched(sink);
+    s.record_latest()?;
+    s.summary.seconds = start.elapsed().as_secs_f64();
+    Ok(s.summary)
+}
 
-    let mut state = vec![State::Pending; nodes.len()];
-    let mut outputs: Vec<Option<String>> = vec![None; nodes.len()];
-    let mut remaining: Vec<usize> = nodes.iter().map(|n| n.inputs.len()).collect();
-    let mut ready: BTreeSet<usize> = selected
-        .iter()
-        .copied()
-        .filter(|&n| remaining[n] == 0)
-        .collect();
-    let mut held: HashMap<String, usize> = HashMap::new();
-    let mut latest_updates: Vec<(String, StageKey)> = Vec::new();
-    let mut summary = RunSummary::default();
-    let mut running = 0usize;
-    let mut stop = false;
-    let jobs = opts.jobs.max(1);
-    let (tx, rx) = mpsc::channel::<Msg>();
+/// The state of one run.
+struct Scheduler<'p> {
+    plan: &'p Plan,
+    cache: &'p Cache,
+    jobs: usize,
+    fail_fast: bool,
+    selected: BTreeSet<usize>,
+    state: Vec<State>,
+    /// Output digests of finished nodes.
+    outputs: Vec<Option<String>>,
+    /// Inputs not finished yet, per node.
+    remaining: Vec<usize>,
+    ready: BTreeSet<usize>,
+    /// Resource -> the node holding it.
+    held: HashMap<String, usize>,
+    running: usize,
+    stop: bool,
+    /// Stages whose latest key moves to a result this run reused.
+    latest_updates: Vec<(String, StageKey)>,
+    summary: RunSummary,
+}
 
-    // Marks `n` done and readies the dependents whose inputs are all done.
-    let complete = |n: usize,
-                    rec: &RunRecord,
-                    state: &mut Vec<State>,
-                    outputs: &mut Vec<Option<String>>,
-                    remaining: &mut Vec<usize>,
-                    ready: &mut BTreeSet<usize>| {
-        state[n] = State::Done;
-        outputs[n] = Some(rec.output.clone());
-        for d in plan.pipeline.dependents(n) {
-            if selected.contains(&d) {
-                remaining[d] -= 1;
-                if remaining[d] == 0 && state[d] == State::Pending {
-                    ready.insert(d);
-                }
-            }
+impl<'p> Scheduler<'p> {
+    fn new(plan: &'p Plan, cache: &'p Cache, opts: &RunOptions, selected: BTreeSet<usize>) -> Self {
+        let nodes = &plan.pipeline.nodes;
+        let remaining: Vec<usize> = nodes.iter().map(|n| n.inputs.len()).collect();
+        let ready = selected
+            .iter()
+            .copied()
+            .filter(|&n| remaining[n] == 0)
+            .collect();
+        Scheduler {
+            plan,
+            cache,
+            jobs: opts.jobs.max(1),
+            fail_fast: opts.fail_fast,
+            selected,
+            state: vec![State::Pending; nodes.len()],
+            outputs: vec![None; nodes.len()],
+            remaining,
+            ready,
+            held: HashMap::new(),
+            running: 0,
+            stop: false,
+            latest_updates: Vec::new(),
+            summary: RunSummary::default(),
         }
-    };
+    }
 
-    let result: Result<(), Diags> = std::thread::scope(|scope| {
+    /// Launches and collects until nothing runs and nothing can start.
+    fn drive<'scope>(
+        &mut self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        sink: &mut dyn EventSink,
+    ) -> Result<(), Diags>
+    where
+        'p: 'scope,
+    {
+        let (tx, rx) = mpsc::channel::<Msg>();
         loop {
-            while running < jobs && !stop {
-                let pick = ready.iter().copied().find(|&n| {
-                    nodes[n]
-                        .kind
-                        .resources
-                        .iter()
-                        .all(|r| !held.contains_key(r))
-                });
-                let Some(n) = pick else { break };
-                ready.remove(&n);
-                let outs: Vec<String> = nodes[n]
-                    .inputs
-                    .iter()
-                    .map(|&u| outputs[u].clone().unwrap_or_default())
-                    .collect();
-                let comps = plan.components(n, &outs);
-                let key = comps.key();
-                if !plan.forced.contains(&n) {
-                    let known = match (&plan.statuses[n], &plan.keys[n]) {
-                        (Status::Cached(rec), Some(k)) if *k == key => Some((**rec).clone()),
-                        _ => lookup(cache, &key)?,
-                    };
-                    if let Some(rec) = known {
-                        if plan.latest_keys[n].as_deref() != Some(key.as_str()) {
-                            latest_updates.push((nodes[n].id.clone(), key.clone()));
-                        }
-                        reporter.event(
-                            plan,
-                            &Event::Cached {
-                                node: n,
-                                record: rec.clone(),
-                                by_other_run: false,
-                            },
-                        );
-                        summary.cached += 1;
-                        complete(
-                            n,
-                            &rec,
-                            &mut state,
-                            &mut outputs,
-                            &mut remaining,
-                            &mut ready,
-                        );
-                        continue;
-                    }
-                }
-                // Inputs go by their declared names, the names in the key: a
-                // stage that labels its outputs by them stays shareable across sweeps.
-                let inputs: Vec<(String, PathBuf)> = nodes[n]
-                    .inputs
-                    .iter()
-                    .map(|&u| {
-                        (
-                            nodes[u].stage.clone(),
-                            cache.artifact_dir(outputs[u].as_deref().unwrap_or_default()),
-                        )
-                    })
-                    .collect();
-                for r in &nodes[n].kind.resources {
-                    held.insert(r.clone(), n);
-                }
-                state[n] = State::Running;
-                running += 1;
-                let tx = tx.clone();
-                scope.spawn(move || {
-                    let result = compute(plan, cache, n, comps, key, inputs, &tx);
-                    let _ = tx.send(Msg::Finished { node: n, result });
-                });
-            }
-            if running == 0 {
-                break;
+            self.launch(scope, &tx, sink)?;
+            if self.running == 0 {
+                return Ok(());
             }
             match rx.recv_timeout(Duration::from_millis(150)) {
-                Ok(Msg::Event(ev)) => reporter.event(plan, &ev),
-                Ok(Msg::Finished { node: n, result }) => {
-                    running -= 1;
-                    held.retain(|_, holder| *holder != n);
-                    match result {
-                        Ok((rec, by_other)) => {
-                            if by_other {
-                                summary.cached += 1;
-                                reporter.event(
-                                    plan,
-                                    &Event::Cached {
-                                        node: n,
-                                        record: rec.clone(),
-                                        by_other_run: true,
-                                    },
-                                );
-                                latest_updates.push((nodes[n].id.clone(), rec.key.clone()));
-                            } else {
-                                summary.ran += 1;
-                                reporter.event(
-                                    plan,
-                                    &Event::Done {
-                                        node: n,
-                                        record: rec.clone(),
-                                    },
-                                );
-                            }
-                            complete(
-                                n,
-                                &rec,
-                                &mut state,
-                                &mut outputs,
-                                &mut remaining,
-                                &mut ready,
-                            );
-                        }
-                        Err(f) => {
-                            state[n] = State::Failed;
-                            summary.failed += 1;
-                            reporter.event(
-                                plan,
-                                &Event::Failed {
-                                    node: n,
-                                    seconds: f.seconds,
-                                    message: f.message,
-                                    log: f.log,
-                                },
-                            );
-                            let mut queue: VecDeque<usize> = plan.pipeline.dependents(n).into();
-                            while let Some(d) = queue.pop_front() {
-                                if selected.contains(&d) && state[d] == State::Pending {
-                                    state[d] = State::Skipped;
-                                    ready.remove(&d);
-                                    summary.skipped += 1;
-                                    let because = format!("input `{}` failed", nodes[n].id);
-                                    reporter.event(plan, &Event::Skipped { node: d, because });
-                                    queue.extend(plan.pipeline.dependents(d));
-                                }
-                            }
-                            if opts.fail_fast {
-                                stop = true;
-                            }
-                        }
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => reporter.tick(),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Ok(Msg::Event(ev)) => sink.event(self.plan, &ev),
+                Ok(Msg::Finished {
+                    node,
+                    seconds,
+                    result,
+                }) => self.finished(node, seconds, result, sink),
+                Err(mpsc::RecvTimeoutError::Timeout) => sink.tick(),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
             }
         }
+    }
+
+    /// A ready node whose resources are free.
+    fn pick(&self) -> Option<usize> {
+        let nodes = &self.plan.pipeline.nodes;
+        self.ready.iter().copied().find(|&n| {
+            nodes[n]
+                .kind
+                .resources
+                .iter()
+                .all(|r| !self.held.contains_key(r))
+        })
+    }
+
+    /// Starts ready nodes (or reuses their stored results) while there is room.
+    fn launch<'scope>(
+        &mut self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        tx: &mpsc::Sender<Msg>,
+        sink: &mut dyn EventSink,
+    ) -> Result<(), Diag>
+    where
+        'p: 'scope,
+    {
+        while self.running < self.jobs && !self.stop {
+            let Some(n) = self.pick() else {
+                return Ok(());
+            };
+            self.ready.remove(&n);
+            let outs: Vec<String> = self.plan.pipeline.nodes[n]
+                .inputs
+                .iter()
+                .map(|&u| self.outputs[u].clone().unwrap_or_default())
+                .collect();
+            let comps = self.plan.components(n, &outs);
+            let key = comps.key();
+            if let Some(rec) = self.stored(n, &key)? {
+                if self.plan.latest_keys[n].as_deref() != Some(key.as_str()) {
+                    self.latest_updates
+                        .push((self.plan.pipeline.nodes[n].id.clone(), key.clone()));
+                }
+                self.summary.cached += 1;
+                sink.event(
+                    self.plan,
+                    &Event::Cached {
+                        node: n,
+                        record: rec.clone(),
+                        by_other_run: false,
+                    },
+                );
+                self.complete(n, &rec);
+                continue;
+            }
+            self.spawn(scope, tx, n, comps, key);
+        }
         Ok(())
-    });
-    result?;
-    // Stages never launched because of --fail-fast.
-    for &n in &selected {
-        if state[n] == State::Pending {
-            state[n] = State::Skipped;
-            summary.skipped += 1;
-            reporter.event(
-                plan,
-                &Event::Skipped {
-                    node: n,
-                    because: "an earlier stage failed (--fail-fast)".into(),
-                },
-            );
+    }
+
+    /// The stored result of `key`, unless `n` is forced.
+    fn stored(&self, n: usize, key: &str) -> Result<Option<RunRecord>, Diag> {
+        if self.plan.forced.contains(&n) {
+            return Ok(None);
+        }
+        match (&self.plan.statuses[n], &self.plan.keys[n]) {
+            (Status::Cached(rec), Some(k)) if k == key => Ok(Some((**rec).clone())),
+            _ => self.cache.lookup(key),
         }
     }
-    if !latest_updates.is_empty() {
-        let idx = cache.index()?;
-        for (id, key) in &latest_updates {
-            idx.set_latest(plan.experiment_name(), id, key)?;
-            idx.clear_failure(plan.experiment_name(), id)?;
+
+    fn spawn<'scope>(
+        &mut self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        tx: &mpsc::Sender<Msg>,
+        n: usize,
+        comps: KeyComponents,
+        key: StageKey,
+    ) where
+        'p: 'scope,
+    {
+        let nodes = &self.plan.pipeline.nodes;
+        // Inputs go by their declared names, the names in the key: a stage
+        // that labels its outputs by them stays shareable across sweeps.
+        let inputs: Vec<InputDir> = nodes[n]
+            .inputs
+            .iter()
+            .zip(&nodes[n].roles)
+            .map(|(&u, role)| InputDir {
+                stage: nodes[u].stage.clone(),
+                dir: self
+                    .cache
+                    .artifact_dir(self.outputs[u].as_deref().unwrap_or_default()),
+                role: role.clone(),
+            })
+            .collect();
+        for r in &nodes[n].kind.resources {
+            self.held.insert(r.clone(), n);
         }
-        idx.flush()?;
+        self.state[n] = State::Running;
+        self.running += 1;
+        let (plan, cache, tx) = (self.plan, self.cache, tx.clone());
+        scope.spawn(move || {
+            let started = Instant::now();
+            let result = compute(plan, cache, n, comps, key, &inputs, &tx);
+            let seconds = started.elapsed().as_secs_f64();
+            // The receiver outlives every worker (the scope joins them first).
+            let _ = tx.send(Msg::Finished {
+                node: n,
+                seconds,
+                result,
+            });
+        });
     }
-    summary.seconds = start.elapsed().as_secs_f64();
-    Ok(summary)
+
+    /// A worker is done with `n`.
+    fn finished(
+        &mut self,
+        n: usize,
+        seconds: f64,
+        result: Result<Finished, Failed>,
+        sink: &mut dyn EventSink,
+    ) {
+        self.running -= 1;
+        self.held.retain(|_, holder| *holder != n);
+        match result {
+            Ok(f) => {
+                for message in f.warnings {
+                    sink.event(self.plan, &Event::Warning { node: n, message });
+                }
+                let ev = if f.by_other_run {
+                    self.summary.cached += 1;
+                    self.latest_updates
+                        .push((self.plan.pipeline.nodes[n].id.clone(), f.record.key.clone()));
+                    Event::Cached {
+                        node: n,
+                        record: f.record.clone(),
+                        by_other_run: true,
+                    }
+                } else {
+                    self.summary.ran += 1;
+                    Event::Done {
+                        node: n,
+                        record: f.record.clone(),
+                    }
+                };
+                sink.event(self.plan, &ev);
+                self.complete(n, &f.record);
+            }
+            Err(f) => self.fail(n, seconds, f, sink),
+        }
+    }
+
+    /// Marks `n` done and readies the dependents whose inputs are all done.
+    fn complete(&mut self, n: usize, rec: &RunRecord) {
+        self.state[n] = State::Done;
+        self.outputs[n] = Some(rec.output.clone());
+        for d in self.plan.pipeline.dependents(n) {
+            if self.selected.contains(&d) {
+                self.remaining[d] -= 1;
+                if self.remaining[d] == 0 && self.state[d] == State::Pending {
+                    self.ready.insert(d);
+                }
+            }
+        }
+    }
+
+    /// Marks `n` failed and skips everything downstream of it.
+    fn fail(&mut self, n: usize, seconds: f64, f: Failed, sink: &mut dyn EventSink) {
+        self.state[n] = State::Failed;
+        self.summary.failed += 1;
+        sink.event(
+            self.plan,
+            &Event::Failed {
+                node: n,
+                seconds,
+                message: f.message,
+                log: f.log,
+            },
+        );
+        let because = format!("input `{}` failed", self.plan.pipeline.nodes[n].id);
+        let mut queue: VecDeque<usize> = self.plan.pipeline.dependents(n).into();
+        while let Some(d) = queue.pop_front() {
+            if self.selected.contains(&d) && self.state[d] == State::Pending {
+                self.state[d] = State::Skipped;
+                self.ready.remove(&d);
+                self.summary.skipped += 1;
+                let because = because.clone();
+                sink.event(self.plan, &Event::Skipped { node: d, because });
+                queue.extend(self.plan.pipeline.dependents(d));
+            }
+        }
+        if self.fail_fast {
+            self.stop = true;
+        }
+    }
+
+    /// Stages never launched because of `--fail-fast`.
+    fn skip_unlaunched(&mut self, sink: &mut dyn EventSink) {
+        let pending: Vec<usize> = self
+            .selected
+            .iter()
+            .copied()
+            .filter(|&n| self.state[n] == State::Pending)
+            .collect();
+        for n in pending {
+            self.state[n] = State::Skipped;
+            self.summary.skipped += 1;
+            let because = "an earlier stage failed (--fail-fast)".to_string();
+            sink.event(self.plan, &Event::Skipped { node: n, because });
+        }
+    }
+
+    /// Points each reused stage's latest key at the result it used.
+    fn record_latest(&self) -> Result<(), Diag> {
+        if self.latest_updates.is_empty() {
+            return Ok(());
+        }
+        let idx = self.cache.index()?;
+        let exp = self.plan.experiment_name();
+        for (id, key) in &self.latest_updates {
+            idx.set_latest(exp, id, key)?;
+            idx.clear_failure(exp, id)?;
+        }
+        idx.flush()
+    }
+}
+
+/// Sends an event to the main thread, which outlives every worker.
+fn notify(tx: &mpsc::Sender<Msg>, ev: Event) {
+    // Sending fails only once the receiver is gone, after every worker has been joined.
+    let _ = tx.send(Msg::Event(ev));
+}
+
+/// Computes one stage under its key's claim and commits the result.
+fn compute(
+    plan: &Plan,
+    cache: &Cache,
+    n: usize,
+    comps: KeyComponents,
+    key: StageKey,
+    inputs: &[InputDir],
+    tx: &mpsc::Sender<Msg>,
+) -> Result<Finished, Failed> {
+    let node = &plan.pipeline.nodes[n];
+    let env_fail = |d: Diag| Failed {
+        message: d.to_string(),
+        log: None,
+    };
+    let owner = (plan.experiment_name(), node.id.as_str());
+    let forced = plan.forced.contains(&n);
+    let claim = cache
+        .claim(&key, owner, forced, || {
+            notify(tx, Event::Waiting { node: n })
+        })
+        .map_err(env_fail)?;
+    let pending = match claim {
+        Claim::Stored(record) => {
+            return Ok(Finished {
+                record: *record,
+                by_other_run: true,
+                warnings: Vec::new(),
+            });
+        }
+        Claim::Pending(p) => p,
+    };
+    notify(
+        tx,
+        Event::Start {
+            node: n,
+            log: pending.log(),
+        },
+    );
+    let started = Instant::now();
+    let result = execute(plan, cache, n, &pending, comps.backend.as_deref(), inputs);
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(metrics) => pending
+            .commit(Outcome {
+                components: comps,
+                metrics,
+                seconds,
+            })
+            .map(|c| Finished {
+                record: c.record,
+                by_other_run: false,
+                warnings: c.warnings,
+            }),
+        Err(message) => Err(pending.fail(message)),
+    }
+}
+
+/// Runs the stage's program or built-in into the pending output folder.
+fn execute(
+    plan: &Plan,
+    cache: &Cache,
+    n: usize,
+    pending: &Pending<'_>,
+    backend: Option<&str>,
+    inputs: &[InputDir],
+) -> Result<Metrics, String> {
+    let node = &plan.pipeline.nodes[n];
+    match &node.kind.exec {
+        Exec::Program { program, args, .. } => {
+            let spec = stage_json(plan, n, inputs, &pending.out(), backend);
+            let spec_path = pending.scratch().join("stage.json");
+            let text = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
+            std::fs::write(&spec_path, text)
+                .map_err(|e| format!("cannot write stage description: {e}"))?;
+            run_program(
+                program,
+                args,
+                &plan.pipeline.experiment.dir,
+                &spec_path,
+                &pending.log(),
+            )?;
+            read_metrics(&pending.out())
+        }
+        Exec::Builtin { name } => {
+            let b = crate::stages::builtins::builtin(name)
+                .ok_or_else(|| format!("no built-in stage `{name}` in this build"))?;
+            run_builtin(plan, cache, n, pending, backend, inputs, b)
+        }
+    }
+}
+
+/// Runs a built-in kind in this process; a panic fails the stage, not the run.
+fn run_builtin(
+    plan: &Plan,
+    cache: &Cache,
+    n: usize,
+    pending: &Pending<'_>,
+    backend: Option<&str>,
+    inputs: &[InputDir],
+    b: &crate::stages::builtins::Builtin,
+) -> Result<Metrics, String> {
+    let node = &plan.pipeline.nodes[n];
+    let mut logf = std::fs::File::options()
+        .append(true)
+        .open(pending.log())
+        .map_err(|e| format!("cannot open log: {e}"))?;
+    let out = pending.out();
+    let memo = cache.root().join("memo").join(&node.kind.name);
+    let checkpoints = pending.checkpoint_dir();
+    let mut ctx = crate::stages::kind::StageContext {
+        stage_id: &node.id,
+        output: &out,
+        seed: node.seed,
+        backend,
+        memo_dir: &memo,
+        checkpoint_dir: &checkpoints,
+        log: &mut logf,
+    };
+    let params = node.params_json(Some(&plan.pipeline.experiment.dir));
+    let inputs = inputs_by_role(&node.kind, inputs);
+    let metrics = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        b.stage.run_json(params, inputs, &mut ctx)
+    }))
+    .unwrap_or_else(|p| {
+        let what = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(format!("internal error (a bug, please report it): {what}"))
+    })?;
+    // Built-ins return metrics; store them like external stages do.
+    let json = serde_json::to_vec_pretty(&metrics).map_err(|e| e.to_string())?;
+    std::fs::write(out.join("metrics.json"), json)
+        .map_err(|e| format!("cannot write metrics.json: {e}"))?;
+    Ok(metrics)
+}
+
+/// `{"role": {"stage", "path"}, "many-role": [...], "optional-role": null}`.
+fn inputs_by_role(kind: &Manifest, inputs: &[InputDir]) -> serde_json::Value {
+    let mut obj = serde_json::Map::new();
+    for r in &kind.roles {
+        let empty = if r.is_many() {
+            serde_json::Value::Array(Vec::new())
+        } else {
+            serde_json::Value::Null
+        };
+        obj.insert(r.name.clone(), empty);
+    }
+    for i in inputs {
+        let Some(role) = &i.role else { continue };
+        let entry = serde_json::json!({"stage": i.stage, "path": i.dir});
+        match obj.get_mut(role) {
+            Some(serde_json::Value::Array(list)) => list.push(entry),
+            Some(slot) => *slot = entry,
+            None => {}
+        }
+    }
+    serde_json::Value::Object(obj)
 }
 
 /// Reads `metrics.json` if the stage wrote one: a flat object of numbers.
@@ -310,216 +587,30 @@ fn read_metrics(out: &Path) -> Result<Metrics, String> {
     Ok(m)
 }
 
+/// The description an external program reads from `$EFRLHF_STAGE`.
 fn stage_json(
     plan: &Plan,
     n: usize,
-    inputs: &[(String, PathBuf)],
+    inputs: &[InputDir],
     out: &Path,
     backend: Option<&str>,
 ) -> serde_json::Value {
     let node = &plan.pipeline.nodes[n];
-    let params: serde_json::Map<String, serde_json::Value> = absolute_params(plan, n)
+    let inputs: Vec<serde_json::Value> = inputs
         .iter()
-        .map(|(k, v)| (k.clone(), v.to_json()))
+        .map(|i| match &i.role {
+            Some(role) => serde_json::json!({"stage": i.stage, "path": i.dir, "role": role}),
+            None => serde_json::json!({"stage": i.stage, "path": i.dir}),
+        })
         .collect();
     serde_json::json!({
         "stage": node.id,
         "kind": node.kind.name,
-        "params": params,
-        "inputs": inputs.iter().map(|(id, p)| serde_json::json!({"stage": id, "path": p})).collect::<Vec<_>>(),
+        "params": node.params_json(Some(&plan.pipeline.experiment.dir)),
+        "inputs": inputs,
         "output": out,
         "seed": node.seed,
         "backend": backend,
         "experiment": plan.pipeline.experiment.name,
     })
-}
-
-/// Computes one stage under its key's lock and records the result.
-fn compute(
-    plan: &Plan,
-    cache: &Cache,
-    n: usize,
-    comps: KeyComponents,
-    key: StageKey,
-    inputs: Vec<(String, PathBuf)>,
-    tx: &mpsc::Sender<Msg>,
-) -> Result<(RunRecord, bool), Failure> {
-    let env_fail = |d: Diag| Failure {
-        message: d.to_string(),
-        log: None,
-        seconds: 0.0,
-    };
-    let _lock = match cache.try_lock_key(&key).map_err(env_fail)? {
-        Some(l) => l,
-        None => {
-            let _ = tx.send(Msg::Event(Event::Waiting { node: n }));
-            cache.lock_key(&key).map_err(env_fail)?
-        }
-    };
-    // Another run may have finished this key since the plan was made.
-    if !plan.forced.contains(&n)
-        && let Some(rec) = lookup(cache, &key).map_err(env_fail)?
-    {
-        return Ok((rec, true));
-    }
-    let node = &plan.pipeline.nodes[n];
-    let exp = plan.experiment_name().to_string();
-    let scratch = cache.scratch(&key).map_err(env_fail)?;
-    let out = scratch.join("out");
-    let log = scratch.join("log.txt");
-    let _ = std::fs::write(&log, "");
-    let _ = tx.send(Msg::Event(Event::Start {
-        node: n,
-        log: log.clone(),
-    }));
-    let started = Instant::now();
-    let backend = comps.backend.clone();
-    let result: Result<Metrics, String> = match &node.kind.exec {
-        Exec::Program { program, args, .. } => {
-            let spec = stage_json(plan, n, &inputs, &out, backend.as_deref());
-            let spec_path = scratch.join("stage.json");
-            std::fs::write(
-                &spec_path,
-                serde_json::to_vec_pretty(&spec).unwrap_or_default(),
-            )
-            .map_err(|e| format!("cannot write stage description: {e}"))
-            .and_then(|_| {
-                run_program(
-                    program,
-                    args,
-                    &plan.pipeline.experiment.dir,
-                    &spec_path,
-                    &log,
-                )
-            })
-            .and_then(|_| read_metrics(&out))
-        }
-        Exec::Builtin { name } => match crate::stages::builtin(name) {
-            Some(b) => match std::fs::File::options().append(true).open(&log) {
-                Ok(mut logf) => {
-                    let params = absolute_params(plan, n);
-                    let mut ctx = crate::stages::StageContext {
-                        stage_id: &node.id,
-                        params: &params,
-                        inputs: &inputs,
-                        output: &out,
-                        seed: node.seed,
-                        backend: backend.as_deref(),
-                        experiment_dir: &plan.pipeline.experiment.dir,
-                        memo_dir: &cache.root().join("memo").join(&node.kind.name),
-                        checkpoint_dir: &cache.checkpoint_dir(&key),
-                        log: &mut logf,
-                    };
-                    // A panic in a stage fails that stage, not the whole run.
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.stage.run(&mut ctx)))
-                        .unwrap_or_else(|p| {
-                            let what = p
-                                .downcast_ref::<String>()
-                                .cloned()
-                                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                                .unwrap_or_default();
-                            Err(format!("internal error (a bug, please report it): {what}"))
-                        })
-                        .and_then(|m| {
-                            // Built-ins return metrics; store them like external stages do.
-                            let json = serde_json::to_vec_pretty(&m).map_err(|e| e.to_string())?;
-                            std::fs::write(out.join("metrics.json"), json)
-                                .map_err(|e| format!("cannot write metrics.json: {e}"))?;
-                            Ok(m)
-                        })
-                }
-                Err(e) => Err(format!("cannot open log: {e}")),
-            },
-            None => Err(format!("no built-in stage `{name}` in this build")),
-        },
-    };
-    let seconds = started.elapsed().as_secs_f64();
-    let finished = result.and_then(|metrics| {
-        cache
-            .commit_output(&out)
-            .map(|art| (metrics, art))
-            .map_err(|d| d.to_string())
-    });
-    match finished {
-        Ok((metrics, art)) => {
-            let final_log = cache.log_path(&key, false);
-            let _ = std::fs::rename(&log, &final_log);
-            let rec = RunRecord {
-                key: key.clone(),
-                components: comps,
-                output: art.digest.clone(),
-                metrics,
-                seconds,
-                finished_at: now_unix(),
-                experiment: exp.clone(),
-                stage_id: node.id.clone(),
-            };
-            let record = || -> Result<(), Diag> {
-                let idx = cache.index()?;
-                idx.put_artifact(&art)?;
-                idx.put_run(&rec)?;
-                idx.set_latest(&exp, &node.id, &key)?;
-                idx.clear_failure(&exp, &node.id)?;
-                idx.flush()
-            };
-            record().map_err(|d| Failure {
-                message: d.to_string(),
-                log: Some(final_log.clone()),
-                seconds,
-            })?;
-            let _ = std::fs::remove_dir_all(&scratch);
-            let _ = std::fs::remove_dir_all(cache.checkpoint_dir(&key));
-            Ok((rec, false))
-        }
-        Err(message) => {
-            let final_log = cache.log_path(&key, true);
-            let log = std::fs::rename(&log, &final_log).ok().map(|_| final_log);
-            if let Ok(idx) = cache.index() {
-                let _ = idx.put_failure(&FailureRecord {
-                    key: key.clone(),
-                    experiment: exp,
-                    stage_id: node.id.clone(),
-                    finished_at: now_unix(),
-                    message: message.clone(),
-                    log: log.clone(),
-                });
-                let _ = idx.flush();
-            }
-            Err(Failure {
-                message,
-                log,
-                seconds,
-            })
-        }
-    }
-}
-
-/// Parameters with `path` values made absolute, for built-in stages.
-fn absolute_params(plan: &Plan, n: usize) -> std::collections::BTreeMap<String, Value> {
-    let node = &plan.pipeline.nodes[n];
-    let dir = &plan.pipeline.experiment.dir;
-    node.params
-        .iter()
-        .map(|(k, v)| {
-            let is_path = node.kind.param(k).is_some_and(|s| s.ty.mentions_path());
-            let v = match (is_path, v) {
-                (true, Value::Str(s)) if s.is_empty() => Value::Str(String::new()),
-                (true, Value::Str(s)) => Value::Str(dir.join(s).display().to_string()),
-                (true, Value::List(items)) => Value::List(
-                    items
-                        .iter()
-                        .map(|i| {
-                            Value::Str(
-                                dir.join(i.as_str().unwrap_or_default())
-                                    .display()
-                                    .to_string(),
-                            )
-                        })
-                        .collect(),
-                ),
-                _ => v.clone(),
-            };
-            (k.clone(), v)
-        })
-        .collect()
 }

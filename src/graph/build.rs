@@ -1,16 +1,21 @@
+//! Building the pipeline: each declared stage is checked against its kind's
+//! manifest (parameters, inputs and their roles), the stages are ordered
+//! (a cycle is reported stage by stage), the sweeps are read and expanded
+//! into variants, and every built-in variant's parameters pass its kind's
+//! own checks. Each phase reports every problem it finds, with a location.
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use miette::SourceSpan;
 use petgraph::graph::{DiGraph, NodeIndex};
 
+use super::roles::assign_roles;
+use super::sweep::{expand, read_sweeps};
 use crate::dsl::value::value_from_args;
-use crate::dsl::{Experiment, Manifest, ParamType, Registry, StageDecl, Value};
+use crate::dsl::{Exec, Experiment, Manifest, Registry, StageDecl, Value};
 use crate::error::{Diag, Diags, did_you_mean};
-
-/// The most stages a sweep may expand to; beyond it a typo is likelier than intent.
-const MAX_NODES: usize = 1_000_000;
 
 /// One stage (or one sweep variant of a stage) to compute.
 #[derive(Debug, Clone)]
@@ -24,6 +29,8 @@ pub struct Node {
     pub params: BTreeMap<String, Value>,
     /// Upstream nodes, in the declared order.
     pub inputs: Vec<usize>,
+    /// The role each input fills (parallel to `inputs`; `None` for kinds without roles).
+    pub roles: Vec<Option<String>>,
     pub seed: i64,
     /// What this variant sets, for labels and reports.
     pub variant: Vec<(String, Value)>,
@@ -32,7 +39,7 @@ pub struct Node {
 
 impl Node {
     /// Absolute paths of the `path`-typed parameters, as (param, index in list, path).
-    pub fn path_params(&self, base: &std::path::Path) -> Vec<(String, PathBuf)> {
+    pub fn path_params(&self, base: &Path) -> Vec<(String, PathBuf)> {
         let mut out = Vec::new();
         for spec in &self.kind.params {
             if !spec.ty.mentions_path() {
@@ -56,13 +63,37 @@ impl Node {
         }
         out
     }
-}
 
+    /// The parameters as a JSON object, `path` values resolved against `base` when given.
+    pub fn params_json(&self, base: Option<&Path>) -> serde_json::Value {
+        let resolve = |v: &Value| match (base, v) {
+            (Some(dir), Value::Str(s)) if !s.is_empty() => {
+                serde_json::Value::String(dir.join(s).display().to_string())
+            }
+            _ => v.to_json(),
+        };
+        let map = self
+            .params
+            .iter()
+            .map(|(k, v)| {
+                let is_path = self.kind.param(k).is_some_and(|s| s.ty.mentions_path());
+                let json = match (is_path, v) {
+                    (true, Value::List(items)) => {
+                        serde_json::Value::Array(items.iter().map(resolve).collect())
+                    }
+                    (true, _) => resolve(v),
+                    _ => v.to_json(),
+                };
+                (k.clone(), json)
+            })
+            .collect();
+        serde_json::Value::Object(map)
+    }
+}
 /// A validated, expanded experiment.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     pub experiment: Experiment,
-    pub registry: Registry,
     /// In topological order: every node comes after its inputs.
     pub nodes: Vec<Node>,
     pub graph: DiGraph<usize, ()>,
@@ -132,410 +163,183 @@ impl Pipeline {
     }
 }
 
-struct Axis {
-    /// One entry per setting; each sets (stage index, param, value) for every `vary` of the sweep.
-    settings: Vec<Vec<(usize, String, Value)>>,
-    /// Display names of the varied params, parallel to each setting's entries.
-    labels: Vec<String>,
+/// A declared stage after checking it against its kind.
+pub(super) struct Declared {
+    /// `None` when the kind is unknown (already reported).
+    pub(super) kind: Option<Arc<Manifest>>,
+    /// Every parameter, defaults filled in.
+    pub(super) params: BTreeMap<String, Value>,
+    /// Declared stage indices of its inputs, in order.
+    pub(super) inputs: Vec<usize>,
+    /// The role of each input, once assigned.
+    pub(super) roles: Vec<Option<String>>,
 }
 
 /// Validates `exp` against `registry` and expands its sweeps.
 pub fn build(exp: Experiment, registry: Registry) -> Result<Pipeline, Diags> {
-    let src = exp.source.clone();
     let mut diags = Diags::default();
-    let index: HashMap<&str, usize> = exp
-        .stages
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
-
-    // 1. Each stage against its kind.
-    let mut kinds: Vec<Option<Arc<Manifest>>> = Vec::new();
-    let mut base_params: Vec<BTreeMap<String, Value>> = Vec::new();
-    let mut base_inputs: Vec<Vec<usize>> = Vec::new();
-    for st in &exp.stages {
-        let kind = match registry.get(&st.kind) {
-            Some(k) => Some(k.clone()),
-            None => {
-                let mut d = Diag::input(
-                    "E-UNKNOWN-KIND",
-                    format!("unknown stage kind `{}`", st.kind),
-                )
-                .at(&src, st.kind_span, "no such kind");
-                d.help = Some(match registry.suggest(&st.kind) {
-                    Some(s) => format!("did you mean `{s}`? (`efrlhf plugins` lists the kinds)"),
-                    None => format!(
-                        "known kinds: {}; add a plugin folder with `plugins \"dir\"` in the `experiment` node",
-                        registry.names().collect::<Vec<_>>().join(", ")
-                    ),
-                });
-                diags.push(d);
-                None
-            }
-        };
-        let mut inputs = Vec::new();
-        for (name, span) in &st.inputs {
-            match index.get(name.as_str()) {
-                Some(&i) => inputs.push(i),
-                None => {
-                    let mut d = Diag::input(
-                        "E-UNKNOWN-INPUT",
-                        format!(
-                            "stage `{}` takes input from unknown stage `{name}`",
-                            st.name
-                        ),
-                    )
-                    .at(&src, *span, "no stage of this name");
-                    d.help = Some(
-                        match did_you_mean(name, exp.stages.iter().map(|s| s.name.as_str())) {
-                            Some(s) => format!("did you mean `{s}`?"),
-                            None => "declare that stage with `stage \"name\" kind=\"...\"`".into(),
-                        },
-                    );
-                    diags.push(d);
-                }
-            }
-        }
-        let params = match &kind {
-            Some(k) => check_params(&exp, st, k, &mut diags),
-            None => BTreeMap::new(),
-        };
-        if let Some(k) = &kind {
-            let n = st.inputs.len();
-            let too_few = n < k.min_inputs;
-            let too_many = k.max_inputs.is_some_and(|m| n > m);
-            if too_few || too_many {
-                let want = match k.max_inputs {
-                    Some(m) if m == k.min_inputs => format!("exactly {m}"),
-                    Some(m) => format!("{} to {m}", k.min_inputs),
-                    None => format!("at least {}", k.min_inputs),
-                };
-                diags.push(
-                    Diag::input(
-                        "E-INPUTS",
-                        format!(
-                            "stage `{}` has {n} input(s); kind `{}` takes {want}",
-                            st.name, k.name
-                        ),
-                    )
-                    .at(&src, st.name_span, "this stage")
-                    .with_help("add or remove `input \"stage\"` lines"),
-                );
-            }
-        }
-        kinds.push(kind);
-        base_params.push(params);
-        base_inputs.push(inputs);
-    }
-
-    // 2. Cycles, then a topological order of the declared stages.
-    let order = match topo_order(&base_inputs) {
+    let mut declared = check_stages(&exp, &registry, &mut diags);
+    assign_roles(&exp, &mut declared, &mut diags);
+    let inputs: Vec<Vec<usize>> = declared.iter().map(|d| d.inputs.clone()).collect();
+    let order = match topo_order(&inputs) {
         Ok(o) => Some(o),
         Err(cycle) => {
             diags.push(cycle_diag(&exp, &cycle));
             None
         }
     };
-
-    // 3. Sweeps.
-    let mut axes = Vec::new();
-    let mut varied: HashMap<(usize, String), SourceSpan> = HashMap::new();
-    for sw in &exp.sweeps {
-        let mut axis = Axis {
-            settings: Vec::new(),
-            labels: Vec::new(),
-        };
-        let mut ok = true;
-        let mut len: Option<(usize, SourceSpan)> = None;
-        for v in &sw.varies {
-            let Some(&si) = index.get(v.stage.as_str()) else {
-                let mut d = Diag::input(
-                    "E-UNKNOWN-STAGE",
-                    format!("sweep `{}` varies unknown stage `{}`", sw.name, v.stage),
-                )
-                .at(&src, v.target_span, "no stage of this name");
-                if let Some(s) = did_you_mean(&v.stage, exp.stages.iter().map(|s| s.name.as_str()))
-                {
-                    d.help = Some(format!("did you mean `{s}`?"));
-                }
-                diags.push(d);
-                ok = false;
-                continue;
-            };
-            let Some(kind) = &kinds[si] else {
-                ok = false;
-                continue;
-            };
-            let ty = if v.param == "seed" {
-                ParamType::Int
-            } else if let Some(spec) = kind.param(&v.param) {
-                if spec.ty.is_list() {
-                    diags.push(
-                        Diag::input(
-                            "E-SWEEP",
-                            format!(
-                                "`{}` is a list parameter; sweeps vary single values",
-                                v.param
-                            ),
-                        )
-                        .at(&src, v.target_span, "list parameter"),
-                    );
-                    ok = false;
-                    continue;
-                }
-                spec.ty.clone()
-            } else {
-                diags.push(unknown_param_diag(&exp, &v.param, v.target_span, kind));
-                ok = false;
-                continue;
-            };
-            if let Some(prev) = varied.insert((si, v.param.clone()), v.target_span) {
-                diags.push(
-                    Diag::input(
-                        "E-SWEEP",
-                        format!("`{}.{}` is varied twice", v.stage, v.param),
-                    )
-                    .at(&src, v.target_span, "second")
-                    .also(prev, "first")
-                    .with_help("vary each parameter in one sweep only"),
-                );
-                ok = false;
-                continue;
-            }
-            let mut values = Vec::new();
-            for (raw, span) in &v.values {
-                match value_from_args(&[raw], &ty) {
-                    Ok(val) => {
-                        if let Some(spec) = kind.param(&v.param)
-                            && let Some(msg) = spec.check_range(&val)
-                        {
-                            diags.push(
-                                Diag::input(
-                                    "E-VALUE",
-                                    format!("bad value for `{}`: {msg}", v.param),
-                                )
-                                .at(&src, *span, "here")
-                                .with_help(format!(
-                                    "`efrlhf plugins {}` lists the allowed values",
-                                    kind.name
-                                )),
-                            );
-                            ok = false;
-                        }
-                        values.push(val);
-                    }
-                    Err((_, msg)) => {
-                        diags.push(
-                            Diag::input(
-                                "E-TYPE",
-                                format!("wrong type for `{}.{}`: {msg}", v.stage, v.param),
-                            )
-                            .at(&src, *span, "here")
-                            .with_help(format!(
-                                "`{}` is declared as {ty} by kind `{}`",
-                                v.param, kind.name
-                            )),
-                        );
-                        ok = false;
-                    }
-                }
-            }
-            match len {
-                None => len = Some((values.len(), v.target_span)),
-                Some((n, first)) if n != values.len() => {
-                    diags.push(
-                        Diag::input("E-SWEEP", format!("the `vary` lines of sweep `{}` have different lengths ({n} and {})", sw.name, values.len()))
-                            .at(&src, v.target_span, format!("{} values", values.len()))
-                            .also(first, format!("{n} values"))
-                            .with_help("lines of one sweep move together; put independent axes in separate `sweep` blocks"),
-                    );
-                    ok = false;
-                }
-                _ => {}
-            }
-            if axis.settings.is_empty() {
-                axis.settings = vec![Vec::new(); values.len()];
-            }
-            for (i, val) in values.into_iter().enumerate() {
-                if let Some(s) = axis.settings.get_mut(i) {
-                    s.push((si, v.param.clone(), val));
-                }
-            }
-            axis.labels.push(format!("{}.{}", v.stage, v.param));
-        }
-        if ok {
-            axes.push(axis);
-        }
-    }
-
+    let axes = read_sweeps(&exp, &declared, &mut diags);
     let Some(order) = order else {
         return Err(diags);
     };
     if !diags.is_empty() {
         return Err(diags);
     }
-
-    // 4. Expansion.
-    let n_stages = exp.stages.len();
-    let mut affecting: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n_stages];
-    for &s in &order {
-        let mut set = BTreeSet::new();
-        for (ai, axis) in axes.iter().enumerate() {
-            if axis
-                .settings
-                .first()
-                .is_some_and(|st| st.iter().any(|(si, _, _)| *si == s))
-            {
-                set.insert(ai);
-            }
-        }
-        for &u in &base_inputs[s] {
-            set.extend(affecting[u].iter().copied());
-        }
-        affecting[s] = set;
-    }
-    let mut total: usize = 0;
-    for &s in &order {
-        let count = affecting[s]
-            .iter()
-            .try_fold(1usize, |acc, &a| acc.checked_mul(axes[a].settings.len()));
-        total = count
-            .and_then(|c| total.checked_add(c))
-            .unwrap_or(usize::MAX);
-    }
-    if total > MAX_NODES {
-        return Err(Diag::input(
-            "E-SWEEP",
-            format!("the sweeps expand to {total} stages, more than {MAX_NODES}"),
-        )
-        .at(
-            &src,
-            exp.sweeps
-                .first()
-                .map(|s| s.span)
-                .unwrap_or(SourceSpan::from(0..0)),
-            "here",
-        )
-        .with_help("reduce the number of values or split the experiment")
-        .into());
-    }
-
-    let mut nodes: Vec<Node> = Vec::with_capacity(total);
-    let mut graph = DiGraph::with_capacity(total, total);
-    // (stage, setting index per affecting axis) -> node
-    let mut lookup: HashMap<(usize, Vec<usize>), usize> = HashMap::with_capacity(total);
-    for &s in &order {
-        let st = &exp.stages[s];
-        let Some(kind) = kinds[s].clone() else {
-            continue;
-        };
-        let axes_here: Vec<usize> = affecting[s].iter().copied().collect();
-        for combo in combinations(
-            &axes_here
-                .iter()
-                .map(|&a| axes[a].settings.len())
-                .collect::<Vec<_>>(),
-        ) {
-            let assignment: HashMap<usize, usize> = axes_here
-                .iter()
-                .copied()
-                .zip(combo.iter().copied())
-                .collect();
-            let mut params = base_params[s].clone();
-            let mut seed = st.seed.map(|(v, _)| v).unwrap_or(exp.seed);
-            let mut variant = Vec::new();
-            for (&a, &i) in axes_here.iter().zip(&combo) {
-                for (entry, label) in axes[a].settings[i].iter().zip(&axes[a].labels) {
-                    let (si, param, val) = entry;
-                    if *si == s {
-                        if param == "seed" {
-                            seed = val.as_i64().unwrap_or(seed);
-                        } else {
-                            params.insert(param.clone(), val.clone());
-                        }
-                    }
-                    variant.push((label.clone(), val.clone()));
-                }
-            }
-            let inputs: Vec<usize> = base_inputs[s]
-                .iter()
-                .map(|&u| {
-                    let key: Vec<usize> = affecting[u].iter().map(|a| assignment[a]).collect();
-                    lookup[&(u, key)]
-                })
-                .collect();
-            let id = variant_id(&st.name, &variant);
-            let idx = nodes.len();
-            let gi = graph.add_node(idx);
-            for &u in &inputs {
-                graph.add_edge(NodeIndex::new(u), gi, ());
-            }
-            lookup.insert((s, combo.clone()), idx);
-            nodes.push(Node {
-                id,
-                stage: st.name.clone(),
-                kind: kind.clone(),
-                params,
-                inputs,
-                seed,
-                variant,
-                span: st.name_span,
-            });
-        }
-    }
+    let (nodes, graph) = expand(&exp, &declared, &axes, &order)?;
+    check_builtin_params(&exp, &nodes)?;
     Ok(Pipeline {
         experiment: exp,
-        registry,
         nodes,
         graph,
     })
 }
 
-/// `b[times=2]`; a parameter name shown once per label unless two stages' params collide.
-fn variant_id(stage: &str, variant: &[(String, Value)]) -> String {
-    if variant.is_empty() {
-        return stage.to_string();
-    }
-    let short = |label: &str| {
-        label
-            .split_once('.')
-            .map(|(_, p)| p.to_string())
-            .unwrap_or_else(|| label.to_string())
-    };
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    for (label, _) in variant {
-        *counts.entry(short(label)).or_default() += 1;
-    }
-    let parts: Vec<String> = variant
+/// Each stage against its kind: the kind exists, the inputs name stages,
+/// the parameters fit, the number of inputs is allowed.
+fn check_stages(exp: &Experiment, registry: &Registry, diags: &mut Diags) -> Vec<Declared> {
+    let index: HashMap<&str, usize> = exp
+        .stages
         .iter()
-        .map(|(label, v)| {
-            let s = short(label);
-            if counts[&s] > 1 {
-                format!("{label}={v}")
-            } else {
-                format!("{s}={v}")
-            }
-        })
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
         .collect();
-    format!("{stage}[{}]", parts.join(","))
-}
-
-/// Every combination of indices below each of `sizes` (row-major).
-fn combinations(sizes: &[usize]) -> Vec<Vec<usize>> {
-    let mut out = vec![Vec::new()];
-    for &n in sizes {
-        let mut next = Vec::with_capacity(out.len() * n);
-        for prefix in &out {
-            for i in 0..n {
-                let mut p = prefix.clone();
-                p.push(i);
-                next.push(p);
+    let mut out = Vec::with_capacity(exp.stages.len());
+    for st in &exp.stages {
+        let kind = registry.get(&st.kind).cloned();
+        if kind.is_none() {
+            diags.push(unknown_kind_diag(exp, st, registry));
+        }
+        let mut inputs = Vec::new();
+        for decl in &st.inputs {
+            match index.get(decl.stage.as_str()) {
+                Some(&i) => inputs.push(i),
+                None => diags.push(unknown_input_diag(exp, st, &decl.stage, decl.span)),
             }
         }
-        out = next;
+        let params = match &kind {
+            Some(k) => check_params(exp, st, k, diags),
+            None => BTreeMap::new(),
+        };
+        if let Some(k) = &kind
+            && k.roles.is_empty()
+        {
+            check_input_count(exp, st, k, diags);
+        }
+        let roles = vec![None; inputs.len()];
+        out.push(Declared {
+            kind,
+            params,
+            inputs,
+            roles,
+        });
     }
     out
+}
+
+fn unknown_kind_diag(exp: &Experiment, st: &StageDecl, registry: &Registry) -> Diag {
+    let mut d = Diag::input(
+        "E-UNKNOWN-KIND",
+        format!("unknown stage kind `{}`", st.kind),
+    )
+    .at(&exp.source, st.kind_span, "no such kind");
+    d.help = Some(match registry.suggest(&st.kind) {
+        Some(s) => format!("did you mean `{s}`? (`efrlhf plugins` lists the kinds)"),
+        None => format!(
+            "known kinds: {}; add a plugin folder with `plugins \"dir\"` in the `experiment` node",
+            registry.names().collect::<Vec<_>>().join(", ")
+        ),
+    });
+    d
+}
+
+fn unknown_input_diag(exp: &Experiment, st: &StageDecl, name: &str, span: SourceSpan) -> Diag {
+    let mut d = Diag::input(
+        "E-UNKNOWN-INPUT",
+        format!(
+            "stage `{}` takes input from unknown stage `{name}`",
+            st.name
+        ),
+    )
+    .at(&exp.source, span, "no stage of this name");
+    d.help = Some(
+        match did_you_mean(name, exp.stages.iter().map(|s| s.name.as_str())) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => "declare that stage with `stage \"name\" kind=\"...\"`".into(),
+        },
+    );
+    d
+}
+
+/// For kinds with positional inputs only: the count against `inputs min= max=`.
+fn check_input_count(exp: &Experiment, st: &StageDecl, k: &Manifest, diags: &mut Diags) {
+    let n = st.inputs.len();
+    let too_few = n < k.min_inputs;
+    let too_many = k.max_inputs.is_some_and(|m| n > m);
+    if too_few || too_many {
+        let want = match k.max_inputs {
+            Some(m) if m == k.min_inputs => format!("exactly {m}"),
+            Some(m) => format!("{} to {m}", k.min_inputs),
+            None => format!("at least {}", k.min_inputs),
+        };
+        diags.push(
+            Diag::input(
+                "E-INPUTS",
+                format!(
+                    "stage `{}` has {n} input(s); kind `{}` takes {want}",
+                    st.name, k.name
+                ),
+            )
+            .at(&exp.source, st.name_span, "this stage")
+            .with_help("add or remove `input \"stage\"` lines"),
+        );
+    }
+    for decl in &st.inputs {
+        if let Some((role, span)) = &decl.role {
+            diags.push(
+                Diag::input(
+                    "E-ROLE",
+                    format!("kind `{}` has no named inputs, so no role `{role}`", k.name),
+                )
+                .at(&exp.source, *span, "not a role of this kind")
+                .with_help("remove `role=...`: its inputs are positional"),
+            );
+        }
+    }
+}
+
+/// Each built-in variant's parameters through its kind's own checks
+/// (relations the manifest cannot state, such as `d-model` divisible by `heads`).
+fn check_builtin_params(exp: &Experiment, nodes: &[Node]) -> Result<(), Diags> {
+    let mut diags = Diags::default();
+    for node in nodes {
+        let Exec::Builtin { name } = &node.kind.exec else {
+            continue;
+        };
+        let Some(b) = crate::stages::builtins::builtin(name) else {
+            continue;
+        };
+        if let Err(msg) = b.stage.check_params(&node.params_json(None)) {
+            diags.push(
+                Diag::input("E-VALUE", format!("stage `{}`: {msg}", node.id))
+                    .at(&exp.source, node.span, "this stage")
+                    .with_help(format!(
+                        "`efrlhf plugins {}` documents the parameters",
+                        node.kind.name
+                    )),
+            );
+        }
+    }
+    diags.into_result(())
 }
 
 /// Kahn's algorithm preferring declaration order; on a cycle, returns it (stage indices, first repeated last).
@@ -619,19 +423,29 @@ fn cycle_diag(exp: &Experiment, cycle: &[usize]) -> Diag {
     );
     for w in cycle.windows(2) {
         let (from, to) = (&exp.stages[w[0]], &exp.stages[w[1]]);
-        if let Some((_, span)) = to.inputs.iter().find(|(n, _)| *n == from.name) {
+        if let Some(span) = to
+            .inputs
+            .iter()
+            .find(|i| i.stage == from.name)
+            .map(|i| i.span)
+        {
             let label = format!("`{}` takes input from `{}`", to.name, from.name);
             if d.labels.is_empty() {
-                d = d.at(src, *span, label);
+                d = d.at(src, span, label);
             } else {
-                d = d.also(*span, label);
+                d = d.also(span, label);
             }
         }
     }
     d.with_help("a stage cannot depend on itself, directly or through others; remove one of these `input` lines")
 }
 
-fn unknown_param_diag(exp: &Experiment, name: &str, span: SourceSpan, kind: &Manifest) -> Diag {
+pub(super) fn unknown_param_diag(
+    exp: &Experiment,
+    name: &str,
+    span: SourceSpan,
+    kind: &Manifest,
+) -> Diag {
     let mut d = Diag::input(
         "E-UNKNOWN-PARAM",
         format!("unknown parameter `{name}` for kind `{}`", kind.name),
@@ -759,13 +573,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn combinations_are_row_major() {
-        assert_eq!(combinations(&[2, 3]).len(), 6);
-        assert_eq!(combinations(&[2, 3])[1], vec![0, 1]);
-        assert_eq!(combinations(&[]), vec![Vec::<usize>::new()]);
-    }
-
-    #[test]
     fn topo_prefers_declaration_order_and_finds_cycles() {
         assert_eq!(topo_order(&[vec![], vec![0], vec![]]), Ok(vec![0, 1, 2]));
         assert_eq!(
@@ -773,15 +580,5 @@ mod tests {
             Err(vec![0, 1, 2, 0])
         );
         assert_eq!(topo_order(&[vec![0]]), Err(vec![0, 0]));
-    }
-
-    #[test]
-    fn variant_ids_disambiguate_colliding_names() {
-        let v = vec![
-            ("a.times".to_string(), Value::Int(1)),
-            ("b.times".to_string(), Value::Int(2)),
-        ];
-        assert_eq!(variant_id("b", &v), "b[a.times=1,b.times=2]");
-        assert_eq!(variant_id("b", &v[..1]), "b[times=1]");
     }
 }

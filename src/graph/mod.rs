@@ -9,6 +9,8 @@
 
 mod build;
 mod export;
+mod roles;
+mod sweep;
 
-pub use build::{Node, Pipeline, build};
+pub use build::{Pipeline, build};
 pub use export::{to_dot, to_mermaid};

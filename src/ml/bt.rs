@@ -86,11 +86,17 @@ mod tests {
 /// Settings of a pairwise training loop.
 #[derive(Debug, Clone)]
 pub struct PairwiseLoop {
+    /// Passes over the pairs.
     pub epochs: usize,
+    /// Pairs per optimizer step.
     pub batch: usize,
+    /// Peak learning rate.
     pub lr: f64,
+    /// AdamW weight decay.
     pub weight_decay: f64,
+    /// Linear warm-up steps before the cosine decay.
     pub warmup_steps: usize,
+    /// Seeds initialisation and pair order.
     pub seed: u64,
 }
 

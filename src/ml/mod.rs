@@ -28,6 +28,7 @@ pub fn device(backend: Option<&str>, seed: u64) -> Result<Device, String> {
 /// The wgpu device of this process and what its adapter is.
 #[derive(Clone)]
 pub struct Gpu {
+    /// The device, seeded per stage by [`device`].
     pub device: Device,
     /// Adapter name and graphics API, e.g. `NVIDIA H100 (Vulkan)`.
     pub adapter: String,
@@ -55,8 +56,19 @@ pub fn gpu() -> Result<Gpu, String> {
 }
 
 #[cfg(not(feature = "gpu"))]
+/// Without the `gpu` feature there is no GPU.
 pub fn gpu() -> Result<Gpu, String> {
     Err("this build has no GPU support (build with `--features gpu`)".into())
+}
+
+/// A store that writes `path` byte for byte the same for the same weights:
+/// burn's default metadata is a `HashMap`, written in a different order by
+/// every process, which would give identical results different digests.
+pub fn safetensors_writer(path: &std::path::Path) -> burn::store::SafetensorsStore {
+    burn::store::SafetensorsStore::from_file(path)
+        .overwrite(true)
+        .clear_metadata()
+        .metadata("format", "safetensors")
 }
 
 /// A `[rows, cols]` float tensor from row-major values.

@@ -16,6 +16,7 @@ use super::{matrix, to_vec};
 pub const FEATURES: usize = 7;
 
 #[derive(Module, Debug)]
+/// φ: an MLP (or a linear model) from the seven domain scores to a scalar reward.
 pub struct Phi {
     layers: Vec<Linear>,
 }
@@ -63,16 +64,19 @@ impl Phi {
         }
     }
 
+    /// Number of trainable parameters.
     pub fn parameters(&self) -> usize {
         self.num_params()
     }
 
+    /// Saves the weights as safetensors.
     pub fn save(&self, path: &std::path::Path) -> Result<(), String> {
-        let mut store = SafetensorsStore::from_file(path).overwrite(true);
+        let mut store = crate::ml::safetensors_writer(path);
         self.save_into(&mut store)
             .map_err(|e| format!("cannot save `{}`: {e}", path.display()))
     }
 
+    /// Loads weights saved by [`Phi::save`] into a φ of the given hidden sizes.
     pub fn load(path: &std::path::Path, hidden: &[usize], device: &Device) -> Result<Phi, String> {
         let mut model = Phi::new(hidden, device);
         let mut store = SafetensorsStore::from_file(path);
@@ -83,6 +87,7 @@ impl Phi {
     }
 }
 
+/// A `[n, 7]` tensor of feature rows.
 pub fn features_tensor(feats: &[[f32; FEATURES]], device: &Device) -> Tensor<2> {
     matrix(
         feats.iter().flatten().copied().collect(),
@@ -93,28 +98,37 @@ pub fn features_tensor(feats: &[[f32; FEATURES]], device: &Device) -> Tensor<2> 
 }
 
 #[derive(Debug, Clone)]
+/// How to train φ.
 pub struct PhiTrainConfig {
+    /// Hidden layer sizes (empty: linear).
     pub hidden: Vec<usize>,
+    /// The pairwise training loop.
     pub training: PairwiseLoop,
 }
 
 /// Training pairs: features of the preferred and of the rejected candidate.
 #[derive(Debug, Clone, Default)]
 pub struct FeaturePairs {
+    /// Features of each pair's preferred side.
     pub preferred: Vec<[f32; FEATURES]>,
+    /// Features of each pair's rejected side.
     pub rejected: Vec<[f32; FEATURES]>,
 }
 
 impl FeaturePairs {
+    /// Number of pairs.
     pub fn len(&self) -> usize {
         self.preferred.len()
     }
+    /// Whether there are no pairs.
     pub fn is_empty(&self) -> bool {
         self.preferred.is_empty()
     }
 }
 
+/// A trained φ and what training found.
 pub struct TrainedPhi {
+    /// The model.
     pub model: Phi,
     /// Mean training loss per epoch.
     pub epoch_losses: Vec<f64>,

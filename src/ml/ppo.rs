@@ -59,6 +59,7 @@ pub fn whiten(values: &mut [f64], shift_mean: bool) {
 /// The KL coefficient: fixed, or adaptive (Ziegler et al. 2019).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KlController {
+    /// β, the current coefficient.
     pub value: f64,
     /// `Some((target, horizon))` for the adaptive controller.
     pub adaptive: Option<(f64, f64)>,
@@ -79,9 +80,11 @@ impl KlController {
 /// `scale_reward="running"`: starts at mean 0, variance 1, count ~0.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunningMoments {
+    /// Running mean.
     pub mean: f64,
     /// Population variance of everything seen.
     pub var: f64,
+    /// Values seen.
     pub count: f64,
 }
 
@@ -122,9 +125,21 @@ impl RunningMoments {
 }
 
 /// How sequence scores are normalised before they enter the rewards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum RewardNorm {
     /// As the reward model gives them.
+    #[default]
     None,
     /// Divided by the running standard deviation (trlx `scale_reward="running"`).
     Scale,
@@ -133,17 +148,6 @@ pub enum RewardNorm {
 }
 
 impl RewardNorm {
-    pub fn parse(s: &str) -> Result<RewardNorm, String> {
-        match s {
-            "none" => Ok(RewardNorm::None),
-            "scale" => Ok(RewardNorm::Scale),
-            "normalize" => Ok(RewardNorm::Normalize),
-            other => Err(format!(
-                "unknown reward normalisation `{other}` (none, scale or normalize)"
-            )),
-        }
-    }
-
     /// Updates `moments` with the batch, then normalises it in place.
     pub fn apply(self, scores: &mut [f64], moments: &mut RunningMoments) {
         if self == RewardNorm::None {

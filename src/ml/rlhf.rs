@@ -24,7 +24,9 @@ use crate::stats::{mean, sample_std};
 /// The trained pair: the policy and its critic, optimised together.
 #[derive(Module, Debug)]
 pub struct PolicyValue {
+    /// The summarizer being trained.
     pub policy: Bart,
+    /// Its critic.
     pub value: ValueHead,
 }
 
@@ -32,28 +34,40 @@ pub struct PolicyValue {
 /// when the KL reference is the previous policy, that policy.
 #[derive(Module, Debug)]
 pub struct PpoModules {
+    /// Policy and critic.
     pub trained: PolicyValue,
+    /// The policy one update behind, when it is the KL reference.
     pub previous: Option<Bart>,
 }
 
 /// PPO settings (the authors' values as defaults in the stage manifest).
 #[derive(Debug, Clone)]
 pub struct PpoSettings {
+    /// Discount.
     pub gamma: f64,
+    /// GAE λ.
     pub lambda: f64,
+    /// Policy ratio clip.
     pub clip: f64,
+    /// Value clip.
     pub value_clip: f64,
+    /// Weight of the value loss.
     pub vf_coef: f64,
     /// Weight of the supervised cross-entropy term.
     pub ce_mix: f64,
+    /// Passes over each batch of rollouts.
     pub ppo_epochs: usize,
+    /// Rollouts per optimizer step.
     pub minibatch: usize,
+    /// Learning rate.
     pub lr: f64,
+    /// Global gradient-norm clip (0: off).
     pub max_grad_norm: f64,
     /// Subtracted from the (normalised) score of a response that did not reach EOS.
     pub missing_eos_penalty: f64,
     /// How scores are normalised before they become the last token's reward.
     pub reward_norm: RewardNorm,
+    /// How rollouts are sampled.
     pub generation: GenerateOptions,
 }
 
@@ -64,8 +78,10 @@ pub type RewardFn<'a> = dyn FnMut(&[Vec<u32>]) -> Result<Vec<f64>, String> + 'a;
 /// optimizer moments: the KL coefficient and the reward statistics.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PpoState {
+    /// The KL coefficient and its controller.
     pub kl: KlController,
     #[serde(default)]
+    /// Running moments of the scores (for `reward-norm`).
     pub reward_moments: RunningMoments,
 }
 
@@ -86,13 +102,21 @@ pub struct UpdateStats {
     /// Mean entropy of the policy per response token (nats).
     #[serde(default)]
     pub entropy: f64,
+    /// Mean KL from the reference per response, summed over tokens.
     pub kl: f64,
+    /// β used.
     pub kl_coef: f64,
+    /// Mean clipped policy loss.
     pub policy_loss: f64,
+    /// Mean clipped value loss.
     pub value_loss: f64,
+    /// Mean supervised cross-entropy.
     pub ce_loss: f64,
+    /// Share of tokens whose ratio was clipped.
     pub clipfrac: f64,
+    /// Mean probability ratio new / old.
     pub ratio: f64,
+    /// Mean response length in tokens.
     pub response_length: f64,
 }
 
@@ -132,27 +156,32 @@ pub fn score_responses(
     (tensor_rows(lp, &lens), values)
 }
 
-/// One PPO update on `sources` (one response each). Responses are sampled
-/// from the policy (online), or `given` (offline: stored summaries replayed,
-/// as the authors did). `reward` scores the responses (token ids);
-/// `ce_targets` are supervised targets for the cross-entropy term, one per
-/// source. Returns the new model and the update's statistics.
+/// What one update collects before optimising: the responses, their
+/// scores (raw and as rewards), and the log-probabilities and values of
+/// the policy that produced them and of the reference.
+struct Experience {
+    responses: Vec<Vec<u32>>,
+    finished: Vec<bool>,
+    raw_scores: Vec<f64>,
+    scores: Vec<f64>,
+    old_lp: Vec<Vec<f64>>,
+    old_values: Vec<Vec<f64>>,
+    ref_lp: Vec<Vec<f64>>,
+}
+
+/// Rolls out (or takes the `given` responses), scores and normalises.
 #[allow(clippy::too_many_arguments)]
-pub fn ppo_update(
-    mut model: PolicyValue,
-    optim: &mut ModuleOptimizer,
+fn collect_experience(
+    model: &PolicyValue,
     reference: &Bart,
     sources: &[Vec<u32>],
     given: Option<&[Vec<u32>]>,
-    ce_targets: Option<&[Vec<u32>]>,
     reward: &mut RewardFn<'_>,
     state: &mut PpoState,
     settings: &PpoSettings,
     rng: &mut Rng,
     device: &Device,
-) -> Result<(PolicyValue, UpdateStats), String> {
-    let train_dev = device.clone().autodiff();
-    let n = sources.len();
+) -> Result<Experience, String> {
     let temperature = settings.generation.temperature;
     // Rollout, without gradients.
     let frozen = model.clone().valid();
@@ -167,17 +196,17 @@ pub fn ppo_update(
         None => generate(&frozen.policy, sources, &settings.generation, rng, device),
     };
     let responses: Vec<Vec<u32>> = generated.iter().map(|g| g.tokens.clone()).collect();
+    let finished: Vec<bool> = generated.iter().map(|g| g.finished).collect();
     let raw_scores = reward(&responses)?;
     let mut scores = raw_scores.clone();
     settings
         .reward_norm
         .apply(&mut scores, &mut state.reward_moments);
-    for (s, g) in scores.iter_mut().zip(&generated) {
-        if !g.finished {
+    for (s, done) in scores.iter_mut().zip(&finished) {
+        if !done {
             *s -= settings.missing_eos_penalty;
         }
     }
-    let kl = &mut state.kl;
     let (old_lp, old_values) = score_responses(
         &frozen.policy,
         Some(&frozen.value),
@@ -186,19 +215,33 @@ pub fn ppo_update(
         temperature,
         device,
     );
-    let old_values = old_values.unwrap_or_default();
     let (ref_lp, _) = score_responses(reference, None, sources, &responses, temperature, device);
+    Ok(Experience {
+        responses,
+        finished,
+        raw_scores,
+        scores,
+        old_lp,
+        old_values: old_values.unwrap_or_default(),
+        ref_lp,
+    })
+}
 
-    // Rewards, advantages, returns (host side).
+/// KL-shaped rewards -> GAE advantages (whitened over the batch's tokens) and
+/// returns, with each response's KL from the reference.
+type Advantages = (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<f64>);
+
+fn advantages(exp: &Experience, beta: f64, settings: &PpoSettings) -> Advantages {
+    let n = exp.responses.len();
     let mut advantages = Vec::with_capacity(n);
     let mut returns = Vec::with_capacity(n);
     let mut kls = Vec::with_capacity(n);
     for i in 0..n {
-        let r = shaped_rewards(&old_lp[i], &ref_lp[i], scores[i], kl.value);
-        let (a, ret) = gae(&r, &old_values[i], settings.gamma, settings.lambda);
+        let r = shaped_rewards(&exp.old_lp[i], &exp.ref_lp[i], exp.scores[i], beta);
+        let (a, ret) = gae(&r, &exp.old_values[i], settings.gamma, settings.lambda);
         advantages.push(a);
         returns.push(ret);
-        kls.push(sequence_kl(&old_lp[i], &ref_lp[i]));
+        kls.push(sequence_kl(&exp.old_lp[i], &exp.ref_lp[i]));
     }
     let mut flat: Vec<f64> = advantages.iter().flatten().copied().collect();
     whiten(&mut flat, true);
@@ -209,18 +252,121 @@ pub fn ppo_update(
             k += 1;
         }
     }
+    (advantages, returns, kls)
+}
 
-    // Optimisation.
+/// The per-response data a minibatch is cut from.
+struct Rollouts<'a> {
+    sources: &'a [Vec<u32>],
+    exp: &'a Experience,
+    advantages: &'a [Vec<f64>],
+    returns: &'a [Vec<f64>],
+    ce_targets: Option<&'a [Vec<u32>]>,
+}
+
+/// One optimizer step on the responses `mb`; adds its losses to `stats`.
+fn minibatch_step(
+    trained: PolicyValue,
+    optim: &mut ModuleOptimizer,
+    mb: &[usize],
+    data: &Rollouts<'_>,
+    settings: &PpoSettings,
+    stats: &mut UpdateStats,
+    train_dev: &Device,
+) -> PolicyValue {
+    let temperature = settings.generation.temperature;
+    let pick = |v: &[Vec<u32>]| -> Vec<Vec<u32>> { mb.iter().map(|&i| v[i].clone()).collect() };
+    let pickf = |v: &[Vec<f64>]| -> Vec<Vec<f64>> { mb.iter().map(|&i| v[i].clone()).collect() };
+    let (src_rows, resp_rows) = (pick(data.sources), pick(&data.exp.responses));
+    let t = resp_rows.iter().map(Vec::len).max().unwrap_or(1);
+    let src = Batch::new(&src_rows, trained.policy.config.pad_token_id, train_dev);
+    let tg = Targets::new(&resp_rows, &trained.policy.config, train_dev);
+    let hidden = trained
+        .policy
+        .forward_hidden(&src, tg.decoder_input.clone());
+    let (new_lp, entropy) = label_logprobs_and_entropy(
+        trained.policy.logits(hidden.clone()),
+        tg.labels.clone(),
+        temperature,
+    );
+    stats.entropy += super::to_vec(masked_mean(entropy.detach(), tg.mask.clone()))[0] as f64;
+    let values = trained.value.forward(hidden);
+    let mask = tg.mask.clone();
+    let (pg, clipfrac, ratio) = policy_loss(
+        new_lp,
+        rows_to_tensor(&pickf(&data.exp.old_lp), t, train_dev),
+        rows_to_tensor(&pickf(data.advantages), t, train_dev),
+        mask.clone(),
+        settings.clip,
+    );
+    let vl = value_loss(
+        values,
+        rows_to_tensor(&pickf(&data.exp.old_values), t, train_dev),
+        rows_to_tensor(&pickf(data.returns), t, train_dev),
+        mask,
+        settings.value_clip,
+    );
+    let mut loss = pg.clone() + vl.clone() * settings.vf_coef;
+    if let (Some(targets), true) = (data.ce_targets, settings.ce_mix > 0.0) {
+        let ce_tg = Targets::new(&pick(targets), &trained.policy.config, train_dev);
+        let ce = cross_entropy(
+            trained.policy.forward(&src, ce_tg.decoder_input.clone()),
+            &ce_tg,
+        );
+        stats.ce_loss += super::to_vec(ce.clone())[0] as f64;
+        loss = loss + ce * settings.ce_mix;
+    }
+    stats.policy_loss += super::to_vec(pg)[0] as f64;
+    stats.value_loss += super::to_vec(vl)[0] as f64;
+    stats.clipfrac += super::to_vec(clipfrac)[0] as f64;
+    stats.ratio += super::to_vec(ratio)[0] as f64;
+    let grads = GradientsParams::from_grads(loss.backward(), &trained);
+    let (grads, _) = clip_global_norm(grads, &trained, settings.max_grad_norm);
+    optim.step(settings.lr, trained, grads)
+}
+
+/// One PPO update on `sources` (one response each). Responses are sampled
+/// from the policy (online), or `given` (offline: stored summaries replayed,
+/// as the authors did). `reward` scores the responses (token ids);
+/// `ce_targets` are supervised targets for the cross-entropy term, one per
+/// source. Returns the new model and the update's statistics.
+#[allow(clippy::too_many_arguments)]
+pub fn ppo_update(
+    model: PolicyValue,
+    optim: &mut ModuleOptimizer,
+    reference: &Bart,
+    sources: &[Vec<u32>],
+    given: Option<&[Vec<u32>]>,
+    ce_targets: Option<&[Vec<u32>]>,
+    reward: &mut RewardFn<'_>,
+    state: &mut PpoState,
+    settings: &PpoSettings,
+    rng: &mut Rng,
+    device: &Device,
+) -> Result<(PolicyValue, UpdateStats), String> {
+    let train_dev = device.clone().autodiff();
+    let n = sources.len();
+    let exp = collect_experience(
+        &model, reference, sources, given, reward, state, settings, rng, device,
+    )?;
+    let (advantages, returns, kls) = advantages(&exp, state.kl.value, settings);
     let share = |k: usize| k as f64 / n.max(1) as f64;
     let mut stats = UpdateStats {
-        score: mean(&raw_scores),
-        score_std: sample_std(&raw_scores),
-        reward: mean(&scores),
-        missing_eos: share(generated.iter().filter(|g| !g.finished).count()),
+        score: mean(&exp.raw_scores),
+        score_std: sample_std(&exp.raw_scores),
+        reward: mean(&exp.scores),
+        missing_eos: share(exp.finished.iter().filter(|f| !**f).count()),
         kl: mean(&kls),
-        kl_coef: kl.value,
-        response_length: share(responses.iter().map(Vec::len).sum()),
+        kl_coef: state.kl.value,
+        response_length: share(exp.responses.iter().map(Vec::len).sum()),
         ..Default::default()
+    };
+    let data = Rollouts {
+        sources,
+        exp: &exp,
+        advantages: &advantages,
+        returns: &returns,
+        ce_targets,
     };
     let mut trained = model.fork(&train_dev).train();
     let mut order: Vec<usize> = (0..n).collect();
@@ -228,58 +374,8 @@ pub fn ppo_update(
     for _ in 0..settings.ppo_epochs {
         rng.shuffle(&mut order);
         for mb in order.chunks(settings.minibatch.max(1)) {
-            let pick =
-                |v: &[Vec<u32>]| -> Vec<Vec<u32>> { mb.iter().map(|&i| v[i].clone()).collect() };
-            let pickf =
-                |v: &[Vec<f64>]| -> Vec<Vec<f64>> { mb.iter().map(|&i| v[i].clone()).collect() };
-            let (src_rows, resp_rows) = (pick(sources), pick(&responses));
-            let t = resp_rows.iter().map(Vec::len).max().unwrap_or(1);
-            let src = Batch::new(&src_rows, trained.policy.config.pad_token_id, &train_dev);
-            let tg = Targets::new(&resp_rows, &trained.policy.config, &train_dev);
-            let hidden = trained
-                .policy
-                .forward_hidden(&src, tg.decoder_input.clone());
-            let (new_lp, entropy) = label_logprobs_and_entropy(
-                trained.policy.logits(hidden.clone()),
-                tg.labels.clone(),
-                temperature,
-            );
-            stats.entropy +=
-                super::to_vec(masked_mean(entropy.detach(), tg.mask.clone()))[0] as f64;
-            let values = trained.value.forward(hidden);
-            let mask = tg.mask.clone();
-            let (pg, clipfrac, ratio) = policy_loss(
-                new_lp,
-                rows_to_tensor(&pickf(&old_lp), t, &train_dev),
-                rows_to_tensor(&pickf(&advantages), t, &train_dev),
-                mask.clone(),
-                settings.clip,
-            );
-            let vl = value_loss(
-                values,
-                rows_to_tensor(&pickf(&old_values), t, &train_dev),
-                rows_to_tensor(&pickf(&returns), t, &train_dev),
-                mask,
-                settings.value_clip,
-            );
-            let mut loss = pg.clone() + vl.clone() * settings.vf_coef;
-            if let (Some(targets), true) = (ce_targets, settings.ce_mix > 0.0) {
-                let ce_tg = Targets::new(&pick(targets), &trained.policy.config, &train_dev);
-                let ce = cross_entropy(
-                    trained.policy.forward(&src, ce_tg.decoder_input.clone()),
-                    &ce_tg,
-                );
-                stats.ce_loss += super::to_vec(ce.clone())[0] as f64;
-                loss = loss + ce * settings.ce_mix;
-            }
-            stats.policy_loss += super::to_vec(pg)[0] as f64;
-            stats.value_loss += super::to_vec(vl)[0] as f64;
-            stats.clipfrac += super::to_vec(clipfrac)[0] as f64;
-            stats.ratio += super::to_vec(ratio)[0] as f64;
+            trained = minibatch_step(trained, optim, mb, &data, settings, &mut stats, &train_dev);
             minibatches += 1.0;
-            let grads = GradientsParams::from_grads(loss.backward(), &trained);
-            let (grads, _) = clip_global_norm(grads, &trained, settings.max_grad_norm);
-            trained = optim.step(settings.lr, trained, grads);
         }
     }
     for v in [
@@ -292,9 +388,8 @@ pub fn ppo_update(
     ] {
         *v /= minibatches.max(1.0);
     }
-    kl.update(stats.kl, n);
-    model = trained.valid();
-    Ok((model, stats))
+    state.kl.update(stats.kl, n);
+    Ok((trained.valid(), stats))
 }
 
 #[cfg(test)]
@@ -304,6 +399,7 @@ mod tests {
     use burn::optim::AdamWConfig;
 
     #[test]
+    #[allow(clippy::print_stderr)]
     fn ppo_raises_a_simple_reward_and_the_kl_penalty_holds_the_policy_back() {
         // Reward: the share of response tokens equal to 7. Starting from a
         // random policy, PPO must raise it; with a large KL coefficient it

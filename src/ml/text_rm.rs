@@ -17,15 +17,22 @@ use super::bt::{PairwiseLoop, bt_loss, train_pairwise};
 use super::to_vec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// The text reward model's architecture.
 pub struct TextRmConfig {
+    /// Vocabulary size of its tokenizer.
     pub vocab: usize,
+    /// Model width.
     pub d_model: usize,
+    /// Encoder layers.
     pub layers: usize,
+    /// Attention heads.
     pub heads: usize,
+    /// Tokens read per (summary, reviews) pair.
     pub max_tokens: usize,
 }
 
 #[derive(Module, Debug)]
+/// A transformer encoder over `<s> summary </s> reviews </s>` with a scalar head.
 pub struct TextRm {
     tokens: Embedding,
     positions: Embedding,
@@ -36,11 +43,14 @@ pub struct TextRm {
 
 /// A batch of token sequences, padded to one length.
 pub struct TokenBatch {
+    /// Token ids, one row per sequence.
     pub ids: Vec<Vec<u32>>,
+    /// The padding id.
     pub pad: u32,
 }
 
 impl TextRm {
+    /// A freshly initialised model.
     pub fn new(cfg: &TextRmConfig, device: &Device) -> TextRm {
         let init = Initializer::Normal {
             mean: 0.0,
@@ -101,12 +111,14 @@ impl TextRm {
         self.head.forward(pooled.reshape([b, d])).reshape([b])
     }
 
+    /// Saves the weights as safetensors.
     pub fn save(&self, path: &std::path::Path) -> Result<(), String> {
-        let mut store = SafetensorsStore::from_file(path).overwrite(true);
+        let mut store = crate::ml::safetensors_writer(path);
         self.save_into(&mut store)
             .map_err(|e| format!("cannot save `{}`: {e}", path.display()))
     }
 
+    /// Loads weights saved by [`TextRm::save`].
     pub fn load(
         path: &std::path::Path,
         cfg: &TextRmConfig,
@@ -160,8 +172,11 @@ pub fn pair_sequence(
 }
 
 #[derive(Debug, Clone)]
+/// How to train the text reward model.
 pub struct TextTrainConfig {
+    /// Its architecture.
     pub model: TextRmConfig,
+    /// The pairwise training loop.
     pub training: PairwiseLoop,
 }
 

@@ -1,26 +1,30 @@
 //! The operations behind each command. The CLI parses arguments and calls
-//! these; they return values or text and never touch the terminal directly
-//! (except `run`, through its `Reporter`).
+//! these; they return values or text and never touch the terminal (a run's
+//! events go to the sink the CLI passes).
 
 mod cache_ops;
+mod commands;
 mod explain;
 mod rouge_cmd;
 mod show;
 
 use std::path::{Path, PathBuf};
 
-pub use cache_ops::{GcReport, cache_du, cache_gc, cache_ls, cache_verify};
+pub use cache_ops::{cache_du, cache_gc, cache_ls, cache_verify};
+pub use commands::{
+    ShowFormat, ShowRequest, backend_note, cache_gc_report, cache_verify_report,
+    comparisons_after_run, plugins, selected_count, show,
+};
 pub use explain::explain;
-pub use rouge_cmd::{read_entries, rouge_files, rouge_json, rouge_text};
+pub use rouge_cmd::{rouge_files, rouge_json, rouge_text};
 pub use show::{
-    ShowRow, aggregate, resolve_labels, rows_table, select_metrics, show_json, show_json_rows,
-    show_rows, show_table,
+    ShowRow, aggregate, resolve_labels, rows_table, select_metrics, show_json_rows, show_rows,
 };
 
 use crate::cache::Cache;
 use crate::dsl::{Manifest, Registry, load_experiment};
 use crate::error::Diags;
-use crate::exec::{Plan, PlanOptions, Reason, Status, plan, resolve_backend};
+use crate::exec::{Plan, PlanOptions, Status, plan, resolve_backend};
 use crate::graph::{Pipeline, build};
 
 /// `$EFRLHF_CACHE`, else `cache/` in the working directory.
@@ -41,7 +45,7 @@ pub fn env_plugin_dirs() -> Vec<PathBuf> {
 pub fn registry_for(extra: &[PathBuf]) -> Result<Registry, Diags> {
     let mut dirs = env_plugin_dirs();
     dirs.extend(extra.iter().cloned());
-    Registry::load(&crate::stages::builtin_manifests(), &dirs)
+    Registry::load(&crate::stages::builtins::builtin_manifests(), &dirs)
 }
 
 /// Reads, validates and expands an experiment.
@@ -73,7 +77,10 @@ pub fn load_plan(
     )
 }
 
-/// `plan --json`: `{"stages": [{"id", "kind", "key", "status", "reason"}]}`.
+/// `plan --json`: `{"experiment", "stages": [{"id", "kind", "key", "status",
+/// "reason", "reasons", "message", "inputs", "roles"}]}`; `reason` is the
+/// first of the typed `reasons` (`null` when cached), `message` says it for
+/// people, `roles` (kinds with named inputs) maps each role to its inputs.
 pub fn plan_json(plan: &Plan) -> serde_json::Value {
     let stages: Vec<serde_json::Value> = plan
         .pipeline
@@ -81,14 +88,35 @@ pub fn plan_json(plan: &Plan) -> serde_json::Value {
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let (status, reason) = match &plan.statuses[i] {
-                Status::Cached(_) => ("cached", "result stored".to_string()),
-                Status::Run(r) => ("run", r.to_string()),
+            let (status, reasons, message) = match &plan.statuses[i] {
+                Status::Cached(_) => ("cached", Vec::new(), "result stored".to_string()),
+                Status::Run(r) => ("run", r.items(), r.to_string()),
             };
-            serde_json::json!({
-                "id": n.id, "kind": n.kind.name, "key": plan.keys[i], "status": status, "reason": reason,
-                "inputs": n.inputs.iter().map(|&u| plan.pipeline.nodes[u].id.clone()).collect::<Vec<_>>(),
-            })
+            let inputs: Vec<&str> = n
+                .inputs
+                .iter()
+                .map(|&u| plan.pipeline.nodes[u].id.as_str())
+                .collect();
+            let mut roles = serde_json::Map::new();
+            for (input, role) in inputs.iter().zip(&n.roles) {
+                if let Some(role) = role {
+                    let slot = roles
+                        .entry(role.clone())
+                        .or_insert_with(|| serde_json::json!([]));
+                    if let serde_json::Value::Array(list) = slot {
+                        list.push(serde_json::json!(input));
+                    }
+                }
+            }
+            let mut v = serde_json::json!({
+                "id": n.id, "kind": n.kind.name, "key": plan.keys[i], "status": status,
+                "reason": reasons.first(), "reasons": reasons, "message": message,
+                "inputs": inputs,
+            });
+            if !roles.is_empty() {
+                v["roles"] = serde_json::Value::Object(roles);
+            }
+            v
         })
         .collect();
     serde_json::json!({ "experiment": plan.experiment_name(), "stages": stages })
@@ -136,20 +164,6 @@ pub fn plan_text(plan: &Plan) -> String {
     out
 }
 
-/// Whether anything in the plan would run.
-pub fn plan_has_work(plan: &Plan) -> bool {
-    plan.statuses.iter().any(|s| matches!(s, Status::Run(_)))
-}
-
-/// A short line per reason, for tests and summaries.
-pub fn reason_of(plan: &Plan, id: &str) -> Option<Reason> {
-    let i = plan.pipeline.find(id)?;
-    match &plan.statuses[i] {
-        Status::Run(r) => Some(r.clone()),
-        Status::Cached(_) => None,
-    }
-}
-
 /// `plugins`: one line per kind.
 pub fn plugins_list(reg: &Registry) -> String {
     let mut t = crate::report::Table {
@@ -172,7 +186,7 @@ pub fn plugins_list(reg: &Registry) -> String {
     t.to_text()
 }
 
-/// `plugins KIND`: the kind's documentation and parameters.
+/// `plugins KIND`: the kind's documentation, identity, inputs and parameters.
 pub fn plugin_doc(m: &Manifest) -> String {
     let mut out = format!("{} (version {})\n", m.name, m.version);
     if !m.doc.is_empty() {
@@ -182,18 +196,100 @@ pub fn plugin_doc(m: &Manifest) -> String {
         crate::dsl::Exec::Program { written, .. } => {
             out.push_str(&format!("  runs: {}\n", written.join(" ")))
         }
-        crate::dsl::Exec::Builtin { name } => out.push_str(&format!("  built-in: {name}\n")),
+        crate::dsl::Exec::Builtin { name } => {
+            out.push_str(&format!("  built-in: {name}\n"));
+            out.push_str(&builtin_identity(name));
+        }
     }
     out.push_str(&format!("  manifest: {}\n", m.source.path.display()));
-    let inputs = match m.max_inputs {
-        Some(max) if max == m.min_inputs => format!("exactly {max}"),
-        Some(max) => format!("{} to {max}", m.min_inputs),
-        None => format!("at least {}", m.min_inputs),
-    };
-    out.push_str(&format!("  inputs: {inputs}\n"));
+    out.push_str(&format!("  produces: {}\n", m.produces.described()));
+    out.push_str(&inputs_doc(m));
     if !m.resources.is_empty() {
         out.push_str(&format!("  resources: {}\n", m.resources.join(", ")));
     }
+    out.push_str(&params_doc(m));
+    if !m.outputs.is_empty() {
+        out.push_str("\noutputs:\n");
+        for o in &m.outputs {
+            out.push_str(&format!("  {}  {}\n", o.name, o.doc));
+        }
+    }
+    out
+}
+
+/// The source identity of a built-in: its digest and what it is built from.
+fn builtin_identity(name: &str) -> String {
+    let Some(id) = crate::stages::builtins::builtin(name).and_then(|b| b.identity()) else {
+        return "  identity: (none in this build)\n".into();
+    };
+    let files: Vec<&str> = id
+        .files
+        .iter()
+        .filter_map(|f| f.rsplit_once(' ').map(|(p, _)| p))
+        .collect();
+    let crates: Vec<&str> = id
+        .crates
+        .iter()
+        .filter(|c| {
+            [
+                "burn ",
+                "tokenizers ",
+                "vader_sentiment ",
+                "nltk-porter ",
+                "safetensors ",
+            ]
+            .iter()
+            .any(|k| c.starts_with(k))
+        })
+        .copied()
+        .collect();
+    format!(
+        "  identity: {} (from the source of {} files and {} locked crates)\n  sources: {}\n  crates: {}{}\n",
+        &id.digest[..16],
+        files.len(),
+        id.crates.len(),
+        files.join(", "),
+        crates.join(", "),
+        if id.crates.len() > crates.len() {
+            ", ..."
+        } else {
+            ""
+        }
+    )
+}
+
+/// The kind's inputs: its roles, or how many positional inputs it takes.
+fn inputs_doc(m: &Manifest) -> String {
+    if m.roles.is_empty() {
+        let inputs = match m.max_inputs {
+            Some(max) if max == m.min_inputs => format!("exactly {max}"),
+            Some(max) => format!("{} to {max}", m.min_inputs),
+            None => format!("at least {}", m.min_inputs),
+        };
+        return format!("  inputs: {inputs}\n");
+    }
+    let mut out = String::from(
+        "\ninputs (by role; `input \"STAGE\" role=\"ROLE\"`, or by format when unambiguous):\n",
+    );
+    let mut t = crate::report::Table {
+        columns: vec!["role".into(), "format".into(), "count".into(), "doc".into()],
+        rows: vec![],
+    };
+    for r in &m.roles {
+        t.rows.push(vec![
+            crate::report::Cell::Text(r.name.clone()),
+            crate::report::Cell::Text(r.format.name().into()),
+            crate::report::Cell::Text(r.arity().into()),
+            crate::report::Cell::Text(r.doc.clone()),
+        ]);
+    }
+    out.push_str(&t.to_text());
+    out
+}
+
+/// The parameter table.
+fn params_doc(m: &Manifest) -> String {
+    let mut out = String::new();
     out.push_str("\nparameters:\n");
     let mut t = crate::report::Table {
         columns: vec!["name".into(), "type".into(), "default".into(), "doc".into()],
@@ -231,12 +327,6 @@ pub fn plugin_doc(m: &Manifest) -> String {
         ]);
     }
     out.push_str(&t.to_text());
-    if !m.outputs.is_empty() {
-        out.push_str("\noutputs:\n");
-        for o in &m.outputs {
-            out.push_str(&format!("  {}  {}\n", o.name, o.doc));
-        }
-    }
     out
 }
 

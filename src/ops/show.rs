@@ -259,10 +259,6 @@ pub fn rows_table(rows: &[ShowRow]) -> Table {
     t
 }
 
-pub fn show_table(plan: &Plan) -> Table {
-    rows_table(&show_rows(plan))
-}
-
 /// `show --format json`: `{"stages": [{"id", "kind", "status", "metrics", "variant", "output"}]}`,
 /// `output` being the folder of a `done` stage's result.
 pub fn show_json_rows(
@@ -288,8 +284,4 @@ pub fn show_json_rows(
         })
         .collect();
     serde_json::json!({ "experiment": experiment, "stages": stages })
-}
-
-pub fn show_json(plan: &Plan, cache: &crate::cache::Cache) -> serde_json::Value {
-    show_json_rows(plan.experiment_name(), &show_rows(plan), cache)
 }

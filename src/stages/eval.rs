@@ -1,5 +1,5 @@
-//! The `eval` stage kind: every input model (an `sft` or `ppo` stage's
-//! `model/`) summarizes the held-out products; ROUGE against references
+//! The `eval` stage kind: every input model (role `models`: sft or ppo
+//! stages) summarizes the held-out products; ROUGE against references
 //! (best reference, and the first one as the authors scored), mean reward
 //! under a score-reading reward model with lexical scores, the seven lexical
 //! scores, KL from the first model (per summary, summed over its tokens),
@@ -8,192 +8,278 @@
 //! same ROUGE, as an outside anchor. Metrics are named `<model>.<metric>`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
-use super::dataset::{DOMAIN_KEYS, Product};
-use super::ppo::{Scorer, ToScore};
-use super::sft::{decode, encode, load_tokenizer, source_text, targets_of};
-use super::{Stage, StageContext, param_bool, param_f64, param_i64, param_str};
-use crate::dsl::Metrics;
-use crate::ml::bart::{GenerateOptions, generate_batched, io};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::ml::bart::{Bart, GenerateOptions, generate_batched};
 use crate::ml::bt::pairwise_accuracy;
 use crate::ml::rlhf::score_responses;
 use crate::rng::Rng;
+use crate::stages::formats::dataset::{
+    DOMAIN_KEYS, DatasetInput, GoodTarget, Product, products_of,
+};
+use crate::stages::formats::model::{ModelInput, decode, encode};
+use crate::stages::formats::reward::{RewardModelInput, Scorer, ToScore};
+use crate::stages::kind::{Kind, Metrics, StageContext};
 use crate::stats::mean;
-use crate::text::lexical::Lexical;
+use crate::text::lexical::{Lexical, ReviewProfile};
 use crate::text::rouge::{MultiRef, RougeScorer};
 
+/// The `eval` kind.
 pub struct EvalStage;
 
-impl Stage for EvalStage {
-    fn run(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, String> {
-        let p = ctx.params;
-        let device = crate::ml::device(ctx.backend, ctx.seed as u64)?;
-        let (mut models, mut scorer, mut products): (
-            Vec<(String, PathBuf)>,
-            Option<Scorer>,
-            Vec<Product>,
-        ) = (Vec::new(), None, Vec::new());
-        for (id, dir) in ctx.inputs {
-            if dir.join("model").join("config.json").is_file() {
-                models.push((id.clone(), dir.join("model")));
-            } else if dir.join("reward.json").is_file() {
-                if scorer.is_some() {
-                    return Err(format!(
-                        "input `{id}` is a second reward model: an eval stage scores with one (add another eval stage for another)"
-                    ));
-                }
-                scorer = Some(Scorer::load(dir, &device)?);
-            } else if dir.join("products.jsonl").is_file() {
-                products.extend(super::dataset::read_products(dir)?);
-            } else {
-                return Err(format!(
-                    "input `{id}` is not a model, a reward model or a dataset"
-                ));
-            }
+/// The parameters of `plugins/builtin/eval.kdl`.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Params {
+    /// Which products to summarize.
+    pub split: String,
+    /// What ROUGE compares with.
+    pub reference: GoodTarget,
+    /// Evaluate the first N products (0: all).
+    #[schemars(range(min = 0))]
+    pub max_products: i64,
+    /// Sample (else decode greedily).
+    pub sample: bool,
+    /// Sampling temperature.
+    #[schemars(range(min = 0.01))]
+    pub temperature: f64,
+    /// Sampling: keep the k most likely tokens (0: all).
+    #[schemars(range(min = 0))]
+    pub top_k: i64,
+    /// Sampling: nucleus mass.
+    #[schemars(range(min = 0.01, max = 1))]
+    pub top_p: f64,
+    /// The longest summary.
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_new_tokens: i64,
+    /// Source tokens kept.
+    #[schemars(range(min = 8, max = 1000000))]
+    pub max_source: i64,
+}
+
+impl Default for Params {
+    fn default() -> Params {
+        Params {
+            split: "test".into(),
+            reference: GoodTarget::Reference,
+            max_products: 0,
+            sample: true,
+            temperature: 0.9,
+            top_k: 50,
+            top_p: 0.9,
+            max_new_tokens: 150,
+            max_source: 512,
         }
-        if models.is_empty() {
-            return Err("no input is a model (an sft or ppo stage)".into());
+    }
+}
+
+impl Params {
+    fn generation(&self) -> GenerateOptions {
+        GenerateOptions {
+            sample: self.sample,
+            temperature: self.temperature,
+            top_k: self.top_k as usize,
+            top_p: self.top_p,
+            ..GenerateOptions::greedy(self.max_new_tokens as usize)
         }
-        let split = param_str(p, "split")?;
-        let reference = param_str(p, "reference")?;
-        let mut test: Vec<(&Product, Vec<String>)> = products
+    }
+}
+
+/// The inputs of an eval stage.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Inputs {
+    /// The summarizers compared; the first is the baseline.
+    pub models: Vec<ModelInput>,
+    /// What the reward and the win rate are measured with.
+    pub reward_model: Option<RewardModelInput>,
+    /// Datasets with the held-out products.
+    pub datasets: Vec<DatasetInput>,
+}
+
+/// A held-out product with the summaries ROUGE compares with.
+type TestItem<'a> = (&'a Product, Vec<String>);
+
+fn test_items<'a>(p: &Params, products: &'a [Product]) -> Result<Vec<TestItem<'a>>, String> {
+    let mut test: Vec<TestItem> = products
+        .iter()
+        .filter(|x| x.split == p.split)
+        .filter_map(|x| {
+            let refs = x.targets(p.reference.target());
+            (!refs.is_empty()).then_some((x, refs))
+        })
+        .collect();
+    if p.max_products > 0 {
+        test.truncate(p.max_products as usize);
+    }
+    if test.is_empty() {
+        return Err(format!(
+            "no `{}` products with a `{}` summary",
+            p.split,
+            p.reference.target().name()
+        ));
+    }
+    Ok(test)
+}
+
+/// What every model is measured against.
+struct Bench<'a> {
+    p: &'a Params,
+    test: Vec<TestItem<'a>>,
+    profiles: Vec<ReviewProfile>,
+    lexical: Lexical,
+    rouge: RougeScorer,
+    scorer: Option<Scorer>,
+    seed: u64,
+    device: burn::tensor::Device,
+}
+
+/// What one model produced, and what the next models compare with.
+struct Measured {
+    model: Bart,
+    texts: Vec<String>,
+    rewards: Vec<f64>,
+}
+
+impl Bench<'_> {
+    /// Generates with `input`'s model and measures its summaries into `m`.
+    fn measure(
+        &self,
+        input: &ModelInput,
+        base: Option<&Measured>,
+        base_name: &str,
+        m: &mut Metrics,
+    ) -> Result<Measured, String> {
+        let name = &input.stage;
+        let (model, tk) = input.load(&self.device)?;
+        let eos = model.config.eos_token_id;
+        let sources: Vec<Vec<u32>> = self
+            .test
             .iter()
-            .filter(|x| x.split == split)
-            .filter_map(|x| {
-                let refs = targets_of(x, reference);
-                (!refs.is_empty()).then_some((x, refs))
+            .map(|(x, _)| encode(&tk, &x.source_text(), self.p.max_source as usize, eos))
+            .collect::<Result<_, _>>()?;
+        let opts = self.p.generation();
+        let mut rng = Rng::new(self.seed);
+        let tokens: Vec<Vec<u32>> =
+            generate_batched(&model, &sources, &opts, 16, &mut rng, &self.device)
+                .into_iter()
+                .map(|g| g.tokens)
+                .collect();
+        let texts: Vec<String> = tokens.iter().map(|t| decode(&tk, t)).collect();
+        let scores7 = self.text_metrics(name, &texts, m);
+        let rewards = self.rewards(name, &texts, &scores7, base, base_name, m)?;
+        if let Some(base) = base {
+            // KL from the first model on this model's own summaries; log-probabilities
+            // of sampled summaries use the sampling temperature, as in PPO.
+            let temperature = if opts.sample { opts.temperature } else { 1.0 };
+            let (lp, _) =
+                score_responses(&model, None, &sources, &tokens, temperature, &self.device);
+            let (lp0, _) = score_responses(
+                &base.model,
+                None,
+                &sources,
+                &tokens,
+                temperature,
+                &self.device,
+            );
+            let kl: Vec<f64> = lp
+                .iter()
+                .zip(&lp0)
+                .map(|(a, b)| crate::ml::ppo::sequence_kl(a, b))
+                .collect();
+            m.insert(format!("{name}.kl_vs_{base_name}"), mean(&kl));
+        }
+        Ok(Measured {
+            model,
+            texts,
+            rewards,
+        })
+    }
+
+    /// ROUGE, length and the seven lexical scores; returns the lexical scores.
+    fn text_metrics(&self, name: &str, texts: &[String], m: &mut Metrics) -> Vec<[f64; 7]> {
+        let (mut r1, mut r2, mut rl, mut rl_first, mut len) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        let mut dims = vec![Vec::new(); DOMAIN_KEYS.len()];
+        let mut scores7 = Vec::new();
+        for (i, ((_, refs), text)) in self.test.iter().zip(texts).enumerate() {
+            let best = self.rouge.score_multi(refs, text, MultiRef::Max);
+            r1.push(best.rouge1.fmeasure);
+            r2.push(best.rouge2.fmeasure);
+            rl.push(best.rouge_l.fmeasure);
+            rl_first.push(
+                self.rouge
+                    .score_multi(refs, text, MultiRef::First)
+                    .rouge_l
+                    .fmeasure,
+            );
+            len.push(text.split_whitespace().count() as f64);
+            let s = self.lexical.score(&self.profiles[i], text);
+            for (k, v) in s.iter().enumerate() {
+                dims[k].push(*v);
+            }
+            scores7.push(s);
+        }
+        m.insert(format!("{name}.rouge1"), mean(&r1));
+        m.insert(format!("{name}.rouge2"), mean(&r2));
+        m.insert(format!("{name}.rougeL"), mean(&rl));
+        m.insert(format!("{name}.rougeL_first_ref"), mean(&rl_first));
+        m.insert(format!("{name}.length"), mean(&len));
+        for (k, key) in DOMAIN_KEYS.iter().enumerate() {
+            m.insert(format!("{name}.lexical.{key}"), mean(&dims[k]));
+        }
+        scores7
+    }
+
+    /// The reward of each summary, and the win rate over the baseline's.
+    fn rewards(
+        &self,
+        name: &str,
+        texts: &[String],
+        scores7: &[[f64; 7]],
+        base: Option<&Measured>,
+        base_name: &str,
+        m: &mut Metrics,
+    ) -> Result<Vec<f64>, String> {
+        let Some(sc) = &self.scorer else {
+            return Ok(Vec::new());
+        };
+        let items: Vec<ToScore> = self
+            .test
+            .iter()
+            .zip(texts)
+            .zip(scores7)
+            .map(|(((x, _), text), s)| ToScore {
+                reviews: &x.reviews,
+                summary: text,
+                features: Some(*s),
             })
             .collect();
-        let limit = param_i64(p, "max-products")? as usize;
-        if limit > 0 {
-            test.truncate(limit);
+        let rewards = sc.rewards(&items, &self.device)?;
+        m.insert(format!("{name}.reward"), mean(&rewards));
+        if let Some(base) = base {
+            // Ties count half, as in a reward model's pairwise accuracy.
+            m.insert(
+                format!("{name}.win_rate_vs_{base_name}"),
+                pairwise_accuracy(&rewards, &base.rewards),
+            );
         }
-        if test.is_empty() {
-            return Err(format!(
-                "no `{split}` products with a `{reference}` summary"
-            ));
-        }
-        let opts = GenerateOptions {
-            sample: param_bool(p, "sample")?,
-            temperature: param_f64(p, "temperature")?,
-            top_k: param_i64(p, "top-k")? as usize,
-            top_p: param_f64(p, "top-p")?,
-            ..GenerateOptions::greedy(param_i64(p, "max-new-tokens")? as usize)
-        };
-        opts.check()?;
-        let max_source = param_i64(p, "max-source")? as usize;
-        let rouge = RougeScorer::new(true);
-        let lexical = Lexical::new();
-        let profiles: Vec<_> = test
-            .iter()
-            .map(|(x, _)| lexical.profile(&x.reviews))
-            .collect();
-        let mut m = Metrics::new();
-        m.insert("products".into(), test.len() as f64);
+        Ok(rewards)
+    }
 
-        // Every model summarizes; the first model's tokens and rewards are the baseline.
-        let mut summaries: Vec<BTreeMap<String, String>> = vec![BTreeMap::new(); test.len()];
-        let mut first: Option<crate::ml::bart::Bart> = None;
-        // Log-probabilities of sampled summaries use the sampling temperature, as in PPO.
-        let temperature = if opts.sample { opts.temperature } else { 1.0 };
-        let mut first_rewards: Vec<f64> = Vec::new();
-        for (name, dir) in &models {
-            let (model, _) = io::load(dir, &device)?;
-            let tk = load_tokenizer(&dir.join("tokenizer.json"))?;
-            let eos = model.config.eos_token_id;
-            let sources: Vec<Vec<u32>> = test
-                .iter()
-                .map(|(x, _)| encode(&tk, &source_text(x), max_source, eos))
-                .collect::<Result<_, _>>()?;
-            let mut rng = Rng::new(ctx.seed as u64);
-            let tokens: Vec<Vec<u32>> =
-                generate_batched(&model, &sources, &opts, 16, &mut rng, &device)
-                    .into_iter()
-                    .map(|g| g.tokens)
-                    .collect();
-            let texts: Vec<String> = tokens.iter().map(|t| decode(&tk, t)).collect();
-            let (mut r1, mut r2, mut rl, mut rl_first, mut len) =
-                (vec![], vec![], vec![], vec![], vec![]);
-            let mut dims = vec![Vec::new(); DOMAIN_KEYS.len()];
-            let mut scores7 = Vec::new();
-            for (i, ((_, refs), text)) in test.iter().zip(&texts).enumerate() {
-                let best = rouge.score_multi(refs, text, MultiRef::Max);
-                r1.push(best.rouge1.fmeasure);
-                r2.push(best.rouge2.fmeasure);
-                rl.push(best.rouge_l.fmeasure);
-                rl_first.push(
-                    rouge
-                        .score_multi(refs, text, MultiRef::First)
-                        .rouge_l
-                        .fmeasure,
-                );
-                len.push(text.split_whitespace().count() as f64);
-                let s = lexical.score(&profiles[i], text);
-                for (k, v) in s.iter().enumerate() {
-                    dims[k].push(*v);
-                }
-                scores7.push(s);
-                summaries[i].insert(name.clone(), text.clone());
-            }
-            m.insert(format!("{name}.rouge1"), mean(&r1));
-            m.insert(format!("{name}.rouge2"), mean(&r2));
-            m.insert(format!("{name}.rougeL"), mean(&rl));
-            m.insert(format!("{name}.rougeL_first_ref"), mean(&rl_first));
-            m.insert(format!("{name}.length"), mean(&len));
-            for (k, key) in DOMAIN_KEYS.iter().enumerate() {
-                m.insert(format!("{name}.lexical.{key}"), mean(&dims[k]));
-            }
-            if let Some(sc) = &scorer {
-                let items: Vec<ToScore> = test
-                    .iter()
-                    .zip(&texts)
-                    .zip(&scores7)
-                    .map(|(((x, _), text), s)| ToScore {
-                        reviews: &x.reviews,
-                        summary: text,
-                        features: Some(*s),
-                    })
-                    .collect();
-                let rewards = sc.rewards(&items, &device)?;
-                m.insert(format!("{name}.reward"), mean(&rewards));
-                if first_rewards.is_empty() {
-                    first_rewards = rewards;
-                } else {
-                    // Ties count half, as in a reward model's pairwise accuracy.
-                    m.insert(
-                        format!("{name}.win_rate_vs_{}", models[0].0),
-                        pairwise_accuracy(&rewards, &first_rewards),
-                    );
-                }
-            }
-            // KL from the first model on this model's own summaries.
-            match &first {
-                None => first = Some(model),
-                Some(base) => {
-                    let (lp, _) =
-                        score_responses(&model, None, &sources, &tokens, temperature, &device);
-                    let (lp0, _) =
-                        score_responses(base, None, &sources, &tokens, temperature, &device);
-                    let kl: Vec<f64> = lp
-                        .iter()
-                        .zip(&lp0)
-                        .map(|(a, b)| crate::ml::ppo::sequence_kl(a, b))
-                        .collect();
-                    m.insert(format!("{name}.kl_vs_{}", models[0].0), mean(&kl));
-                }
-            }
-        }
-        // Stored system outputs, scored the same way.
+    /// ROUGE-L of the stored system outputs (FewSum, AceSum).
+    fn stored_systems(&self, m: &mut Metrics) {
         let mut systems: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        for (x, refs) in &test {
+        for (x, refs) in &self.test {
             for (name, c) in x
                 .candidates
                 .iter()
                 .filter_map(|c| Some((c.system.clone()?, c)))
             {
                 systems.entry(name).or_default().push(
-                    rouge
+                    self.rouge
                         .score_multi(refs, &c.text, MultiRef::Max)
                         .rouge_l
                         .fmeasure,
@@ -203,70 +289,92 @@ impl Stage for EvalStage {
         for (name, v) in systems {
             m.insert(format!("system.{name}.rougeL"), mean(&v));
         }
-        let table = comparison(
-            &m,
-            &models.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
-        );
-        std::fs::write(ctx.output.join("comparison.txt"), table.to_text())
-            .map_err(|e| format!("cannot write comparison.txt: {e}"))?;
-        std::fs::write(ctx.output.join("comparison.md"), table.to_markdown())
-            .map_err(|e| format!("cannot write comparison.md: {e}"))?;
-        let mut out = String::new();
-        for ((x, refs), s) in test.iter().zip(&summaries) {
-            out.push_str(
-                &serde_json::to_string(
-                    &serde_json::json!({"product": x.id, "summaries": s, "references": refs}),
-                )
-                .map_err(|e| e.to_string())?,
-            );
-            out.push('\n');
+    }
+}
+
+impl Kind for EvalStage {
+    type Params = Params;
+    type Inputs = Inputs;
+
+    fn check(&self, p: &Params) -> Result<(), String> {
+        p.generation().check()
+    }
+
+    fn run(
+        &self,
+        p: &Params,
+        inputs: &Inputs,
+        ctx: &mut StageContext<'_>,
+    ) -> Result<Metrics, String> {
+        let device = crate::ml::device(ctx.backend, ctx.seed as u64)?;
+        let scorer = inputs
+            .reward_model
+            .as_ref()
+            .map(|r| r.scorer(&device))
+            .transpose()?;
+        let products = products_of(&inputs.datasets)?;
+        let test = test_items(p, &products)?;
+        let lexical = Lexical::new();
+        let profiles = test
+            .iter()
+            .map(|(x, _)| lexical.profile(&x.reviews))
+            .collect();
+        let bench = Bench {
+            p,
+            test,
+            profiles,
+            lexical,
+            rouge: RougeScorer::new(true),
+            scorer,
+            seed: ctx.seed as u64,
+            device,
+        };
+        let mut m = Metrics::new();
+        m.insert("products".into(), bench.test.len() as f64);
+        let base_name = inputs
+            .models
+            .first()
+            .map(|x| x.stage.clone())
+            .ok_or("no input is a model (an sft or ppo stage)")?;
+        let mut summaries: Vec<BTreeMap<String, String>> = vec![BTreeMap::new(); bench.test.len()];
+        let mut base: Option<Measured> = None;
+        for input in &inputs.models {
+            let measured = bench.measure(input, base.as_ref(), &base_name, &mut m)?;
+            for (row, text) in summaries.iter_mut().zip(&measured.texts) {
+                row.insert(input.stage.clone(), text.clone());
+            }
+            if base.is_none() {
+                base = Some(measured);
+            }
         }
-        std::fs::write(ctx.output.join("summaries.jsonl"), out)
-            .map_err(|e| format!("cannot write summaries.jsonl: {e}"))?;
+        bench.stored_systems(&mut m);
+        let names: Vec<String> = inputs.models.iter().map(|x| x.stage.clone()).collect();
+        write_outputs(ctx.output, &names, &bench.test, &summaries)?;
         Ok(m)
     }
 }
 
-/// One row per model and stored system, one column per measure.
-pub fn comparison(m: &Metrics, models: &[String]) -> crate::report::Table {
-    use crate::report::{Cell, Table};
-    let base = models.first().cloned().unwrap_or_default();
-    let cols: [(&str, String); 8] = [
-        ("ROUGE-1", "rouge1".into()),
-        ("ROUGE-2", "rouge2".into()),
-        ("ROUGE-L", "rougeL".into()),
-        ("ROUGE-L (1st ref)", "rougeL_first_ref".into()),
-        ("reward", "reward".into()),
-        ("win rate", format!("win_rate_vs_{base}")),
-        ("KL", format!("kl_vs_{base}")),
-        ("words", "length".into()),
-    ];
-    let mut t = Table {
-        columns: std::iter::once("model".to_string())
-            .chain(cols.iter().map(|(h, _)| h.to_string()))
-            .collect(),
-        rows: Vec::new(),
-    };
-    let cell = |k: String| m.get(&k).map(|v| Cell::Number(*v)).unwrap_or(Cell::Empty);
-    for name in models {
-        let mut row = vec![Cell::Text(name.clone())];
-        row.extend(cols.iter().map(|(_, k)| cell(format!("{name}.{k}"))));
-        t.rows.push(row);
+/// The models in order (what `show` builds the comparison from, with the
+/// metrics) and every model's summaries.
+fn write_outputs(
+    out: &std::path::Path,
+    models: &[String],
+    test: &[TestItem<'_>],
+    summaries: &[BTreeMap<String, String>],
+) -> Result<(), String> {
+    let order = serde_json::json!({ "models": models, "baseline": models.first() });
+    std::fs::write(out.join("comparison.json"), order.to_string())
+        .map_err(|e| format!("cannot write comparison.json: {e}"))?;
+    let mut text = String::new();
+    for ((x, refs), s) in test.iter().zip(summaries) {
+        text.push_str(
+            &serde_json::to_string(
+                &serde_json::json!({"product": x.id, "summaries": s, "references": refs}),
+            )
+            .map_err(|e| e.to_string())?,
+        );
+        text.push('\n');
     }
-    for k in m
-        .keys()
-        .filter(|k| k.starts_with("system.") && k.ends_with(".rougeL"))
-    {
-        let name = &k["system.".len()..k.len() - ".rougeL".len()];
-        let mut row = vec![Cell::Text(format!("{name} (stored outputs)"))];
-        row.extend(cols.iter().map(|(_, c)| {
-            if c == "rougeL" {
-                cell(k.clone())
-            } else {
-                Cell::Empty
-            }
-        }));
-        t.rows.push(row);
-    }
-    t
+    std::fs::write(out.join("summaries.jsonl"), text)
+        .map_err(|e| format!("cannot write summaries.jsonl: {e}"))
 }

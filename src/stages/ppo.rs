@@ -1,162 +1,218 @@
 //! The `ppo` stage kind: PPO of an SFT summarizer against a reward model.
 //!
-//! Inputs, told apart by their files: the SFT stage (`model/`), the reward
-//! model (`reward.json`), and datasets (`products.jsonl`). The policy and
-//! the frozen KL reference both start from the SFT model (with `reference
-//! "previous"` the reference then follows the policy one update behind). Online, each update
-//! samples one summary per product, scores it with the lexical featurizer
-//! and the reward model; offline, it replays one stored candidate per
-//! product with its stored scores. Checkpoints after every
-//! `checkpoint-every` updates make a killed run resume exactly.
+//! Inputs by role: the `policy` (an sft stage's model), the `reward-model`,
+//! and `datasets`. The policy and the frozen KL reference both start from
+//! the SFT model (with `reference "previous"` the reference then follows the
+//! policy one update behind). Online, each update samples one summary per
+//! product, scores it with the lexical featurizer and the reward model;
+//! offline, it replays one stored candidate per product with its stored
+//! scores. Checkpoints after every `checkpoint-every` updates make a killed
+//! run resume exactly.
 
-use std::path::{Path, PathBuf};
-
-use burn::optim::AdamWConfig;
+use burn::optim::{AdamWConfig, ModuleOptimizer};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use super::dataset::Product;
-use super::reward::{features, phi_of, read_spec, text_rm_of};
-use super::sft::{decode, encode, load_tokenizer, source_text, targets_of};
-use super::{Stage, StageContext, param_f64, param_i64, param_str};
-use crate::dsl::Metrics;
-use crate::ml::bart::train::Checkpoints;
-use crate::ml::bart::{GenerateOptions, ValueHead, io};
-use crate::ml::phi::{FEATURES, Phi};
+use crate::ml::bart::train::{Checkpoints, epoch_order};
+use crate::ml::bart::{Bart, GenerateOptions, ValueHead, io};
 use crate::ml::ppo::{KlController, RewardNorm, RunningMoments};
 use crate::ml::rlhf::{PolicyValue, PpoModules, PpoSettings, PpoState, UpdateStats, ppo_update};
-use crate::ml::text_rm::{TextRm, pair_sequence};
 use crate::rng::Rng;
+use crate::stages::formats::dataset::{DatasetInput, GoodTarget, Product, features, products_of};
+use crate::stages::formats::model::{ModelInput, decode, encode};
+use crate::stages::formats::reward::{RewardModelInput, Scorer, ToScore};
+use crate::stages::kind::{Kind, Metrics, StageContext, eta, progress_bar};
 use crate::text::lexical::{Lexical, ReviewProfile};
 
+/// The `ppo` kind.
 pub struct PpoStage;
 
-/// One summary to score: the product's reviews, the text, and its seven
-/// scores on 0..5 when the scorer reads scores.
-pub struct ToScore<'a> {
-    pub reviews: &'a [String],
-    pub summary: &'a str,
-    pub features: Option<[f64; FEATURES]>,
+/// Where the summaries PPO learns from come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Sample from the policy, featurize the samples, score them.
+    #[default]
+    Online,
+    /// Replay stored candidates with their stored scores.
+    Offline,
 }
 
-/// How a summary becomes a reward, from a reward-model stage's output.
-pub enum Scorer {
-    /// `sigmoid(φ(scores · scale))`, the paper's reward.
-    Phi { phi: Phi, scale: f64 },
-    /// The plain mean of the seven scores, divided by 5.
-    NaiveMean,
-    /// `sigmoid(score)` of the text-reading reward model over
-    /// `<s> summary </s> reviews </s>`, tokenized with its own tokenizer.
-    Text {
-        model: Box<TextRm>,
-        tokenizer: Box<Tokenizer>,
-        special: [u32; 3],
-        max_tokens: usize,
-    },
+/// The KL penalty's reference model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reference {
+    /// The frozen SFT model.
+    #[default]
+    Sft,
+    /// The policy as it was before the last update.
+    Previous,
 }
 
-impl Scorer {
-    /// Builds the scorer from a reward-model stage's folder.
-    pub fn load(dir: &Path, device: &burn::tensor::Device) -> Result<Scorer, String> {
-        let spec = read_spec(dir)?;
-        match spec.method.as_str() {
-            "naive-mean" => Ok(Scorer::NaiveMean),
-            "text" => {
-                let (cfg, model) = text_rm_of(&spec, dir, device)?;
-                let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
-                let id = |t: &str| {
-                    tokenizer
-                        .token_to_id(t)
-                        .ok_or_else(|| format!("the reward model's tokenizer has no `{t}` token"))
-                };
-                let special = [id("<s>")?, id("</s>")?, id("<pad>")?];
-                Ok(Scorer::Text {
-                    model: Box::new(model),
-                    tokenizer: Box::new(tokenizer),
-                    special,
-                    max_tokens: cfg.max_tokens,
-                })
-            }
-            method => match phi_of(&spec, dir, device)? {
-                Some(phi) => Ok(Scorer::Phi {
-                    phi,
-                    scale: spec.scale,
-                }),
-                None => Err(format!(
-                    "the `{method}` reward model cannot score summaries (domain-knowledge, synthetic, naive-mean or text can)"
-                )),
-            },
+/// The parameters of `plugins/builtin/ppo.kdl`.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Params {
+    /// Online or offline.
+    pub mode: Mode,
+    /// PPO updates.
+    #[schemars(range(min = 1, max = 10000000))]
+    pub updates: i64,
+    /// Products (rollouts) per update.
+    #[schemars(range(min = 1, max = 1000000))]
+    pub batch: i64,
+    /// Rollouts per optimizer step.
+    #[schemars(range(min = 1, max = 1000000))]
+    pub minibatch: i64,
+    /// Passes over each batch of rollouts.
+    #[schemars(range(min = 1, max = 1000))]
+    pub ppo_epochs: i64,
+    /// Learning rate of policy and value head.
+    #[schemars(range(min = 0))]
+    pub lr: f64,
+    /// β of the per-token KL penalty.
+    #[schemars(range(min = 0))]
+    pub kl_coef: f64,
+    /// The KL penalty's reference.
+    pub reference: Reference,
+    /// Adaptive KL: target sequence KL (0: β stays fixed).
+    #[schemars(range(min = 0))]
+    pub kl_target: f64,
+    /// Adaptive KL: horizon.
+    #[schemars(range(min = 1))]
+    pub kl_horizon: f64,
+    /// Discount.
+    #[schemars(range(min = 0, max = 1))]
+    pub gamma: f64,
+    /// GAE λ.
+    #[schemars(range(min = 0, max = 1))]
+    pub lambda: f64,
+    /// Policy ratio clip.
+    #[schemars(range(min = 0))]
+    pub clip: f64,
+    /// Value clip.
+    #[schemars(range(min = 0))]
+    pub value_clip: f64,
+    /// Weight of the value loss.
+    #[schemars(range(min = 0))]
+    pub vf_coef: f64,
+    /// Weight of the supervised cross-entropy.
+    #[schemars(range(min = 0))]
+    pub ce_mix: f64,
+    /// The summary the cross-entropy term teaches.
+    pub ce_target: GoodTarget,
+    /// Global gradient-norm clip (0: off).
+    #[schemars(range(min = 0))]
+    pub max_grad_norm: f64,
+    /// How scores are normalised into rewards.
+    pub reward_norm: RewardNorm,
+    /// Subtracted from the score of a sample without EOS.
+    #[schemars(range(min = 0))]
+    pub missing_eos_penalty: f64,
+    /// Sampling temperature.
+    #[schemars(range(min = 0.01))]
+    pub temperature: f64,
+    /// Sampling: keep the k most likely tokens (0: all).
+    #[schemars(range(min = 0))]
+    pub top_k: i64,
+    /// Sampling: nucleus mass.
+    #[schemars(range(min = 0.01, max = 1))]
+    pub top_p: f64,
+    /// Sampling: the longest summary.
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_new_tokens: i64,
+    /// Source tokens kept.
+    #[schemars(range(min = 8, max = 1000000))]
+    pub max_source: i64,
+    /// Checkpoint every N updates (0: never).
+    #[schemars(range(min = 0))]
+    pub checkpoint_every: i64,
+    /// Split the rollouts are drawn from.
+    pub train_split: String,
+}
+
+impl Default for Params {
+    fn default() -> Params {
+        Params {
+            mode: Mode::Online,
+            updates: 20,
+            batch: 8,
+            minibatch: 4,
+            ppo_epochs: 2,
+            lr: 0.0001,
+            kl_coef: 0.2,
+            reference: Reference::Sft,
+            kl_target: 0.0,
+            kl_horizon: 10000.0,
+            gamma: 0.99,
+            lambda: 0.95,
+            clip: 0.2,
+            value_clip: 0.2,
+            vf_coef: 0.75,
+            ce_mix: 0.35,
+            ce_target: GoodTarget::Preferred,
+            max_grad_norm: 1.0,
+            reward_norm: RewardNorm::None,
+            missing_eos_penalty: 1.0,
+            temperature: 0.9,
+            top_k: 50,
+            top_p: 0.9,
+            max_new_tokens: 150,
+            max_source: 512,
+            checkpoint_every: 5,
+            train_split: "train".into(),
+        }
+    }
+}
+
+impl Params {
+    fn generation(&self) -> GenerateOptions {
+        GenerateOptions {
+            sample: true,
+            temperature: self.temperature,
+            top_k: self.top_k as usize,
+            top_p: self.top_p,
+            ..GenerateOptions::greedy(self.max_new_tokens as usize)
         }
     }
 
-    /// Whether the scorer reads the seven scores (then every [`ToScore`] needs them).
-    pub fn reads_features(&self) -> bool {
-        !matches!(self, Scorer::Text { .. })
-    }
-
-    /// Rewards of summaries.
-    pub fn rewards(
-        &self,
-        items: &[ToScore<'_>],
-        device: &burn::tensor::Device,
-    ) -> Result<Vec<f64>, String> {
-        let features = || -> Result<Vec<[f64; FEATURES]>, String> {
-            items
-                .iter()
-                .map(|t| {
-                    t.features.ok_or_else(|| {
-                        "this reward model reads the seven scores, and a summary has none"
-                            .to_string()
-                    })
-                })
-                .collect()
-        };
-        let sigmoid = |x: f32| 1.0 / (1.0 + (-(x as f64)).exp());
-        match self {
-            Scorer::NaiveMean => Ok(features()?
-                .iter()
-                .map(|s| s.iter().sum::<f64>() / (5.0 * FEATURES as f64))
-                .collect()),
-            Scorer::Phi { phi, scale } => {
-                let f: Vec<[f32; FEATURES]> = features()?
-                    .iter()
-                    .map(|s| s.map(|x| (x * scale) as f32))
-                    .collect();
-                Ok(phi.score(&f, device).into_iter().map(sigmoid).collect())
-            }
-            Scorer::Text {
-                model,
-                tokenizer,
-                special: [bos, eos, pad],
-                max_tokens,
-            } => {
-                let ids = |t: &str| -> Result<Vec<u32>, String> {
-                    Ok(tokenizer
-                        .encode(t, false)
-                        .map_err(|e| format!("cannot tokenize for the reward model: {e}"))?
-                        .get_ids()
-                        .to_vec())
-                };
-                let seqs = items
-                    .iter()
-                    .map(|t| {
-                        Ok(pair_sequence(
-                            &ids(t.summary)?,
-                            &ids(&t.reviews.join(" "))?,
-                            *bos,
-                            *eos,
-                            *max_tokens,
-                        ))
-                    })
-                    .collect::<Result<Vec<_>, String>>()?;
-                Ok(model
-                    .score(&seqs, *pad, 16, device)
-                    .into_iter()
-                    .map(sigmoid)
-                    .collect())
-            }
+    fn settings(&self) -> PpoSettings {
+        PpoSettings {
+            gamma: self.gamma,
+            lambda: self.lambda,
+            clip: self.clip,
+            value_clip: self.value_clip,
+            vf_coef: self.vf_coef,
+            ce_mix: self.ce_mix,
+            ppo_epochs: self.ppo_epochs as usize,
+            minibatch: self.minibatch as usize,
+            lr: self.lr,
+            max_grad_norm: self.max_grad_norm,
+            missing_eos_penalty: self.missing_eos_penalty,
+            reward_norm: self.reward_norm,
+            generation: self.generation(),
         }
     }
+
+    fn kl_controller(&self) -> KlController {
+        KlController {
+            value: self.kl_coef,
+            adaptive: (self.kl_target > 0.0).then_some((self.kl_target, self.kl_horizon)),
+        }
+    }
+}
+
+/// The inputs of a ppo stage.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Inputs {
+    /// The initial policy and frozen reference (an sft stage).
+    pub policy: ModelInput,
+    /// What scores the samples.
+    pub reward_model: RewardModelInput,
+    /// Datasets with the products to roll out on.
+    pub datasets: Vec<DatasetInput>,
 }
 
 /// Everything a resumed run needs besides weights and optimizer moments.
@@ -165,28 +221,6 @@ struct Progress {
     update: usize,
     state: PpoState,
     curve: Vec<UpdateStats>,
-}
-
-fn read_inputs(inputs: &[(String, PathBuf)]) -> Result<(PathBuf, PathBuf, Vec<Product>), String> {
-    let (mut sft, mut rm, mut products) = (None, None, Vec::new());
-    for (id, dir) in inputs {
-        if dir.join("model").join("config.json").is_file() {
-            sft = Some(dir.join("model"));
-        } else if dir.join("reward.json").is_file() {
-            rm = Some(dir.clone());
-        } else if dir.join("products.jsonl").is_file() {
-            products.extend(super::dataset::read_products(dir)?);
-        } else {
-            return Err(format!(
-                "input `{id}` is not an sft stage, a reward-model stage or a dataset"
-            ));
-        }
-    }
-    Ok((
-        sft.ok_or("no input is an sft stage (its `model/` folder is the initial policy)")?,
-        rm.ok_or("no input is a reward-model stage")?,
-        products,
-    ))
 }
 
 /// One rollout product: its tokenized source, reviews profile, CE target, stored candidates.
@@ -198,233 +232,336 @@ struct Rollout<'a> {
     profile: ReviewProfile,
 }
 
-impl Stage for PpoStage {
-    fn run(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, String> {
-        let p = ctx.params;
-        let mode = param_str(p, "mode")?.to_string();
-        let (sft_dir, rm_dir, products) = read_inputs(ctx.inputs)?;
+/// What stays fixed across updates.
+struct Setup<'a> {
+    p: &'a Params,
+    tk: Tokenizer,
+    eos: u32,
+    scorer: Scorer,
+    lexical: Lexical,
+    reference: Bart,
+    settings: PpoSettings,
+    device: burn::tensor::Device,
+}
+
+/// The products of the training split that can be rolled out.
+fn rollouts<'a>(s: &Setup<'_>, products: &'a [Product]) -> Result<Vec<Rollout<'a>>, String> {
+    let p = s.p;
+    let (max_source, max_new) = (p.max_source as usize, p.max_new_tokens as usize);
+    let mut out = Vec::new();
+    for prod in products.iter().filter(|x| x.split == p.train_split) {
+        if p.mode == Mode::Offline && !prod.candidates.iter().any(|c| c.scores.is_some()) {
+            continue;
+        }
+        let Some(target) = prod.targets(p.ce_target.target()).into_iter().next() else {
+            continue;
+        };
+        out.push(Rollout {
+            product: prod,
+            source: encode(&s.tk, &prod.source_text(), max_source, s.eos)?,
+            ce_target: encode(&s.tk, &target, max_new + 1, s.eos)?,
+            profile: s.lexical.profile(&prod.reviews),
+        });
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "no `{}` products with a `{}` summary{}",
+            p.train_split,
+            p.ce_target.target().name(),
+            if p.mode == Mode::Offline {
+                " and scored candidates"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok(out)
+}
+
+/// The trained pair, the previous policy, the optimizer and the progress:
+/// from the checkpoint when one is there, else fresh from the SFT policy.
+type Resumed = (PolicyValue, Option<Bart>, ModuleOptimizer, Progress);
+
+fn resume_or_start(
+    s: &Setup<'_>,
+    policy: Bart,
+    ckpt: &Checkpoints,
+    log: &mut dyn std::io::Write,
+) -> Result<Resumed, String> {
+    let updates = s.p.updates as usize;
+    let new_optim = || {
+        AdamWConfig::new()
+            .with_weight_decay(0.0)
+            .with_epsilon(1e-8)
+            .init()
+    };
+    let fresh = PpoModules {
+        previous: (s.p.reference == Reference::Previous).then(|| policy.clone()),
+        trained: PolicyValue {
+            value: ValueHead::new(policy.config.d_model, &s.device),
+            policy,
+        },
+    };
+    match ckpt.load_progress::<Progress>() {
+        Some(pr) if pr.update > 0 && pr.update <= updates => {
+            let (m, o) = ckpt.load(fresh, new_optim())?;
+            let _ = writeln!(
+                log,
+                "resuming from the checkpoint after update {}",
+                pr.update
+            );
+            Ok((m.trained, m.previous, o, pr))
+        }
+        _ => Ok((
+            fresh.trained,
+            fresh.previous,
+            new_optim(),
+            Progress {
+                update: 0,
+                state: PpoState {
+                    kl: s.p.kl_controller(),
+                    reward_moments: RunningMoments::default(),
+                },
+                curve: Vec::new(),
+            },
+        )),
+    }
+}
+
+/// Offline: one stored, scored candidate per product, as tokens, with its stored scores.
+type Replayed = (Vec<Vec<u32>>, Vec<[f64; 7]>);
+
+fn replay(s: &Setup<'_>, picked: &[&Rollout<'_>], rng: &mut Rng) -> Result<Replayed, String> {
+    let mut rows = Vec::new();
+    let mut scores = Vec::new();
+    for r in picked {
+        let scored: Vec<_> = r
+            .product
+            .candidates
+            .iter()
+            .filter(|c| c.scores.is_some())
+            .collect();
+        let c = scored[rng.below(scored.len() as u64) as usize];
+        let f = features(r.product, c, 1.0)?;
+        scores.push(f.map(|x| x as f64));
+        rows.push(encode(
+            &s.tk,
+            &c.text,
+            s.p.max_new_tokens as usize + 1,
+            s.eos,
+        )?);
+    }
+    Ok((rows, scores))
+}
+
+/// One PPO update on the batch of update `u`.
+fn one_update(
+    s: &Setup<'_>,
+    rollouts: &[Rollout<'_>],
+    model: PolicyValue,
+    previous: Option<&Bart>,
+    optim: &mut ModuleOptimizer,
+    progress: &mut Progress,
+    seed: u64,
+) -> Result<(PolicyValue, UpdateStats), String> {
+    let u = progress.update;
+    let batch = (s.p.batch as usize).min(rollouts.len());
+    let per_epoch = rollouts.len().div_ceil(batch);
+    let order = epoch_order(rollouts.len(), seed, u / per_epoch);
+    let start = (u % per_epoch) * batch;
+    let picked: Vec<&Rollout> = (0..batch)
+        .map(|k| &rollouts[order[(start + k) % order.len()]])
+        .collect();
+    let mut rng = Rng::new(seed ^ (u as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let sources: Vec<Vec<u32>> = picked.iter().map(|r| r.source.clone()).collect();
+    let ce: Vec<Vec<u32>> = picked.iter().map(|r| r.ce_target.clone()).collect();
+    let (given, stored_scores) = match s.p.mode {
+        Mode::Offline => {
+            let (rows, scores) = replay(s, &picked, &mut rng)?;
+            (Some(rows), scores)
+        }
+        Mode::Online => (None, Vec::new()),
+    };
+    let mut reward = |responses: &[Vec<u32>]| -> Result<Vec<f64>, String> {
+        let texts: Vec<String> = responses.iter().map(|r| decode(&s.tk, r)).collect();
+        let items: Vec<ToScore> = texts
+            .iter()
+            .zip(&picked)
+            .enumerate()
+            .map(|(i, (text, r))| ToScore {
+                reviews: &r.product.reviews,
+                summary: text,
+                features: if given.is_some() {
+                    stored_scores.get(i).copied()
+                } else if s.scorer.reads_features() {
+                    Some(s.lexical.score(&r.profile, text))
+                } else {
+                    None
+                },
+            })
+            .collect();
+        s.scorer.rewards(&items, &s.device)
+    };
+    ppo_update(
+        model,
+        optim,
+        previous.unwrap_or(&s.reference),
+        &sources,
+        given.as_deref(),
+        (s.settings.ce_mix > 0.0).then_some(ce.as_slice()),
+        &mut reward,
+        &mut progress.state,
+        &s.settings,
+        &mut rng,
+        &s.device,
+    )
+}
+
+fn log_update(
+    log: &mut dyn std::io::Write,
+    stats: &UpdateStats,
+    done: usize,
+    total: usize,
+    eta: String,
+) {
+    let _ = writeln!(
+        log,
+        "{} update {done}/{total} score {:.4} ±{:.4} reward {:.3} KL {:.3} β {:.3} pg {:.4} vf {:.4} ce {:.4} clip {:.3} entropy {:.3} len {:.1} ETA {eta}",
+        progress_bar(done, total),
+        stats.score,
+        stats.score_std,
+        stats.reward,
+        stats.kl,
+        stats.kl_coef,
+        stats.policy_loss,
+        stats.value_loss,
+        stats.ce_loss,
+        stats.clipfrac,
+        stats.entropy,
+        stats.response_length,
+    );
+}
+
+/// The policy folder, the value head and the curve.
+fn write_outputs(
+    out: &std::path::Path,
+    model: &PolicyValue,
+    tk: &Tokenizer,
+    curve: &[UpdateStats],
+) -> Result<(), String> {
+    let model_dir = out.join("model");
+    io::save(&model.policy, &model_dir)?;
+    tk.save(model_dir.join("tokenizer.json"), true)
+        .map_err(|e| format!("cannot save tokenizer.json: {e}"))?;
+    let mut store = crate::ml::safetensors_writer(&out.join("value_head.safetensors"));
+    burn::store::ModuleSnapshot::save_into(&model.value, &mut store)
+        .map_err(|e| format!("cannot save the value head: {e}"))?;
+    let mut text = String::new();
+    for s in curve {
+        text.push_str(&serde_json::to_string(s).map_err(|e| e.to_string())?);
+        text.push('\n');
+    }
+    std::fs::write(out.join("ppo_curve.jsonl"), text)
+        .map_err(|e| format!("cannot write ppo_curve.jsonl: {e}"))
+}
+
+/// Means over the first and last few updates.
+fn curve_metrics(progress: &Progress) -> Metrics {
+    let c = &progress.curve;
+    let k = c.len().clamp(1, 3);
+    let mean = |xs: &[UpdateStats], f: fn(&UpdateStats) -> f64| {
+        xs.iter().map(f).sum::<f64>() / xs.len().max(1) as f64
+    };
+    let last = &c[c.len() - k..];
+    let mut m = Metrics::new();
+    m.insert("updates".into(), c.len() as f64);
+    m.insert("reward_first".into(), mean(&c[..k], |s| s.score));
+    m.insert("reward_last".into(), mean(last, |s| s.score));
+    m.insert("kl_last".into(), mean(last, |s| s.kl));
+    m.insert("kl_coef_last".into(), progress.state.kl.value);
+    m.insert("entropy_last".into(), mean(last, |s| s.entropy));
+    m.insert("missing_eos_last".into(), mean(last, |s| s.missing_eos));
+    m.insert(
+        "response_length_last".into(),
+        mean(last, |s| s.response_length),
+    );
+    m.insert("clipfrac_mean".into(), mean(c, |s| s.clipfrac));
+    m
+}
+
+impl Kind for PpoStage {
+    type Params = Params;
+    type Inputs = Inputs;
+
+    fn check(&self, p: &Params) -> Result<(), String> {
+        p.generation().check()
+    }
+
+    fn run(
+        &self,
+        p: &Params,
+        inputs: &Inputs,
+        ctx: &mut StageContext<'_>,
+    ) -> Result<Metrics, String> {
+        let products = products_of(&inputs.datasets)?;
         let device = crate::ml::device(ctx.backend, ctx.seed as u64)?;
-        let (mut policy, _) = io::load(&sft_dir, &device)?;
+        let (mut policy, tk) = inputs.policy.load(&device)?;
         // PPO runs without dropout (TRL, lm-human-preferences).
         policy.set_dropout(0.0);
-        let reference = policy.clone();
-        let tk: Tokenizer = load_tokenizer(&sft_dir.join("tokenizer.json"))?;
-        let scorer = Scorer::load(&rm_dir, &device)?;
-        let eos = policy.config.eos_token_id;
-        let max_source = param_i64(p, "max-source")? as usize;
-        let max_new = param_i64(p, "max-new-tokens")? as usize;
-        let ce_target = param_str(p, "ce-target")?;
-        let split = param_str(p, "train-split")?;
-
-        let lexical = Lexical::new();
-        let mut rollouts = Vec::new();
-        for prod in products.iter().filter(|x| x.split == split) {
-            let target = targets_of(prod, ce_target).into_iter().next();
-            if mode == "offline" && !prod.candidates.iter().any(|c| c.scores.is_some()) {
-                continue;
-            }
-            let Some(target) = target else { continue };
-            rollouts.push(Rollout {
-                product: prod,
-                source: encode(&tk, &source_text(prod), max_source, eos)?,
-                ce_target: encode(&tk, &target, max_new + 1, eos)?,
-                profile: lexical.profile(&prod.reviews),
-            });
-        }
-        if rollouts.is_empty() {
-            return Err(format!(
-                "no `{split}` products with a `{ce_target}` summary{}",
-                if mode == "offline" {
-                    " and scored candidates"
-                } else {
-                    ""
-                }
-            ));
-        }
-
-        let settings = PpoSettings {
-            gamma: param_f64(p, "gamma")?,
-            lambda: param_f64(p, "lambda")?,
-            clip: param_f64(p, "clip")?,
-            value_clip: param_f64(p, "value-clip")?,
-            vf_coef: param_f64(p, "vf-coef")?,
-            ce_mix: param_f64(p, "ce-mix")?,
-            ppo_epochs: param_i64(p, "ppo-epochs")? as usize,
-            minibatch: param_i64(p, "minibatch")? as usize,
-            lr: param_f64(p, "lr")?,
-            max_grad_norm: param_f64(p, "max-grad-norm")?,
-            missing_eos_penalty: param_f64(p, "missing-eos-penalty")?,
-            reward_norm: RewardNorm::parse(param_str(p, "reward-norm")?)?,
-            generation: GenerateOptions {
-                sample: true,
-                temperature: param_f64(p, "temperature")?,
-                top_k: param_i64(p, "top-k")? as usize,
-                top_p: param_f64(p, "top-p")?,
-                ..GenerateOptions::greedy(max_new)
-            },
+        let setup = Setup {
+            p,
+            eos: policy.config.eos_token_id,
+            reference: policy.clone(),
+            tk,
+            scorer: inputs.reward_model.scorer(&device)?,
+            lexical: Lexical::new(),
+            settings: p.settings(),
+            device,
         };
-        settings.generation.check()?;
-        let kl_target = param_f64(p, "kl-target")?;
-        let kl = KlController {
-            value: param_f64(p, "kl-coef")?,
-            adaptive: (kl_target > 0.0)
-                .then(|| Ok::<_, String>((kl_target, param_f64(p, "kl-horizon")?)))
-                .transpose()?,
-        };
-        let updates = param_i64(p, "updates")? as usize;
-        let batch = (param_i64(p, "batch")? as usize).min(rollouts.len());
-        let checkpoint_every = param_i64(p, "checkpoint-every")? as usize;
-        let seed = ctx.seed as u64;
-
-        // Resume or start.
+        let rollouts = rollouts(&setup, &products)?;
+        let updates = p.updates as usize;
         let ckpt = Checkpoints {
             dir: ctx.checkpoint_dir.to_path_buf(),
         };
-        let new_optim = || {
-            AdamWConfig::new()
-                .with_weight_decay(0.0)
-                .with_epsilon(1e-8)
-                .init()
-        };
-        // The KL reference: the SFT model, or the policy before the last update.
-        let follow_previous = param_str(p, "reference")? == "previous";
-        let fresh = PpoModules {
-            previous: follow_previous.then(|| policy.clone()),
-            trained: PolicyValue {
-                value: ValueHead::new(policy.config.d_model, &device),
-                policy,
-            },
-        };
         let (mut model, mut previous, mut optim, mut progress) =
-            match ckpt.load_progress::<Progress>() {
-                Some(pr) if pr.update > 0 && pr.update <= updates => {
-                    let (m, o) = ckpt.load(fresh, new_optim())?;
-                    let (m, previous) = (m.trained, m.previous);
-                    let _ = writeln!(
-                        ctx.log,
-                        "resuming from the checkpoint after update {}",
-                        pr.update
-                    );
-                    (m, previous, o, pr)
-                }
-                _ => (
-                    fresh.trained,
-                    fresh.previous,
-                    new_optim(),
-                    Progress {
-                        update: 0,
-                        state: PpoState {
-                            kl,
-                            reward_moments: RunningMoments::default(),
-                        },
-                        curve: Vec::new(),
-                    },
-                ),
-            };
+            resume_or_start(&setup, policy, &ckpt, ctx.log)?;
         let _ = writeln!(
             ctx.log,
-            "ppo ({mode}): {} products, {updates} updates of {batch}",
-            rollouts.len()
+            "ppo ({}): {} products, {updates} updates of {}",
+            match p.mode {
+                Mode::Online => "online",
+                Mode::Offline => "offline",
+            },
+            rollouts.len(),
+            (p.batch as usize).min(rollouts.len())
         );
-
-        let per_epoch = rollouts.len().div_ceil(batch);
+        let seed = ctx.seed as u64;
         let (started, first_update) = (std::time::Instant::now(), progress.update);
         while progress.update < updates {
-            let u = progress.update;
-            let order = crate::ml::bart::train::epoch_order(rollouts.len(), seed, u / per_epoch);
-            let start = (u % per_epoch) * batch;
-            let picked: Vec<&Rollout> = (0..batch)
-                .map(|k| &rollouts[order[(start + k) % order.len()]])
-                .collect();
-            let mut rng = Rng::new(seed ^ (u as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let sources: Vec<Vec<u32>> = picked.iter().map(|r| r.source.clone()).collect();
-            let ce: Vec<Vec<u32>> = picked.iter().map(|r| r.ce_target.clone()).collect();
-            // Offline: one stored, scored candidate per product, with its stored scores.
-            let mut stored_scores = Vec::new();
-            let given: Option<Vec<Vec<u32>>> = if mode == "offline" {
-                let mut rows = Vec::new();
-                for r in &picked {
-                    let scored: Vec<_> = r
-                        .product
-                        .candidates
-                        .iter()
-                        .filter(|c| c.scores.is_some())
-                        .collect();
-                    let c = scored[rng.below(scored.len() as u64) as usize];
-                    let f = features(r.product, c, 1.0)?;
-                    stored_scores.push(f.map(|x| x as f64));
-                    rows.push(encode(&tk, &c.text, max_new + 1, eos)?);
-                }
-                Some(rows)
-            } else {
-                None
-            };
-            let mut reward = |responses: &[Vec<u32>]| -> Result<Vec<f64>, String> {
-                let texts: Vec<String> = responses.iter().map(|r| decode(&tk, r)).collect();
-                let items: Vec<ToScore> = texts
-                    .iter()
-                    .zip(&picked)
-                    .enumerate()
-                    .map(|(i, (text, r))| ToScore {
-                        reviews: &r.product.reviews,
-                        summary: text,
-                        features: if given.is_some() {
-                            stored_scores.get(i).copied()
-                        } else if scorer.reads_features() {
-                            Some(lexical.score(&r.profile, text))
-                        } else {
-                            None
-                        },
-                    })
-                    .collect();
-                scorer.rewards(&items, &device)
-            };
-            let before = follow_previous.then(|| model.policy.clone());
-            let (m, stats) = ppo_update(
+            let before = previous.is_some().then(|| model.policy.clone());
+            let (m, stats) = one_update(
+                &setup,
+                &rollouts,
                 model,
+                previous.as_ref(),
                 &mut optim,
-                previous.as_ref().unwrap_or(&reference),
-                &sources,
-                given.as_deref(),
-                (settings.ce_mix > 0.0).then_some(ce.as_slice()),
-                &mut reward,
-                &mut progress.state,
-                &settings,
-                &mut rng,
-                &device,
+                &mut progress,
+                seed,
             )?;
             model = m;
             if before.is_some() {
                 previous = before;
             }
             progress.update += 1;
-            let _ = writeln!(
-                ctx.log,
-                "{} update {}/{updates} score {:.4} ±{:.4} reward {:.3} KL {:.3} β {:.3} pg {:.4} vf {:.4} ce {:.4} clip {:.3} entropy {:.3} len {:.1} ETA {}",
-                super::progress_bar(progress.update, updates),
-                progress.update,
-                stats.score,
-                stats.score_std,
-                stats.reward,
-                stats.kl,
-                stats.kl_coef,
-                stats.policy_loss,
-                stats.value_loss,
-                stats.ce_loss,
-                stats.clipfrac,
-                stats.entropy,
-                stats.response_length,
-                super::eta(
-                    started,
-                    progress.update - first_update,
-                    updates - progress.update
-                )
+            let left = eta(
+                started,
+                progress.update - first_update,
+                updates - progress.update,
             );
+            log_update(ctx.log, &stats, progress.update, updates, left);
             progress.curve.push(stats);
-            if checkpoint_every > 0
-                && progress.update % checkpoint_every == 0
-                && progress.update < updates
-            {
+            let every = p.checkpoint_every as usize;
+            if every > 0 && progress.update % every == 0 && progress.update < updates {
                 let modules = PpoModules {
                     trained: model.clone(),
                     previous: previous.clone(),
@@ -433,48 +570,7 @@ impl Stage for PpoStage {
                 let _ = writeln!(ctx.log, "checkpoint after update {}", progress.update);
             }
         }
-
-        // Outputs.
-        let model_dir = ctx.output.join("model");
-        io::save(&model.policy, &model_dir)?;
-        tk.save(model_dir.join("tokenizer.json"), true)
-            .map_err(|e| format!("cannot save tokenizer.json: {e}"))?;
-        let mut store =
-            burn::store::SafetensorsStore::from_file(ctx.output.join("value_head.safetensors"))
-                .overwrite(true);
-        burn::store::ModuleSnapshot::save_into(&model.value, &mut store)
-            .map_err(|e| format!("cannot save the value head: {e}"))?;
-        let mut curve = String::new();
-        for s in &progress.curve {
-            curve.push_str(&serde_json::to_string(s).map_err(|e| e.to_string())?);
-            curve.push('\n');
-        }
-        std::fs::write(ctx.output.join("ppo_curve.jsonl"), curve)
-            .map_err(|e| format!("cannot write ppo_curve.jsonl: {e}"))?;
-        let c = &progress.curve;
-        let k = c.len().clamp(1, 3);
-        let mean = |xs: &[UpdateStats], f: fn(&UpdateStats) -> f64| {
-            xs.iter().map(f).sum::<f64>() / xs.len().max(1) as f64
-        };
-        let mut m = Metrics::new();
-        m.insert("updates".into(), c.len() as f64);
-        m.insert("reward_first".into(), mean(&c[..k], |s| s.score));
-        m.insert("reward_last".into(), mean(&c[c.len() - k..], |s| s.score));
-        m.insert("kl_last".into(), mean(&c[c.len() - k..], |s| s.kl));
-        m.insert("kl_coef_last".into(), progress.state.kl.value);
-        m.insert(
-            "entropy_last".into(),
-            mean(&c[c.len() - k..], |s| s.entropy),
-        );
-        m.insert(
-            "missing_eos_last".into(),
-            mean(&c[c.len() - k..], |s| s.missing_eos),
-        );
-        m.insert(
-            "response_length_last".into(),
-            mean(&c[c.len() - k..], |s| s.response_length),
-        );
-        m.insert("clipfrac_mean".into(), mean(c, |s| s.clipfrac));
-        Ok(m)
+        write_outputs(ctx.output, &model, &setup.tk, &progress.curve)?;
+        Ok(curve_metrics(&progress))
     }
 }

@@ -10,106 +10,181 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use schemars::JsonSchema;
+use serde::Deserialize;
 use tokenizers::Tokenizer;
 
-use super::dataset::{Category, Product};
-use super::{Stage, StageContext, param_bool, param_f64, param_i64, param_str};
-use crate::dsl::Metrics;
 use crate::ml::bart::train::{
-    Checkpoints, Example, Observer, SftSettings, StepLog, Validation, mean_loss, train_sft,
+    Checkpoints, Example, Observer, SftSettings, StepLog, Trained, Validation, mean_loss, train_sft,
 };
 use crate::ml::bart::{Bart, BartConfig, GenerateOptions, generate_batched, io};
 use crate::rng::Rng;
+use crate::stages::formats::dataset::{DatasetInput, Product, Target, products_of};
+use crate::stages::formats::model::{decode, encode};
+use crate::stages::formats::tokenizer::{self, TokenizerInput, special};
+use crate::stages::kind::{Kind, Metrics, StageContext, eta, progress_bar};
 use crate::text::rouge::{MultiRef, RougeScorer, RougeScores, mean};
 
+/// The `sft` kind.
 pub struct SftStage;
 
-/// A product turned into model text: its source and the summaries it teaches or is scored against.
-#[derive(Debug, Clone)]
-pub struct Pair {
-    pub product: String,
-    pub source: String,
-    pub targets: Vec<String>,
-    pub reviews: Vec<String>,
+/// The parameters of `plugins/builtin/sft.kdl`.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Params {
+    /// What the model learns to write.
+    pub target: Target,
+    /// A Hugging Face BART folder to start from (empty: from scratch).
+    pub pretrained: PathBuf,
+    /// From scratch: model width.
+    #[schemars(range(min = 8, max = 65536))]
+    pub d_model: i64,
+    /// From scratch: encoder and decoder layers.
+    #[schemars(range(min = 1, max = 1024))]
+    pub layers: i64,
+    /// From scratch: attention heads.
+    #[schemars(range(min = 1, max = 1024))]
+    pub heads: i64,
+    /// From scratch: feed-forward width (0: 4 x d-model).
+    #[schemars(range(min = 0, max = 1048576))]
+    pub ffn: i64,
+    /// From scratch: dropout.
+    #[schemars(range(min = 0, max = 0.9))]
+    pub dropout: f64,
+    /// Passes over the training examples.
+    #[schemars(range(min = 1, max = 1000000))]
+    pub epochs: i64,
+    /// Peak learning rate.
+    #[schemars(range(min = 0))]
+    pub lr: f64,
+    /// Examples per forward pass.
+    #[schemars(range(min = 1, max = 1000000))]
+    pub batch: i64,
+    /// Forward passes per optimizer step.
+    #[schemars(range(min = 1, max = 1000000))]
+    pub grad_accum: i64,
+    /// Share of all steps in linear warm-up.
+    #[schemars(range(min = 0, max = 1))]
+    pub warmup: f64,
+    /// The cosine decays to lr x this.
+    #[schemars(range(min = 0, max = 1))]
+    pub min_lr_ratio: f64,
+    /// AdamW weight decay.
+    #[schemars(range(min = 0))]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0: off).
+    #[schemars(range(min = 0))]
+    pub max_grad_norm: f64,
+    /// Source tokens kept.
+    #[schemars(range(min = 8, max = 1000000))]
+    pub max_source: i64,
+    /// Target tokens kept; also the validation generation limit.
+    #[schemars(range(min = 4, max = 1000000))]
+    pub max_target: i64,
+    /// Validate every N optimizer steps (0: once per epoch).
+    #[schemars(range(min = 0))]
+    pub eval_every: i64,
+    /// Validate on the first N validation products (0: all).
+    #[schemars(range(min = 0))]
+    pub val_products: i64,
+    /// Keep the best validation ROUGE-L model (else the last).
+    pub keep_best: bool,
+    /// Checkpoint every N steps (0: only at validations).
+    #[schemars(range(min = 0))]
+    pub checkpoint_every: i64,
+    /// Split trained on.
+    pub train_split: String,
+    /// Split validated on.
+    pub validation_split: String,
 }
 
-/// The summaries of `p` that `target` names.
-pub fn targets_of(p: &Product, target: &str) -> Vec<String> {
-    match target {
-        "reference" => p.references.clone(),
-        "preferred" => p
-            .preferences
-            .iter()
-            .filter_map(|pref| p.candidates.get(pref.preferred))
-            .map(|c| c.text.clone())
-            .collect(),
-        category => {
-            let want = match category {
-                "good" => Category::Good,
-                "slightly-bad" => Category::SlightlyBad,
-                _ => Category::VeryBad,
-            };
-            p.candidates
-                .iter()
-                .filter(|c| c.category == Some(want))
-                .map(|c| c.text.clone())
-                .collect()
+impl Default for Params {
+    fn default() -> Params {
+        Params {
+            target: Target::Preferred,
+            pretrained: PathBuf::new(),
+            d_model: 128,
+            layers: 2,
+            heads: 4,
+            ffn: 0,
+            dropout: 0.1,
+            epochs: 4,
+            lr: 0.0005,
+            batch: 8,
+            grad_accum: 1,
+            warmup: 0.06,
+            min_lr_ratio: 0.0,
+            weight_decay: 0.05,
+            max_grad_norm: 1.0,
+            max_source: 512,
+            max_target: 128,
+            eval_every: 0,
+            val_products: 0,
+            keep_best: true,
+            checkpoint_every: 50,
+            train_split: "train".into(),
+            validation_split: "validation".into(),
         }
     }
 }
 
-/// The source text of a product: its reviews joined by spaces.
-pub fn source_text(p: &Product) -> String {
-    p.reviews
-        .iter()
-        .map(|r| r.trim())
-        .collect::<Vec<_>>()
-        .join(" ")
+impl Params {
+    fn settings(&self, seed: i64) -> SftSettings {
+        SftSettings {
+            epochs: self.epochs as usize,
+            lr: self.lr,
+            batch: self.batch as usize,
+            grad_accum: self.grad_accum as usize,
+            warmup: self.warmup,
+            min_lr_ratio: self.min_lr_ratio,
+            weight_decay: self.weight_decay,
+            max_grad_norm: self.max_grad_norm,
+            eval_every: self.eval_every as usize,
+            checkpoint_every: self.checkpoint_every as usize,
+            keep_best: self.keep_best,
+            seed: seed as u64,
+        }
+    }
 }
 
-pub fn pairs(products: &[Product], split: &str, target: &str) -> Vec<Pair> {
+/// The inputs of an sft stage.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Inputs {
+    /// Datasets with the training and validation products.
+    pub datasets: Vec<DatasetInput>,
+    /// The tokenizer of a model trained from scratch.
+    pub tokenizer: Option<TokenizerInput>,
+}
+
+/// A product turned into model text: its source and the summaries it teaches or is scored against.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    /// The product's id.
+    pub product: String,
+    /// Its reviews joined.
+    pub source: String,
+    /// The summaries `target` names.
+    pub targets: Vec<String>,
+    /// Its reviews.
+    pub reviews: Vec<String>,
+}
+
+/// The pairs of the products in `split` that have a `target` summary.
+pub fn pairs(products: &[Product], split: &str, target: Target) -> Vec<Pair> {
     products
         .iter()
         .filter(|p| p.split == split)
         .filter_map(|p| {
-            let targets = targets_of(p, target);
+            let targets = p.targets(target);
             (!targets.is_empty()).then(|| Pair {
                 product: p.id.clone(),
-                source: source_text(p),
+                source: p.source_text(),
                 targets,
                 reviews: p.reviews.clone(),
             })
         })
         .collect()
-}
-
-/// Tokenizes with the special tokens and cuts to `max` tokens, keeping the final EOS.
-pub fn encode(tk: &Tokenizer, text: &str, max: usize, eos: u32) -> Result<Vec<u32>, String> {
-    let mut ids = tk
-        .encode(text, true)
-        .map_err(|e| format!("cannot tokenize: {e}"))?
-        .get_ids()
-        .to_vec();
-    if ids.len() > max {
-        ids.truncate(max - 1);
-        ids.push(eos);
-    }
-    Ok(ids)
-}
-
-pub fn decode(tk: &Tokenizer, ids: &[u32]) -> String {
-    tk.decode(ids, true).unwrap_or_default().trim().to_string()
-}
-
-/// Reads the tokenizer and the special ids BART needs from it.
-pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, String> {
-    Tokenizer::from_file(path).map_err(|e| format!("cannot load `{}`: {e}", path.display()))
-}
-
-fn special(tk: &Tokenizer, token: &str) -> Result<u32, String> {
-    tk.token_to_id(token).ok_or_else(|| {
-        format!("the tokenizer has no `{token}` token, which BART needs (train it with the default special tokens)")
-    })
 }
 
 /// ROUGE of `predictions` against each pair's targets (max over references).
@@ -163,14 +238,14 @@ impl Observer for StageObserver<'_, '_> {
         let _ = writeln!(
             self.log,
             "{} step {}/{} epoch {} loss {:.4} lr {:.2e} |g| {:.2} ETA {}",
-            super::progress_bar(log.step, total),
+            progress_bar(log.step, total),
             log.step,
             total,
             log.epoch + 1,
             log.loss,
             log.lr,
             log.grad_norm,
-            super::eta(self.started, log.step - first, total - log.step)
+            eta(self.started, log.step - first, total - log.step)
         );
     }
 
@@ -215,73 +290,252 @@ fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<(), Strin
     std::fs::write(path, out).map_err(|e| format!("cannot write `{}`: {e}", path.display()))
 }
 
-impl Stage for SftStage {
-    fn run(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, String> {
-        let p = ctx.params;
-        let target = param_str(p, "target")?.to_string();
-        let pretrained = param_str(p, "pretrained")?.to_string();
-        let max_source = param_i64(p, "max-source")? as usize;
-        let max_target = param_i64(p, "max-target")? as usize;
+/// A model from scratch, sized by the parameters, for the tokenizer input.
+fn scratch_model(
+    p: &Params,
+    tokenizer: Option<&TokenizerInput>,
+    device: &burn::tensor::Device,
+) -> Result<(Bart, Tokenizer), String> {
+    let tk_input =
+        tokenizer.ok_or("training from scratch needs a tokenizer input (a `tokenizer` stage)")?;
+    let tk = tk_input.load()?;
+    let mut cfg = BartConfig::small(
+        tk.get_vocab_size(true),
+        p.d_model as usize,
+        p.layers as usize,
+        p.heads as usize,
+    );
+    if p.ffn > 0 {
+        cfg.encoder_ffn_dim = p.ffn as usize;
+        cfg.decoder_ffn_dim = p.ffn as usize;
+    }
+    cfg.dropout = p.dropout;
+    cfg.pad_token_id = special(&tk, "<pad>")?;
+    cfg.bos_token_id = special(&tk, "<s>")?;
+    cfg.eos_token_id = special(&tk, "</s>")?;
+    cfg.decoder_start_token_id = cfg.eos_token_id;
+    cfg.max_position_embeddings = (p.max_source as usize).max(p.max_target as usize + 1);
+    cfg.check()
+        .map_err(|e| format!("{e} (check `d-model` and `heads`)"))?;
+    Ok((Bart::new(&cfg, device)?, tk))
+}
 
-        let (products, tokenizer_path) = super::datasets_and_tokenizer(ctx.inputs)?;
-        let device = crate::ml::device(ctx.backend, ctx.seed as u64)?;
-
-        // The model and its tokenizer.
-        let (initial, tk) = if pretrained.is_empty() {
-            let tk_path = tokenizer_path
-                .ok_or("training from scratch needs a tokenizer input (a `tokenizer` stage)")?;
-            let tk = load_tokenizer(&tk_path)?;
-            let mut cfg = BartConfig::small(
-                tk.get_vocab_size(true),
-                param_i64(p, "d-model")? as usize,
-                param_i64(p, "layers")? as usize,
-                param_i64(p, "heads")? as usize,
+/// A Hugging Face checkpoint folder, with its own tokenizer (else the input's).
+fn pretrained_model(
+    p: &Params,
+    tokenizer: Option<&TokenizerInput>,
+    log: &mut dyn Write,
+    device: &burn::tensor::Device,
+) -> Result<(Bart, Tokenizer), String> {
+    let dir = &p.pretrained;
+    let (model, report) = io::load(dir, device)?;
+    if !report.unused.is_empty() {
+        let _ = writeln!(log, "unused tensors in the checkpoint: {:?}", report.unused);
+    }
+    let tk = if dir.join("tokenizer.json").is_file() {
+        if tokenizer.is_some() {
+            let _ = writeln!(
+                log,
+                "using the checkpoint's own tokenizer.json, not the tokenizer input"
             );
-            let ffn = param_i64(p, "ffn")? as usize;
-            if ffn > 0 {
-                cfg.encoder_ffn_dim = ffn;
-                cfg.decoder_ffn_dim = ffn;
-            }
-            cfg.dropout = param_f64(p, "dropout")?;
-            cfg.pad_token_id = special(&tk, "<pad>")?;
-            cfg.bos_token_id = special(&tk, "<s>")?;
-            cfg.eos_token_id = special(&tk, "</s>")?;
-            cfg.decoder_start_token_id = cfg.eos_token_id;
-            cfg.max_position_embeddings = max_source.max(max_target + 1);
-            cfg.check()
-                .map_err(|e| format!("{e} (check `d-model` and `heads`)"))?;
-            (Bart::new(&cfg, &device)?, tk)
+        }
+        tokenizer::load(&dir.join("tokenizer.json"))?
+    } else {
+        tokenizer
+            .ok_or(format!(
+                "`{}` has no tokenizer.json and no tokenizer input is given",
+                dir.display()
+            ))?
+            .load()?
+    };
+    let positions = model.config.max_position_embeddings;
+    let (max_source, max_target) = (p.max_source as usize, p.max_target as usize);
+    if max_source > positions || max_target + 1 > positions {
+        return Err(format!(
+            "max-source {max_source} / max-target {max_target} exceed the checkpoint's {positions} positions"
+        ));
+    }
+    Ok((model, tk))
+}
+
+/// Training examples (one per product and target summary) and validation ones (one per product).
+struct Data {
+    val_pairs: Vec<Pair>,
+    train: Vec<Example>,
+    train_products: usize,
+    val: Vec<Example>,
+}
+
+fn examples(p: &Params, products: &[Product], tk: &Tokenizer, eos: u32) -> Result<Data, String> {
+    let train_pairs = pairs(products, &p.train_split, p.target);
+    let mut val_pairs = pairs(products, &p.validation_split, p.target);
+    let target = p.target.name();
+    if train_pairs.is_empty() {
+        return Err(format!(
+            "no `{}` products with a `{target}` summary in the inputs",
+            p.train_split
+        ));
+    }
+    if val_pairs.is_empty() {
+        return Err(format!(
+            "no `{}` products with a `{target}` summary: validation picks the model (set `validation-split`, or re-split the dataset with `validation-fraction`)",
+            p.validation_split
+        ));
+    }
+    if p.val_products > 0 {
+        val_pairs.truncate(p.val_products as usize);
+    }
+    let (max_source, max_target) = (p.max_source as usize, p.max_target as usize);
+    let mut train = Vec::new();
+    for pair in &train_pairs {
+        let source = encode(tk, &pair.source, max_source, eos)?;
+        for t in &pair.targets {
+            train.push(Example {
+                source: source.clone(),
+                target: encode(tk, t, max_target, eos)?,
+            });
+        }
+    }
+    let val: Vec<Example> = val_pairs
+        .iter()
+        .map(|pair| {
+            Ok(Example {
+                source: encode(tk, &pair.source, max_source, eos)?,
+                target: encode(tk, &pair.targets[0], max_target, eos)?,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(Data {
+        val_pairs,
+        train,
+        train_products: train_pairs.len(),
+        val,
+    })
+}
+
+/// ROUGE of copying the first review, and a random one.
+fn baselines(val_pairs: &[Pair], seed: i64, m: &mut Metrics) {
+    let first: Vec<String> = val_pairs
+        .iter()
+        .map(|p| p.reviews.first().cloned().unwrap_or_default())
+        .collect();
+    let mut rng = Rng::new(seed as u64);
+    let random: Vec<String> = val_pairs
+        .iter()
+        .map(|p| {
+            let i = rng.below(p.reviews.len().max(1) as u64) as usize;
+            p.reviews.get(i).cloned().unwrap_or_default()
+        })
+        .collect();
+    put_rouge(
+        m,
+        "baseline_first_review_",
+        &rouge_against(val_pairs, &first),
+    );
+    put_rouge(
+        m,
+        "baseline_random_review_",
+        &rouge_against(val_pairs, &random),
+    );
+}
+
+/// The model folder, curves and validation summaries; returns the summaries.
+fn write_outputs(
+    out: &Path,
+    kept: &Bart,
+    tk: &Tokenizer,
+    trained: &Trained,
+    data: &Data,
+    max_target: usize,
+    device: &burn::tensor::Device,
+) -> Result<Vec<String>, String> {
+    let model_dir = out.join("model");
+    io::save(kept, &model_dir)?;
+    tk.save(model_dir.join("tokenizer.json"), true)
+        .map_err(|e| format!("cannot save tokenizer.json: {e}"))?;
+    write_jsonl(&out.join("train_curve.jsonl"), &trained.progress.curve)?;
+    write_jsonl(
+        &out.join("validation_curve.jsonl"),
+        &trained.progress.validations,
+    )?;
+    let sources: Vec<Vec<u32>> = data.val.iter().map(|e| e.source.clone()).collect();
+    let preds = summarize(kept, tk, &sources, max_target, device);
+    let rows: Vec<serde_json::Value> = data
+        .val_pairs
+        .iter()
+        .zip(&preds)
+        .map(|(p, s)| serde_json::json!({"product": p.product, "summary": s, "targets": p.targets}))
+        .collect();
+    write_jsonl(&out.join("validation_summaries.jsonl"), &rows)?;
+    Ok(preds)
+}
+
+/// Sizes, losses and the kept model's validation scores.
+fn final_metrics(
+    m: &mut Metrics,
+    cfg: &BartConfig,
+    trained: &Trained,
+    data: &Data,
+    keep_best: bool,
+) {
+    let progress = &trained.progress;
+    let best = progress
+        .best_step
+        .and_then(|b| progress.validations.iter().find(|v| v.step == b));
+    let curve = &progress.curve;
+    let head = curve.len().clamp(1, 10);
+    let mean_loss_of =
+        |xs: &[StepLog]| xs.iter().map(|s| s.loss).sum::<f64>() / xs.len().max(1) as f64;
+    m.insert("parameters".into(), cfg.parameters() as f64);
+    m.insert("train_examples".into(), data.train.len() as f64);
+    m.insert("val_products".into(), data.val.len() as f64);
+    m.insert("steps".into(), curve.len() as f64);
+    m.insert(
+        "train_tokens".into(),
+        curve.iter().map(|s| s.tokens).sum::<usize>() as f64,
+    );
+    m.insert("train_loss_first".into(), mean_loss_of(&curve[..head]));
+    m.insert(
+        "train_loss_last".into(),
+        mean_loss_of(&curve[curve.len() - head..]),
+    );
+    if let Some(b) = best.filter(|_| keep_best) {
+        m.insert("best_step".into(), b.step as f64);
+        m.insert("val_loss".into(), b.loss);
+    } else if let Some(last) = progress.validations.last() {
+        m.insert("val_loss".into(), last.loss);
+    }
+    if let Some(last) = progress.validations.last() {
+        m.insert("val_loss_last".into(), last.loss);
+    }
+}
+
+impl Kind for SftStage {
+    type Params = Params;
+    type Inputs = Inputs;
+
+    fn check(&self, p: &Params) -> Result<(), String> {
+        if p.pretrained.as_os_str().is_empty() && p.d_model % p.heads != 0 {
+            return Err(format!(
+                "`d-model` {} is not divisible by `heads` {}",
+                p.d_model, p.heads
+            ));
+        }
+        Ok(())
+    }
+
+    fn run(
+        &self,
+        p: &Params,
+        inputs: &Inputs,
+        ctx: &mut StageContext<'_>,
+    ) -> Result<Metrics, String> {
+        let products = products_of(&inputs.datasets)?;
+        let device = crate::ml::device(ctx.backend, ctx.seed as u64)?;
+        let (initial, tk) = if p.pretrained.as_os_str().is_empty() {
+            scratch_model(p, inputs.tokenizer.as_ref(), &device)?
         } else {
-            let dir = PathBuf::from(&pretrained);
-            let (model, report) = io::load(&dir, &device)?;
-            if !report.unused.is_empty() {
-                let _ = writeln!(
-                    ctx.log,
-                    "unused tensors in the checkpoint: {:?}",
-                    report.unused
-                );
-            }
-            let tk = if dir.join("tokenizer.json").is_file() {
-                if tokenizer_path.is_some() {
-                    let _ = writeln!(
-                        ctx.log,
-                        "using the checkpoint's own tokenizer.json, not the tokenizer input"
-                    );
-                }
-                load_tokenizer(&dir.join("tokenizer.json"))?
-            } else {
-                load_tokenizer(&tokenizer_path.ok_or(format!(
-                    "`{}` has no tokenizer.json and no tokenizer input is given",
-                    dir.display()
-                ))?)?
-            };
-            let positions = model.config.max_position_embeddings;
-            if max_source > positions || max_target + 1 > positions {
-                return Err(format!(
-                    "max-source {max_source} / max-target {max_target} exceed the checkpoint's {positions} positions"
-                ));
-            }
-            (model, tk)
+            pretrained_model(p, inputs.tokenizer.as_ref(), &mut *ctx.log, &device)?
         };
         let cfg = initial.config.clone();
         if tk.get_vocab_size(true) > cfg.vocab_size {
@@ -291,112 +545,22 @@ impl Stage for SftStage {
                 cfg.vocab_size
             ));
         }
+        let data = examples(p, &products, &tk, cfg.eos_token_id)?;
+        let settings = p.settings(ctx.seed);
+        log_sizes(ctx.log, &cfg, &data, &settings);
 
-        // Examples: one per (product, target summary) in training; one per product in validation.
-        let train_split = param_str(p, "train-split")?;
-        let val_split = param_str(p, "validation-split")?;
-        let train_pairs = pairs(&products, train_split, &target);
-        let mut val_pairs = pairs(&products, val_split, &target);
-        if train_pairs.is_empty() {
-            return Err(format!(
-                "no `{train_split}` products with a `{target}` summary in the inputs"
-            ));
-        }
-        if val_pairs.is_empty() {
-            return Err(format!(
-                "no `{val_split}` products with a `{target}` summary: validation picks the model (set `validation-split`, or re-split the dataset with `validation-fraction`)"
-            ));
-        }
-        let val_limit = param_i64(p, "val-products")? as usize;
-        if val_limit > 0 {
-            val_pairs.truncate(val_limit);
-        }
-        let eos = cfg.eos_token_id;
-        let mut train = Vec::new();
-        for pair in &train_pairs {
-            let source = encode(&tk, &pair.source, max_source, eos)?;
-            for t in &pair.targets {
-                train.push(Example {
-                    source: source.clone(),
-                    target: encode(&tk, t, max_target, eos)?,
-                });
-            }
-        }
-        let val: Vec<Example> = val_pairs
-            .iter()
-            .map(|pair| {
-                Ok(Example {
-                    source: encode(&tk, &pair.source, max_source, eos)?,
-                    target: encode(&tk, &pair.targets[0], max_target, eos)?,
-                })
-            })
-            .collect::<Result<_, String>>()?;
-
-        let mean_len = |f: &dyn Fn(&Example) -> usize| {
-            train.iter().map(f).sum::<usize>() as f64 / train.len() as f64
-        };
-        let _ = writeln!(
-            ctx.log,
-            "mean tokens per example: source {:.1}, target {:.1}",
-            mean_len(&|e| e.source.len()),
-            mean_len(&|e| e.target.len())
-        );
-        let settings = SftSettings {
-            epochs: param_i64(p, "epochs")? as usize,
-            lr: param_f64(p, "lr")?,
-            batch: param_i64(p, "batch")? as usize,
-            grad_accum: param_i64(p, "grad-accum")? as usize,
-            warmup: param_f64(p, "warmup")?,
-            min_lr_ratio: param_f64(p, "min-lr-ratio")?,
-            weight_decay: param_f64(p, "weight-decay")?,
-            max_grad_norm: param_f64(p, "max-grad-norm")?,
-            eval_every: param_i64(p, "eval-every")? as usize,
-            checkpoint_every: param_i64(p, "checkpoint-every")? as usize,
-            keep_best: param_bool(p, "keep-best")?,
-            seed: ctx.seed as u64,
-        };
-        let _ = writeln!(
-            ctx.log,
-            "sft: {} parameters, {} training examples from {} products, {} validation products, {} steps",
-            cfg.parameters(),
-            train.len(),
-            train_pairs.len(),
-            val.len(),
-            settings.steps_per_epoch(train.len()) * settings.epochs
-        );
-
-        // Baselines: copy the first review; copy a random review.
         let mut m = Metrics::new();
-        let first: Vec<String> = val_pairs
-            .iter()
-            .map(|p| p.reviews.first().cloned().unwrap_or_default())
-            .collect();
-        let mut rng = Rng::new(ctx.seed as u64);
-        let random: Vec<String> = val_pairs
-            .iter()
-            .map(|p| {
-                let i = rng.below(p.reviews.len().max(1) as u64) as usize;
-                p.reviews.get(i).cloned().unwrap_or_default()
-            })
-            .collect();
-        put_rouge(
-            &mut m,
-            "baseline_first_review_",
-            &rouge_against(&val_pairs, &first),
+        baselines(&data.val_pairs, ctx.seed, &mut m);
+        m.insert(
+            "val_loss_initial".into(),
+            mean_loss(&initial, &data.val, settings.batch, &device),
         );
-        put_rouge(
-            &mut m,
-            "baseline_random_review_",
-            &rouge_against(&val_pairs, &random),
-        );
-        let initial_val_loss = mean_loss(&initial, &val, settings.batch, &device);
-        m.insert("val_loss_initial".into(), initial_val_loss);
-
+        let max_target = p.max_target as usize;
         let mut observer = StageObserver {
             log: &mut *ctx.log,
             tk: &tk,
-            val: &val_pairs,
-            val_examples: &val,
+            val: &data.val_pairs,
+            val_examples: &data.val,
             max_target,
             batch: settings.batch,
             device: device.clone(),
@@ -408,64 +572,45 @@ impl Stage for SftStage {
         };
         let trained = train_sft(
             initial,
-            &train,
+            &data.train,
             &settings,
             &checkpoints,
             &mut observer,
             &device,
         )?;
-        let progress = &trained.progress;
-        let kept = trained.model;
-
-        // Outputs.
-        let model_dir = ctx.output.join("model");
-        io::save(&kept, &model_dir)?;
-        tk.save(model_dir.join("tokenizer.json"), true)
-            .map_err(|e| format!("cannot save tokenizer.json: {e}"))?;
-        write_jsonl(&ctx.output.join("train_curve.jsonl"), &progress.curve)?;
-        write_jsonl(
-            &ctx.output.join("validation_curve.jsonl"),
-            &progress.validations,
+        let preds = write_outputs(
+            ctx.output,
+            &trained.model,
+            &tk,
+            &trained,
+            &data,
+            max_target,
+            &device,
         )?;
-        let sources: Vec<Vec<u32>> = val.iter().map(|e| e.source.clone()).collect();
-        let preds = summarize(&kept, &tk, &sources, max_target, &device);
-        let rows: Vec<serde_json::Value> = val_pairs
-            .iter()
-            .zip(&preds)
-            .map(|(p, s)| serde_json::json!({"product": p.product, "summary": s, "targets": p.targets}))
-            .collect();
-        write_jsonl(&ctx.output.join("validation_summaries.jsonl"), &rows)?;
-
-        let best = progress
-            .best_step
-            .and_then(|b| progress.validations.iter().find(|v| v.step == b));
-        let curve = &progress.curve;
-        let head = curve.len().clamp(1, 10);
-        let mean_loss_of =
-            |xs: &[StepLog]| xs.iter().map(|s| s.loss).sum::<f64>() / xs.len().max(1) as f64;
-        m.insert("parameters".into(), cfg.parameters() as f64);
-        m.insert("train_examples".into(), train.len() as f64);
-        m.insert("val_products".into(), val.len() as f64);
-        m.insert("steps".into(), curve.len() as f64);
-        m.insert(
-            "train_tokens".into(),
-            curve.iter().map(|s| s.tokens).sum::<usize>() as f64,
-        );
-        m.insert("train_loss_first".into(), mean_loss_of(&curve[..head]));
-        m.insert(
-            "train_loss_last".into(),
-            mean_loss_of(&curve[curve.len() - head..]),
-        );
-        if let Some(b) = best.filter(|_| settings.keep_best) {
-            m.insert("best_step".into(), b.step as f64);
-            m.insert("val_loss".into(), b.loss);
-        } else if let Some(last) = progress.validations.last() {
-            m.insert("val_loss".into(), last.loss);
-        }
-        if let Some(last) = progress.validations.last() {
-            m.insert("val_loss_last".into(), last.loss);
-        }
-        put_rouge(&mut m, "val_", &rouge_against(&val_pairs, &preds));
+        final_metrics(&mut m, &cfg, &trained, &data, settings.keep_best);
+        put_rouge(&mut m, "val_", &rouge_against(&data.val_pairs, &preds));
         Ok(m)
     }
+}
+
+fn log_sizes(log: &mut dyn Write, cfg: &BartConfig, data: &Data, settings: &SftSettings) {
+    let train = &data.train;
+    let mean_len = |f: &dyn Fn(&Example) -> usize| {
+        train.iter().map(f).sum::<usize>() as f64 / train.len() as f64
+    };
+    let _ = writeln!(
+        log,
+        "mean tokens per example: source {:.1}, target {:.1}",
+        mean_len(&|e| e.source.len()),
+        mean_len(&|e| e.target.len())
+    );
+    let _ = writeln!(
+        log,
+        "sft: {} parameters, {} training examples from {} products, {} validation products, {} steps",
+        cfg.parameters(),
+        train.len(),
+        data.train_products,
+        data.val.len(),
+        settings.steps_per_epoch(train.len()) * settings.epochs
+    );
 }

@@ -5,22 +5,28 @@
 
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
+use serde::Deserialize;
+
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
 
-use super::dataset::read_products;
-use super::{Stage, StageContext, param_i64, param_str, param_strs};
-use crate::dsl::Metrics;
+use crate::stages::formats::dataset::{DatasetInput, Product, products_of};
+use crate::stages::kind::{Kind, Metrics, StageContext};
 
+/// The `tokenizer` kind.
 pub struct TokenizerStage;
 
 /// Training settings.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
+    /// Vocabulary size, specials and byte symbols included.
     pub vocab_size: usize,
+    /// Pairs seen fewer times are not merged.
     pub min_frequency: u64,
+    /// Added first, in order.
     pub special_tokens: Vec<String>,
 }
 
@@ -59,29 +65,34 @@ pub fn train(texts: &[String], opts: &TrainOptions) -> Result<Tokenizer, String>
     Ok(tokenizer)
 }
 
-/// The texts of the products in `dirs`, from the given fields, in order.
-pub fn collect_texts(
-    dirs: &[(String, PathBuf)],
-    fields: &[String],
-    max: usize,
-) -> Result<Vec<String>, String> {
+/// Which texts of a product a tokenizer trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Field {
+    /// The reviews.
+    Reviews,
+    /// The human reference summaries.
+    References,
+    /// The candidate summaries.
+    Candidates,
+}
+
+/// The texts of `products` from the given fields, in order.
+pub fn collect_texts(products: &[Product], fields: &[Field], max: usize) -> Vec<String> {
     let mut texts = Vec::new();
-    for (id, dir) in dirs {
-        for p in read_products(dir).map_err(|e| format!("input `{id}`: {e}"))? {
-            for f in fields {
-                match f.as_str() {
-                    "reviews" => texts.extend(p.reviews.iter().cloned()),
-                    "references" => texts.extend(p.references.iter().cloned()),
-                    "candidates" => texts.extend(p.candidates.iter().map(|c| c.text.clone())),
-                    other => return Err(format!("unknown field `{other}`")),
-                }
+    for p in products {
+        for f in fields {
+            match f {
+                Field::Reviews => texts.extend(p.reviews.iter().cloned()),
+                Field::References => texts.extend(p.references.iter().cloned()),
+                Field::Candidates => texts.extend(p.candidates.iter().map(|c| c.text.clone())),
             }
         }
     }
     if max > 0 {
         texts.truncate(max);
     }
-    Ok(texts)
+    texts
 }
 
 /// Share of `texts` that decode back to themselves exactly.
@@ -109,24 +120,73 @@ fn load(path: &Path) -> Result<Tokenizer, String> {
     Tokenizer::from_file(&file).map_err(|e| format!("cannot load `{}`: {e}", file.display()))
 }
 
-impl Stage for TokenizerStage {
-    fn run(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, String> {
-        let p = ctx.params;
-        let fields = param_strs(p, "fields")?;
-        let max = param_i64(p, "max-texts")?.max(0) as usize;
-        let texts = collect_texts(ctx.inputs, &fields, max)?;
-        let path = param_str(p, "path")?;
-        let tokenizer = if !path.is_empty() {
-            let _ = writeln!(ctx.log, "loading {path}");
-            load(Path::new(path))?
+/// The parameters of `plugins/builtin/tokenizer.kdl`.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Params {
+    /// An existing tokenizer.json (or a folder holding one).
+    pub path: PathBuf,
+    /// Vocabulary size, specials and byte symbols included.
+    #[schemars(range(min = 260, max = 1_000_000))]
+    pub vocab_size: i64,
+    /// Pairs seen fewer times are not merged.
+    #[schemars(range(min = 0))]
+    pub min_frequency: i64,
+    /// Added first, in order.
+    pub special_tokens: Vec<String>,
+    /// Which texts to train on.
+    pub fields: Vec<Field>,
+    /// Train on at most this many texts (0: all).
+    #[schemars(range(min = 0))]
+    pub max_texts: i64,
+}
+
+impl Default for Params {
+    fn default() -> Params {
+        Params {
+            path: PathBuf::new(),
+            vocab_size: 8000,
+            min_frequency: 2,
+            special_tokens: ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+                .map(String::from)
+                .to_vec(),
+            fields: vec![Field::Reviews, Field::References, Field::Candidates],
+            max_texts: 0,
+        }
+    }
+}
+
+/// The inputs of a tokenizer stage.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Inputs {
+    /// Datasets whose texts it trains on.
+    pub datasets: Vec<DatasetInput>,
+}
+
+impl Kind for TokenizerStage {
+    type Params = Params;
+    type Inputs = Inputs;
+
+    fn run(
+        &self,
+        p: &Params,
+        inputs: &Inputs,
+        ctx: &mut StageContext<'_>,
+    ) -> Result<Metrics, String> {
+        let products = products_of(&inputs.datasets)?;
+        let texts = collect_texts(&products, &p.fields, p.max_texts.max(0) as usize);
+        let tokenizer = if !p.path.as_os_str().is_empty() {
+            let _ = writeln!(ctx.log, "loading {}", p.path.display());
+            load(&p.path)?
         } else {
             if texts.is_empty() {
                 return Err("nothing to train on: give dataset inputs, or `path` to an existing tokenizer.json".into());
             }
             let opts = TrainOptions {
-                vocab_size: param_i64(p, "vocab-size")? as usize,
-                min_frequency: param_i64(p, "min-frequency")? as u64,
-                special_tokens: param_strs(p, "special-tokens")?,
+                vocab_size: p.vocab_size as usize,
+                min_frequency: p.min_frequency as u64,
+                special_tokens: p.special_tokens.clone(),
             };
             let _ = writeln!(
                 ctx.log,
@@ -139,26 +199,31 @@ impl Stage for TokenizerStage {
         tokenizer
             .save(ctx.output.join("tokenizer.json"), true)
             .map_err(|e| format!("cannot save tokenizer.json: {e}"))?;
-        let sample: Vec<String> = texts.iter().take(500).cloned().collect();
-        let mut m = Metrics::new();
-        m.insert("vocab_size".into(), tokenizer.get_vocab_size(true) as f64);
-        m.insert("texts".into(), texts.len() as f64);
-        m.insert("roundtrip".into(), roundtrip_rate(&tokenizer, &sample)?);
-        if !sample.is_empty() {
-            let mut tokens = 0usize;
-            let mut chars = 0usize;
-            for t in &sample {
-                tokens += tokenizer
-                    .encode(t.as_str(), false)
-                    .map_err(|e| e.to_string())?
-                    .len();
-                chars += t.chars().count();
-            }
-            m.insert(
-                "chars_per_token".into(),
-                chars as f64 / tokens.max(1) as f64,
-            );
-        }
-        Ok(m)
+        metrics(&tokenizer, &texts)
     }
+}
+
+/// Vocabulary size, texts, round-trip rate and characters per token on a sample.
+fn metrics(tokenizer: &Tokenizer, texts: &[String]) -> Result<Metrics, String> {
+    let sample: Vec<String> = texts.iter().take(500).cloned().collect();
+    let mut m = Metrics::new();
+    m.insert("vocab_size".into(), tokenizer.get_vocab_size(true) as f64);
+    m.insert("texts".into(), texts.len() as f64);
+    m.insert("roundtrip".into(), roundtrip_rate(tokenizer, &sample)?);
+    if !sample.is_empty() {
+        let mut tokens = 0usize;
+        let mut chars = 0usize;
+        for t in &sample {
+            tokens += tokenizer
+                .encode(t.as_str(), false)
+                .map_err(|e| e.to_string())?
+                .len();
+            chars += t.chars().count();
+        }
+        m.insert(
+            "chars_per_token".into(),
+            chars as f64 / tokens.max(1) as f64,
+        );
+    }
+    Ok(m)
 }

@@ -375,28 +375,38 @@ struct Token {
 }
 
 #[derive(Debug, Clone)]
+/// An aspect the reviews recur on.
 pub struct Aspect {
+    /// Its stem.
     pub stem: String,
     /// Share of reviews that mention it.
     pub weight: f64,
+    /// Reviews with a positive opinion on it.
     pub positive: u32,
+    /// Reviews with a negative one.
     pub negative: u32,
 }
 
 /// The scores of one summary and the statistics behind them.
 #[derive(Debug, Clone)]
 pub struct Analysis {
+    /// The seven scores, in [`DOMAIN_KEYS`](crate::stages::formats::dataset::DOMAIN_KEYS) order.
     pub scores: [f64; 7],
     /// Weighted share of the reviews' aspects the summary names.
     pub coverage: f64,
     /// Share of the summary's content words found in the reviews.
     pub support: f64,
+    /// Words in the summary.
     pub words: usize,
+    /// Sentences in the summary.
     pub sentences: usize,
+    /// Numbers the reviews do not have.
     pub unsupported_numbers: usize,
     /// Aspect opinions the summary states, and how many agree with the reviews.
     pub opinions: usize,
+    /// Opinions agreeing with the reviews' majority.
     pub agreeing: usize,
+    /// Share of repeated trigrams.
     pub repeated_trigrams: f64,
     /// Share of words in the first person (`I`, `my`, `we`...): a summary
     /// that speaks as a reviewer reports experiences no review states.
@@ -408,9 +418,11 @@ pub struct Analysis {
 /// What the reviews of one product say, computed once per product.
 #[derive(Debug, Clone)]
 pub struct ReviewProfile {
+    /// The aspects, most frequent first.
     pub aspects: Vec<Aspect>,
     /// Stems of every content word in the reviews.
     pub vocabulary: HashSet<String>,
+    /// Numbers that occur in the reviews.
     pub numbers: HashSet<String>,
 }
 
@@ -422,6 +434,7 @@ fn valence(w: &str) -> f64 {
 }
 
 impl Lexical {
+    /// The extractors, with the VADER lexicon and the stemmer loaded.
     pub fn new() -> Lexical {
         Lexical {
             stop: STOPWORDS.iter().copied().collect(),
@@ -478,6 +491,7 @@ impl Lexical {
         total
     }
 
+    /// What a product's reviews say, built once per product.
     pub fn profile(&self, reviews: &[String]) -> ReviewProfile {
         let mut df: HashMap<String, u32> = HashMap::new();
         let mut pos: HashMap<String, u32> = HashMap::new();
@@ -544,190 +558,255 @@ impl Lexical {
     pub fn analyze(&self, profile: &ReviewProfile, summary: &str) -> Analysis {
         let toks = self.tokens(summary);
         let n_words = toks.len();
-        let aspect_index: HashMap<&str, usize> = profile
-            .aspects
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.stem.as_str(), i))
-            .collect();
-        let mut named = vec![false; profile.aspects.len()];
-        let mut voiced_pos = vec![false; profile.aspects.len()];
-        let mut voiced_neg = vec![false; profile.aspects.len()];
-        let (mut agree, mut opinions) = (0.0, 0.0);
-        let (mut content, mut supported, mut unsupported_numbers) = (0usize, 0usize, 0usize);
-        for (i, t) in toks.iter().enumerate() {
-            if t.number && !profile.numbers.contains(&t.stem) {
-                unsupported_numbers += 1;
-            }
-            if !t.content {
-                continue;
-            }
-            content += 1;
-            if profile.vocabulary.contains(&t.stem) {
-                supported += 1;
-            }
-            if let Some(&a) = aspect_index.get(t.stem.as_str()) {
-                named[a] = true;
-                let o = Self::opinion_at(&toks, i);
-                let asp = &profile.aspects[a];
-                if o.abs() > 0.5 {
-                    if o > 0.0 {
-                        voiced_pos[a] = true
-                    } else {
-                        voiced_neg[a] = true
-                    }
-                    if asp.positive + asp.negative > 0 {
-                        opinions += 1.0;
-                        let majority_positive = asp.positive >= asp.negative;
-                        if (o > 0.0) == majority_positive {
-                            agree += 1.0;
-                        }
-                    }
-                }
-            }
-        }
-        let total_weight: f64 = profile.aspects.iter().map(|a| a.weight).sum();
-        let covered: f64 = profile
-            .aspects
-            .iter()
-            .zip(&named)
-            .filter(|(_, n)| **n)
-            .map(|(a, _)| a.weight)
-            .sum();
-        let coverage = if total_weight > 0.0 {
-            covered / total_weight
-        } else {
-            0.0
-        };
-        let aspect_coverage = 5.0 * coverage.sqrt();
-
-        let faithfulness = if opinions > 0.0 {
-            5.0 * (agree + 0.5) / (opinions + 1.0)
-        } else {
-            2.5
-        };
-
-        let (mut want, mut got) = (0.0, 0.0);
-        for (a, asp) in profile.aspects.iter().enumerate() {
-            if asp.positive >= 2 {
-                want += asp.weight;
-                if voiced_pos[a] {
-                    got += asp.weight;
-                }
-            }
-            if asp.negative >= 2 {
-                want += asp.weight;
-                if voiced_neg[a] {
-                    got += asp.weight;
-                }
-            }
-        }
-        let opinion_coverage = if want > 0.0 {
-            5.0 * (got / want).sqrt()
-        } else {
-            2.5
-        };
-
-        // Conciseness: redundancy and length.
+        let m = mentions(profile, &toks);
+        let cov = coverage_scores(profile, &m);
         let sents = sentences(summary);
-        let mut seen_sent = HashSet::new();
-        let repeated_sents = sents
-            .iter()
-            .filter(|s| !seen_sent.insert(words(s).join(" ")))
-            .count();
-        let stems: Vec<&str> = toks.iter().map(|t| t.stem.as_str()).collect();
-        let trigrams: Vec<&[&str]> = stems.windows(3).collect();
-        let distinct: HashSet<&[&str]> = trigrams.iter().copied().collect();
-        let repeated_tri = if trigrams.is_empty() {
-            0.0
-        } else {
-            1.0 - distinct.len() as f64 / trigrams.len() as f64
-        };
-        // Summaries under 100 words leave things out (the LLM judges agree: their
-        // scores correlate with length at about 0.35-0.4 Spearman on OpinPref).
-        let length_penalty = if n_words < 100 {
-            (100 - n_words) as f64 / 100.0 * 3.0
-        } else if n_words > 160 {
-            ((n_words - 160) as f64 / 160.0 * 2.0).min(2.0)
+        let (conciseness, repeated_tri) = conciseness(&toks, &sents, cov.coverage);
+        let support = if m.content > 0 {
+            m.supported as f64 / m.content as f64
         } else {
             0.0
         };
-        let conciseness = (5.0
-            - 6.0 * repeated_tri
-            - 1.5 * repeated_sents as f64
-            - length_penalty
-            - 1.5 * (1.0 - coverage))
-            .clamp(0.0, 5.0);
-
-        let support = if content > 0 {
-            supported as f64 / content as f64
-        } else {
-            0.0
-        };
-        // Voice: an opinion summary reports what reviewers say; one written in
-        // the first person copies a review's experiences as its own. On
-        // OpinPref's training summaries the first-person share correlates
-        // about -0.4 and naming the reviewers about +0.5 with every stored score.
-        let first_person =
-            toks.iter().filter(|t| t.first_person).count() as f64 / n_words.max(1) as f64;
-        let attributed = toks.iter().any(|t| t.names_reviewers);
-        let off_topic = (0.5 - support).max(0.0);
-        let relevance =
-            (3.5 + 1.5 * attributed as u8 as f64 - 20.0 * first_person - 10.0 * off_topic)
-                .clamp(0.0, 5.0);
-        let hallucination = (5.0
-            - 40.0 * first_person
-            - 1.5 * (!attributed) as u8 as f64
-            - 10.0 * off_topic
-            - 1.0 * unsupported_numbers as f64)
-            .clamp(0.0, 5.0);
-
-        // Well-formedness.
-        let lang = if sents.is_empty() {
-            0.0
-        } else {
-            let mut ok = 0.0;
-            for s in &sents {
-                let starts_upper = s
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_uppercase() || c.is_ascii_digit());
-                let ends = s.ends_with(['.', '!', '?']);
-                let len = words(s).len();
-                ok += (starts_upper as u8 as f64
-                    + ends as u8 as f64
-                    + (3..=45).contains(&len) as u8 as f64)
-                    / 3.0;
-            }
-            let doubled = words(summary)
-                .windows(2)
-                .filter(|w| w[0] == w[1] && w[0].chars().all(char::is_alphabetic))
-                .count();
-            (5.0 * ok / sents.len() as f64 - doubled as f64).clamp(0.0, 5.0)
-        };
+        let voice = voice_scores(&toks, support, m.unsupported_numbers);
+        let lang = language_score(summary, &sents);
         Analysis {
             scores: [
-                aspect_coverage,
-                faithfulness,
-                opinion_coverage,
+                cov.aspect_coverage,
+                cov.faithfulness,
+                cov.opinion_coverage,
                 conciseness,
-                relevance,
-                hallucination,
+                voice.relevance,
+                voice.hallucination,
                 lang,
             ]
             .map(|x| (x * 100.0).round() / 100.0),
-            coverage,
+            coverage: cov.coverage,
             support,
             words: n_words,
             sentences: sents.len(),
-            unsupported_numbers,
-            opinions: opinions as usize,
-            agreeing: agree as usize,
+            unsupported_numbers: m.unsupported_numbers,
+            opinions: m.opinions as usize,
+            agreeing: m.agree as usize,
             repeated_trigrams: repeated_tri,
-            first_person,
-            attributed,
+            first_person: voice.first_person,
+            attributed: voice.attributed,
         }
     }
+}
+
+/// What a summary's tokens say of the reviews' aspects.
+struct Mentions {
+    /// Per aspect: named at all, with a positive opinion, with a negative one.
+    named: Vec<bool>,
+    voiced_pos: Vec<bool>,
+    voiced_neg: Vec<bool>,
+    /// Opinions on aspects the reviews hold opinions on, and how many agree with the majority.
+    agree: f64,
+    opinions: f64,
+    /// Content words, those found in the reviews, and numbers the reviews do not have.
+    content: usize,
+    supported: usize,
+    unsupported_numbers: usize,
+}
+
+fn mentions(profile: &ReviewProfile, toks: &[Token]) -> Mentions {
+    let aspect_index: HashMap<&str, usize> = profile
+        .aspects
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.stem.as_str(), i))
+        .collect();
+    let n = profile.aspects.len();
+    let mut m = Mentions {
+        named: vec![false; n],
+        voiced_pos: vec![false; n],
+        voiced_neg: vec![false; n],
+        agree: 0.0,
+        opinions: 0.0,
+        content: 0,
+        supported: 0,
+        unsupported_numbers: 0,
+    };
+    for (i, t) in toks.iter().enumerate() {
+        if t.number && !profile.numbers.contains(&t.stem) {
+            m.unsupported_numbers += 1;
+        }
+        if !t.content {
+            continue;
+        }
+        m.content += 1;
+        if profile.vocabulary.contains(&t.stem) {
+            m.supported += 1;
+        }
+        if let Some(&a) = aspect_index.get(t.stem.as_str()) {
+            m.named[a] = true;
+            let o = Lexical::opinion_at(toks, i);
+            let asp = &profile.aspects[a];
+            if o.abs() > 0.5 {
+                if o > 0.0 {
+                    m.voiced_pos[a] = true
+                } else {
+                    m.voiced_neg[a] = true
+                }
+                if asp.positive + asp.negative > 0 {
+                    m.opinions += 1.0;
+                    let majority_positive = asp.positive >= asp.negative;
+                    if (o > 0.0) == majority_positive {
+                        m.agree += 1.0;
+                    }
+                }
+            }
+        }
+    }
+    m
+}
+
+/// Aspect coverage, opinion faithfulness and opinion coverage.
+struct Coverage {
+    /// Share of the aspects' weight the summary names.
+    coverage: f64,
+    aspect_coverage: f64,
+    faithfulness: f64,
+    opinion_coverage: f64,
+}
+
+fn coverage_scores(profile: &ReviewProfile, m: &Mentions) -> Coverage {
+    let total_weight: f64 = profile.aspects.iter().map(|a| a.weight).sum();
+    let covered: f64 = profile
+        .aspects
+        .iter()
+        .zip(&m.named)
+        .filter(|(_, n)| **n)
+        .map(|(a, _)| a.weight)
+        .sum();
+    let coverage = if total_weight > 0.0 {
+        covered / total_weight
+    } else {
+        0.0
+    };
+    let faithfulness = if m.opinions > 0.0 {
+        5.0 * (m.agree + 0.5) / (m.opinions + 1.0)
+    } else {
+        2.5
+    };
+    let (mut want, mut got) = (0.0, 0.0);
+    for (a, asp) in profile.aspects.iter().enumerate() {
+        if asp.positive >= 2 {
+            want += asp.weight;
+            if m.voiced_pos[a] {
+                got += asp.weight;
+            }
+        }
+        if asp.negative >= 2 {
+            want += asp.weight;
+            if m.voiced_neg[a] {
+                got += asp.weight;
+            }
+        }
+    }
+    let opinion_coverage = if want > 0.0 {
+        5.0 * (got / want).sqrt()
+    } else {
+        2.5
+    };
+    Coverage {
+        coverage,
+        aspect_coverage: 5.0 * coverage.sqrt(),
+        faithfulness,
+        opinion_coverage,
+    }
+}
+
+/// Conciseness (redundancy and length), and the share of repeated trigrams.
+fn conciseness(toks: &[Token], sents: &[&str], coverage: f64) -> (f64, f64) {
+    let n_words = toks.len();
+    let mut seen_sent = HashSet::new();
+    let repeated_sents = sents
+        .iter()
+        .filter(|s| !seen_sent.insert(words(s).join(" ")))
+        .count();
+    let stems: Vec<&str> = toks.iter().map(|t| t.stem.as_str()).collect();
+    let trigrams: Vec<&[&str]> = stems.windows(3).collect();
+    let distinct: HashSet<&[&str]> = trigrams.iter().copied().collect();
+    let repeated_tri = if trigrams.is_empty() {
+        0.0
+    } else {
+        1.0 - distinct.len() as f64 / trigrams.len() as f64
+    };
+    // Summaries under 100 words leave things out (the LLM judges agree: their
+    // scores correlate with length at about 0.35-0.4 Spearman on OpinPref).
+    let length_penalty = if n_words < 100 {
+        (100 - n_words) as f64 / 100.0 * 3.0
+    } else if n_words > 160 {
+        ((n_words - 160) as f64 / 160.0 * 2.0).min(2.0)
+    } else {
+        0.0
+    };
+    let score = (5.0
+        - 6.0 * repeated_tri
+        - 1.5 * repeated_sents as f64
+        - length_penalty
+        - 1.5 * (1.0 - coverage))
+        .clamp(0.0, 5.0);
+    (score, repeated_tri)
+}
+
+/// Relevance and hallucination, from support in the reviews and the summary's voice.
+struct Voice {
+    relevance: f64,
+    hallucination: f64,
+    first_person: f64,
+    attributed: bool,
+}
+
+fn voice_scores(toks: &[Token], support: f64, unsupported_numbers: usize) -> Voice {
+    // Voice: an opinion summary reports what reviewers say; one written in
+    // the first person copies a review's experiences as its own. On
+    // OpinPref's training summaries the first-person share correlates
+    // about -0.4 and naming the reviewers about +0.5 with every stored score.
+    let first_person =
+        toks.iter().filter(|t| t.first_person).count() as f64 / toks.len().max(1) as f64;
+    let attributed = toks.iter().any(|t| t.names_reviewers);
+    let off_topic = (0.5 - support).max(0.0);
+    let relevance = (3.5 + 1.5 * attributed as u8 as f64 - 20.0 * first_person - 10.0 * off_topic)
+        .clamp(0.0, 5.0);
+    let hallucination = (5.0
+        - 40.0 * first_person
+        - 1.5 * (!attributed) as u8 as f64
+        - 10.0 * off_topic
+        - 1.0 * unsupported_numbers as f64)
+        .clamp(0.0, 5.0);
+    Voice {
+        relevance,
+        hallucination,
+        first_person,
+        attributed,
+    }
+}
+
+/// Well-formedness: sentences that start upper-case, end with punctuation,
+/// have a sane length; doubled words cost a point each.
+fn language_score(summary: &str, sents: &[&str]) -> f64 {
+    if sents.is_empty() {
+        return 0.0;
+    }
+    let mut ok = 0.0;
+    for s in sents {
+        let starts_upper = s
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_uppercase() || c.is_ascii_digit());
+        let ends = s.ends_with(['.', '!', '?']);
+        let len = words(s).len();
+        ok +=
+            (starts_upper as u8 as f64 + ends as u8 as f64 + (3..=45).contains(&len) as u8 as f64)
+                / 3.0;
+    }
+    let doubled = words(summary)
+        .windows(2)
+        .filter(|w| w[0] == w[1] && w[0].chars().all(char::is_alphabetic))
+        .count();
+    (5.0 * ok / sents.len() as f64 - doubled as f64).clamp(0.0, 5.0)
 }
 
 /// Buckets of the hashed bag of words in the distilled featurizer's inputs.

@@ -19,9 +19,13 @@ use nltk_porter::{Mode, PorterStemmer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+/// Precision, recall and F1 of one ROUGE type.
 pub struct Score {
+    /// Matched / predicted.
     pub precision: f64,
+    /// Matched / reference.
     pub recall: f64,
+    /// Harmonic mean of precision and recall.
     pub fmeasure: f64,
 }
 
@@ -43,17 +47,23 @@ impl Score {
 /// The four ROUGE types for one (target, prediction) pair.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct RougeScores {
+    /// Unigram overlap.
     pub rouge1: Score,
+    /// Bigram overlap.
     pub rouge2: Score,
     #[serde(rename = "rougeL")]
+    /// Longest common subsequence.
     pub rouge_l: Score,
     #[serde(rename = "rougeLsum")]
+    /// LCS over sentences (newline-split), as `rougeLsum`.
     pub rouge_lsum: Score,
 }
 
 impl RougeScores {
+    /// The types, as `rouge-score` names them.
     pub const TYPES: [&'static str; 4] = ["rouge1", "rouge2", "rougeL", "rougeLsum"];
 
+    /// The score of a type by its `rouge-score` name.
     pub fn get(&self, ty: &str) -> Option<&Score> {
         match ty {
             "rouge1" => Some(&self.rouge1),
@@ -95,6 +105,7 @@ pub struct RougeScorer {
 }
 
 impl RougeScorer {
+    /// A scorer, with the Porter stemmer (NLTK's variant) when `use_stemmer`.
     pub fn new(use_stemmer: bool) -> RougeScorer {
         RougeScorer {
             stemmer: use_stemmer.then(|| PorterStemmer::new(Mode::Nltk)),

@@ -45,51 +45,73 @@ fn eos() -> u32 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BartConfig {
     #[serde(default = "vocab")]
+    /// Tokens in the vocabulary (the embedding's rows).
     pub vocab_size: usize,
     #[serde(default = "d_model")]
+    /// Model width.
     pub d_model: usize,
     #[serde(default = "layers")]
+    /// Encoder blocks.
     pub encoder_layers: usize,
     #[serde(default = "layers")]
+    /// Decoder blocks.
     pub decoder_layers: usize,
     #[serde(default = "heads")]
+    /// Attention heads per encoder block.
     pub encoder_attention_heads: usize,
     #[serde(default = "heads")]
+    /// Attention heads per decoder block.
     pub decoder_attention_heads: usize,
     #[serde(default = "ffn")]
+    /// Feed-forward width of the encoder.
     pub encoder_ffn_dim: usize,
     #[serde(default = "ffn")]
+    /// Feed-forward width of the decoder.
     pub decoder_ffn_dim: usize,
     #[serde(default = "max_positions")]
+    /// Longest sequence (learned positions, offset by 2 as in BART).
     pub max_position_embeddings: usize,
     #[serde(default = "gelu")]
+    /// `gelu`, `gelu_new`, `relu` or `silu`.
     pub activation_function: String,
     #[serde(default)]
+    /// Multiply token embeddings by sqrt(d_model).
     pub scale_embedding: bool,
     #[serde(default = "dropout")]
+    /// Dropout on hidden states.
     pub dropout: f64,
     #[serde(default)]
+    /// Dropout on attention weights.
     pub attention_dropout: f64,
     #[serde(default)]
+    /// Dropout inside the feed-forward block.
     pub activation_dropout: f64,
     #[serde(default = "init_std")]
+    /// Standard deviation of initial weights.
     pub init_std: f64,
     #[serde(default = "pad")]
+    /// The padding token.
     pub pad_token_id: u32,
     #[serde(default = "bos")]
+    /// `<s>`.
     pub bos_token_id: u32,
     #[serde(default = "eos")]
+    /// `</s>`.
     pub eos_token_id: u32,
     #[serde(default = "eos")]
+    /// The first decoder input (BART: `</s>`).
     pub decoder_start_token_id: u32,
     #[serde(default)]
+    /// A token forced first in generation, if any.
     pub forced_bos_token_id: Option<u32>,
     #[serde(default)]
+    /// A token forced at the length limit, if any.
     pub forced_eos_token_id: Option<u32>,
     /// mBART-style pre-norm blocks: not part of BART, refused on load.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub normalize_before: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// A layer norm after the last block (mBART); plain BART has none.
     pub add_final_layer_norm: bool,
     /// Every other field of the file, written back unchanged on save.
     #[serde(flatten)]
@@ -157,6 +179,7 @@ impl BartConfig {
         text
     }
 
+    /// An error naming the setting that cannot work (heads not dividing the width, ...).
     pub fn check(&self) -> Result<(), String> {
         if let Some(t) = self.extra.get("model_type").and_then(|v| v.as_str())
             && t != "bart"
@@ -216,12 +239,17 @@ impl BartConfig {
 /// The feed-forward activation named in `config.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
+    /// Exact GELU (`gelu`).
     Gelu,
+    /// GELU's tanh approximation (`gelu_new`).
     GeluTanh,
+    /// ReLU.
     Relu,
+    /// SiLU (swish).
     Silu,
 }
 
+/// The activation `config.json` names.
 pub fn activation(name: &str) -> Result<Activation, String> {
     match name {
         "gelu" => Ok(Activation::Gelu),

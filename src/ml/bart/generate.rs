@@ -16,6 +16,7 @@ pub struct GenerateOptions {
     pub max_new_tokens: usize,
     /// `do_sample`: false picks the most likely token.
     pub sample: bool,
+    /// Divides the logits before sampling.
     pub temperature: f64,
     /// 0 keeps every token.
     pub top_k: usize,
@@ -28,6 +29,7 @@ pub struct GenerateOptions {
 }
 
 impl GenerateOptions {
+    /// Greedy decoding of at most `max_new_tokens`, as `generate()` does by default.
     pub fn greedy(max_new_tokens: usize) -> GenerateOptions {
         GenerateOptions {
             max_new_tokens,
@@ -40,6 +42,7 @@ impl GenerateOptions {
         }
     }
 
+    /// An error for settings that cannot generate (a zero length, a non-positive temperature).
     pub fn check(&self) -> Result<(), String> {
         if self.max_new_tokens == 0 {
             return Err("max-new-tokens must be at least 1".into());
@@ -58,7 +61,9 @@ impl GenerateOptions {
 /// reached), and whether EOS was reached.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generated {
+    /// The generated ids, decoder start token excluded.
     pub tokens: Vec<u32>,
+    /// Whether it ended with EOS (else it reached the length limit).
     pub finished: bool,
 }
 

@@ -31,7 +31,7 @@ fn layer_norm(d: usize, device: &Device) -> LayerNorm {
 }
 
 #[derive(Module, Debug)]
-pub struct Attention {
+pub(crate) struct Attention {
     pub k_proj: Linear,
     pub v_proj: Linear,
     pub q_proj: Linear,
@@ -91,7 +91,7 @@ impl Attention {
 }
 
 #[derive(Module, Debug)]
-pub struct FeedForward {
+pub(crate) struct FeedForward {
     pub fc1: Linear,
     pub fc2: Linear,
     pub activation_dropout: Dropout,
@@ -113,7 +113,7 @@ impl FeedForward {
 }
 
 #[derive(Module, Debug)]
-pub struct EncoderLayer {
+pub(crate) struct EncoderLayer {
     pub self_attn: Attention,
     pub self_attn_layer_norm: LayerNorm,
     pub ffn: FeedForward,
@@ -134,7 +134,7 @@ impl EncoderLayer {
 }
 
 #[derive(Module, Debug)]
-pub struct DecoderLayer {
+pub(crate) struct DecoderLayer {
     pub self_attn: Attention,
     pub self_attn_layer_norm: LayerNorm,
     pub encoder_attn: Attention,
@@ -148,7 +148,9 @@ pub struct DecoderLayer {
 /// decoder's own keys and values so far.
 #[derive(Debug, Clone)]
 pub struct LayerCache {
+    /// The encoder's keys and values, computed once per source.
     pub cross: (Tensor<4>, Tensor<4>),
+    /// The decoder's own keys and values so far.
     pub own: Option<(Tensor<4>, Tensor<4>)>,
 }
 
@@ -183,7 +185,7 @@ impl DecoderLayer {
 }
 
 #[derive(Module, Debug)]
-pub struct Stack<L: Module> {
+pub(crate) struct Stack<L: Module> {
     pub embed_positions: Embedding,
     pub layernorm_embedding: LayerNorm,
     pub layers: Vec<L>,
@@ -193,11 +195,12 @@ pub struct Stack<L: Module> {
 /// The model; `shared` is the token embedding of both stacks and the output projection.
 #[derive(Module, Debug)]
 pub struct Bart {
-    pub shared: Embedding,
-    pub encoder: Stack<EncoderLayer>,
-    pub decoder: Stack<DecoderLayer>,
+    pub(crate) shared: Embedding,
+    pub(crate) encoder: Stack<EncoderLayer>,
+    pub(crate) decoder: Stack<DecoderLayer>,
     /// A buffer in HF (never trained): detached in `logits`.
-    pub final_logits_bias: Param<Tensor<1>>,
+    pub(crate) final_logits_bias: Param<Tensor<1>>,
+    /// The architecture, as `config.json` holds it.
     #[module(skip)]
     pub config: BartConfig,
 }
@@ -205,7 +208,9 @@ pub struct Bart {
 /// A batch of token sequences, right-padded: ids `[b, t]` and a float mask (1 = token).
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// Token ids `[b, t]`.
     pub ids: Tensor<2, Int>,
+    /// 1 where a token is, 0 on padding.
     pub mask: Tensor<2>,
 }
 
@@ -455,8 +460,11 @@ impl Bart {
 /// then the target shifted right), labels, and a float mask of real labels.
 #[derive(Debug, Clone)]
 pub struct Targets {
+    /// `<eos> <s> ...`: the labels shifted right, as the decoder reads them.
     pub decoder_input: Tensor<2, Int>,
+    /// The tokens to predict, padded.
     pub labels: Tensor<2, Int>,
+    /// 1 where a label counts, 0 on padding.
     pub mask: Tensor<2>,
 }
 
@@ -518,6 +526,7 @@ pub fn cross_entropy(logits: Tensor<3>, targets: &Targets) -> Tensor<1> {
 /// A scalar value per decoder position (PPO's critic), TRL's `v_head.summary`.
 #[derive(Module, Debug)]
 pub struct ValueHead {
+    /// Decoder state -> value (`v_head.summary` in TRL).
     pub summary: Linear,
 }
 

@@ -23,14 +23,18 @@ use crate::rng::Rng;
 /// One training pair, tokenized: the source with its special tokens, the target ending in EOS.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
+    /// Source token ids.
     pub source: Vec<u32>,
+    /// Target token ids, `<s> ... </s>`.
     pub target: Vec<u32>,
 }
 
 /// Optimisation settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SftSettings {
+    /// Passes over the examples.
     pub epochs: usize,
+    /// Peak learning rate.
     pub lr: f64,
     /// Examples per forward pass.
     pub batch: usize,
@@ -40,6 +44,7 @@ pub struct SftSettings {
     pub warmup: f64,
     /// The cosine ends at `lr * min_lr_ratio`.
     pub min_lr_ratio: f64,
+    /// AdamW weight decay.
     pub weight_decay: f64,
     /// Global gradient-norm clip (0: off).
     pub max_grad_norm: f64,
@@ -49,10 +54,12 @@ pub struct SftSettings {
     pub checkpoint_every: usize,
     /// Return the model of the best validation (else the last one).
     pub keep_best: bool,
+    /// Seeds the example order.
     pub seed: u64,
 }
 
 impl SftSettings {
+    /// Optimizer steps per epoch over `n` examples.
     pub fn steps_per_epoch(&self, n: usize) -> usize {
         n.div_ceil(self.batch.max(1) * self.grad_accum.max(1))
             .max(1)
@@ -62,30 +69,42 @@ impl SftSettings {
 /// One point of the training curve.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepLog {
+    /// Optimizer step, from 1.
     pub step: usize,
+    /// Epoch, from 0.
     pub epoch: usize,
+    /// Mean token cross-entropy of the step.
     pub loss: f64,
+    /// Learning rate used.
     pub lr: f64,
+    /// Global gradient norm before clipping.
     pub grad_norm: f64,
+    /// Target tokens seen.
     pub tokens: usize,
 }
 
 /// One validation: loss and whatever the caller measured (ROUGE).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Validation {
+    /// Optimizer step it followed.
     pub step: usize,
+    /// Validation cross-entropy.
     pub loss: f64,
     /// The number that picks the best model (higher is better).
     pub score: f64,
     #[serde(default)]
+    /// Further scores (ROUGE-1/2/L).
     pub extra: std::collections::BTreeMap<String, f64>,
 }
 
 /// Everything besides the weights and optimizer moments that a resumed run needs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Progress {
+    /// Steps done.
     pub step: usize,
+    /// Every step so far.
     pub curve: Vec<StepLog>,
+    /// Every validation so far.
     pub validations: Vec<Validation>,
     /// Step of the best validation so far; its model is in `best/`.
     pub best_step: Option<usize>,
@@ -107,6 +126,7 @@ pub trait Observer {
 /// `model.bpk`, `optim.bpk` (burn's format, which keeps parameter ids so the
 /// optimizer moments reattach), and `best/` for SFT's best model.
 pub struct Checkpoints {
+    /// The folder (it survives a killed run).
     pub dir: PathBuf,
 }
 
@@ -115,6 +135,7 @@ impl Checkpoints {
         self.dir.join("state.json")
     }
 
+    /// Where the best model so far is kept.
     pub fn best_dir(&self) -> PathBuf {
         self.dir.join("best")
     }
@@ -141,6 +162,7 @@ impl Checkpoints {
         Ok((model, optim))
     }
 
+    /// Writes weights, optimizer state and `progress` so a rerun resumes exactly; atomic.
     pub fn save<M: Module, P: Serialize>(
         &self,
         model: &M,
@@ -273,6 +295,7 @@ pub fn mean_loss(model: &Bart, examples: &[Example], batch: usize, device: &Devi
 pub struct Trained {
     /// The best model by validation score (the last one if never validated).
     pub model: Bart,
+    /// Steps, curves and validations.
     pub progress: Progress,
     /// Step training resumed from (0 for a fresh start).
     pub resumed_from: usize,

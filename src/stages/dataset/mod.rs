@@ -2,29 +2,39 @@
 //! (`products.jsonl`, see [`schema`]), then re-splits, filters, shuffles and
 //! limits them, deterministically for a given seed.
 
-pub mod schema;
 mod sources;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-pub use schema::{
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+pub use crate::stages::formats::dataset::{
     Candidate, Category, DOMAIN_KEYS, Preference, Product, read_products, write_products,
 };
 pub use sources::{FieldMap, Loaded, OPOSUM_DOMAINS, RowError, SOURCES, load};
 
-use super::{Stage, StageContext, param_bool, param_f64, param_i64, param_str, param_strs};
-use crate::dsl::Metrics;
+use crate::stages::formats::dataset::{FORMAT_VERSION, normalize_split};
+use crate::stages::kind::{Kind, Metrics, StageContext};
 
+/// The `dataset` kind.
 pub struct DatasetStage;
 
 /// Options applied after loading.
 #[derive(Debug, Clone)]
 pub struct Selection {
+    /// Keep only this split (`all` keeps every one).
     pub split: String,
+    /// Re-split: share of products put in validation.
     pub validation_fraction: f64,
+    /// Re-split: share of products put in test.
     pub test_fraction: f64,
+    /// Shuffle (seeded).
     pub shuffle: bool,
+    /// Keep the first N (0: all).
     pub limit: usize,
+    /// Seeds the re-split and the shuffle.
     pub seed: u64,
 }
 
@@ -63,7 +73,7 @@ pub fn select(mut products: Vec<Product>, sel: &Selection) -> Vec<Product> {
             })
             .collect();
     }
-    let want = schema::normalize_split(&sel.split);
+    let want = normalize_split(&sel.split);
     if want != "all" {
         products.retain(|p| p.split == want);
     }
@@ -107,42 +117,156 @@ pub fn summarize(products: &[Product], skipped: usize) -> Metrics {
     m
 }
 
-impl Stage for DatasetStage {
-    fn run(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, String> {
-        let p = ctx.params;
-        let source = param_str(p, "source")?;
-        let path = std::path::PathBuf::from(param_str(p, "path")?);
-        let delimiter = match param_str(p, "delimiter")? {
-            "\\t" | "\t" | "tab" => b'\t',
-            d if d.len() == 1 => d.as_bytes()[0],
-            d => {
-                return Err(format!(
-                    "`delimiter` must be one character (or \"\\t\"), found {d:?}"
-                ));
-            }
-        };
+/// The source formats a dataset stage reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// OpinPref's annotation files.
+    #[default]
+    Opinpref,
+    /// PromptOpinSumm's JSONL.
+    PromptOpinSumm,
+    /// Copycat's Amazon summaries.
+    CopycatAmazon,
+    /// FewSum (Amazon and Yelp) with the model's outputs.
+    Fewsum,
+    /// Oposum+ with AceSum's outputs.
+    OposumPlus,
+    /// SummEval-OP with human ratings.
+    SummevalOp,
+    /// Any JSONL, fields mapped by the `*-field(s)` parameters.
+    Jsonl,
+    /// Any CSV or TSV, fields mapped likewise.
+    Csv,
+}
+
+impl Source {
+    /// The name `load` and the manifest use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Opinpref => "opinpref",
+            Source::PromptOpinSumm => "prompt-opin-summ",
+            Source::CopycatAmazon => "copycat-amazon",
+            Source::Fewsum => "fewsum",
+            Source::OposumPlus => "oposum-plus",
+            Source::SummevalOp => "summeval-op",
+            Source::Jsonl => "jsonl",
+            Source::Csv => "csv",
+        }
+    }
+}
+
+/// The parameters of `plugins/builtin/dataset.kdl` (`x-required`: the
+/// manifest gives no default; the runner always passes them).
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Params {
+    /// The format of the files at `path`.
+    #[schemars(extend("x-required" = true))]
+    pub source: Source,
+    /// A dataset folder or file.
+    #[schemars(extend("x-required" = true))]
+    pub path: PathBuf,
+    /// Keep only this split (`all` keeps every one).
+    pub split: String,
+    /// Re-split: share of products put in validation.
+    #[schemars(range(min = 0, max = 1))]
+    pub validation_fraction: f64,
+    /// Re-split: share of products put in test.
+    #[schemars(range(min = 0, max = 1))]
+    pub test_fraction: f64,
+    /// Shuffle products (seeded).
+    pub shuffle: bool,
+    /// Keep the first N products (0: all).
+    #[schemars(range(min = 0))]
+    pub limit: i64,
+    /// Fail on a bad row (else skip and count it).
+    pub strict: bool,
+    /// jsonl/csv: the id field.
+    pub id_field: String,
+    /// jsonl/csv: review fields.
+    pub reviews_fields: Vec<String>,
+    /// jsonl/csv: reference fields.
+    pub references_fields: Vec<String>,
+    /// jsonl/csv: the split field.
+    pub split_field: String,
+    /// csv: the column separator.
+    pub delimiter: String,
+}
+
+impl Default for Params {
+    fn default() -> Params {
+        Params {
+            source: Source::default(),
+            path: PathBuf::new(),
+            split: "all".into(),
+            validation_fraction: 0.0,
+            test_fraction: 0.0,
+            shuffle: false,
+            limit: 0,
+            strict: true,
+            id_field: "id".into(),
+            reviews_fields: vec!["reviews".into()],
+            references_fields: vec![],
+            split_field: String::new(),
+            delimiter: ",".into(),
+        }
+    }
+}
+
+impl Params {
+    fn delimiter_byte(&self) -> Result<u8, String> {
+        match self.delimiter.as_str() {
+            "\\t" | "\t" | "tab" => Ok(b'\t'),
+            d if d.len() == 1 => Ok(d.as_bytes()[0]),
+            d => Err(format!(
+                "`delimiter` must be one character (or \"\\t\"), found {d:?}"
+            )),
+        }
+    }
+
+    fn selection(&self, seed: i64) -> Selection {
+        Selection {
+            split: self.split.clone(),
+            validation_fraction: self.validation_fraction,
+            test_fraction: self.test_fraction,
+            shuffle: self.shuffle,
+            limit: self.limit.max(0) as usize,
+            seed: seed as u64,
+        }
+    }
+}
+
+/// A dataset stage takes no inputs.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Inputs {}
+
+impl Kind for DatasetStage {
+    type Params = Params;
+    type Inputs = Inputs;
+
+    fn check(&self, p: &Params) -> Result<(), String> {
+        p.delimiter_byte()?;
+        if p.validation_fraction + p.test_fraction > 1.0 {
+            return Err("`validation-fraction` + `test-fraction` exceed 1".into());
+        }
+        Ok(())
+    }
+
+    fn run(&self, p: &Params, _: &Inputs, ctx: &mut StageContext<'_>) -> Result<Metrics, String> {
         let fields = FieldMap {
-            id: param_str(p, "id-field")?.to_string(),
-            reviews: param_strs(p, "reviews-fields")?,
-            references: param_strs(p, "references-fields")?,
-            split: param_str(p, "split-field")?.to_string(),
-            delimiter,
+            id: p.id_field.clone(),
+            reviews: p.reviews_fields.clone(),
+            references: p.references_fields.clone(),
+            split: p.split_field.clone(),
+            delimiter: p.delimiter_byte()?,
         };
-        let loaded = load(source, &path, param_bool(p, "strict")?, &fields)?;
+        let loaded = load(p.source.name(), &p.path, p.strict, &fields)?;
         for e in &loaded.skipped {
             let _ = writeln!(ctx.log, "skipped {e}");
         }
-        let sel = Selection {
-            split: param_str(p, "split")?.to_string(),
-            validation_fraction: param_f64(p, "validation-fraction")?,
-            test_fraction: param_f64(p, "test-fraction")?,
-            shuffle: param_bool(p, "shuffle")?,
-            limit: param_i64(p, "limit")?.max(0) as usize,
-            seed: ctx.seed as u64,
-        };
-        if sel.validation_fraction + sel.test_fraction > 1.0 {
-            return Err("`validation-fraction` + `test-fraction` exceed 1".into());
-        }
+        let sel = p.selection(ctx.seed);
         let products = select(loaded.products, &sel);
         if products.is_empty() {
             return Err(format!(
@@ -152,16 +276,17 @@ impl Stage for DatasetStage {
         }
         write_products(ctx.output, &products)?;
         let metrics = summarize(&products, loaded.skipped.len());
-        let info = serde_json::json!({"format_version": schema::FORMAT_VERSION, "source": source, "counts": metrics});
+        let info = serde_json::json!({"format_version": FORMAT_VERSION, "source": p.source.name(), "counts": metrics});
         std::fs::write(
             ctx.output.join("dataset.json"),
-            serde_json::to_vec_pretty(&info).unwrap_or_default(),
+            serde_json::to_vec_pretty(&info).map_err(|e| e.to_string())?,
         )
         .map_err(|e| format!("cannot write dataset.json: {e}"))?;
         let _ = writeln!(
             ctx.log,
-            "{} products from {source} ({} skipped)",
+            "{} products from {} ({} skipped)",
             products.len(),
+            p.source.name(),
             loaded.skipped.len()
         );
         Ok(metrics)

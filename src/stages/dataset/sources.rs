@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
 
-use super::schema::{Candidate, Category, DOMAIN_KEYS, Preference, Product, normalize_split};
+use crate::stages::formats::dataset::{
+    Candidate, Category, DOMAIN_KEYS, Preference, Product, normalize_split,
+};
 
 /// The sources a dataset stage understands.
 pub const SOURCES: &[&str] = &[
@@ -24,8 +26,11 @@ pub const SOURCES: &[&str] = &[
 /// A row that could not be read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowError {
+    /// The file.
     pub file: PathBuf,
+    /// Its line (1-based).
     pub line: usize,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -38,10 +43,15 @@ impl fmt::Display for RowError {
 /// Field names for the generic `jsonl` and `csv` sources.
 #[derive(Debug, Clone)]
 pub struct FieldMap {
+    /// The field holding the product id.
     pub id: String,
+    /// Fields holding reviews.
     pub reviews: Vec<String>,
+    /// Fields holding reference summaries.
     pub references: Vec<String>,
+    /// The field holding the split (empty: from the file name).
     pub split: String,
+    /// CSV column separator.
     pub delimiter: u8,
 }
 
@@ -58,8 +68,11 @@ impl Default for FieldMap {
 }
 
 #[derive(Debug, Default)]
+/// What a source yields: products, and the rows skipped without `strict`.
 pub struct Loaded {
+    /// The products read.
     pub products: Vec<Product>,
+    /// Rows that could not be read.
     pub skipped: Vec<RowError>,
 }
 

@@ -6,25 +6,28 @@
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams};
-use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::store::ModuleSnapshot;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use super::super::dataset::{DOMAIN_KEYS, Product};
-use super::super::{StageContext, param_f64, param_i64};
-use crate::dsl::Metrics;
+use super::Params;
 use crate::ml::{matrix, to_vec};
 use crate::rng::Rng;
+use crate::stages::formats::dataset::{DOMAIN_KEYS, Product};
+use crate::stages::kind::{Metrics, StageContext};
 use crate::text::lexical::{DISTILL_INPUTS, Lexical, distill_inputs};
 
+/// Inputs per summary.
 pub const INPUTS: usize = DISTILL_INPUTS;
 
 #[derive(Module, Debug)]
+/// The distilled featurizer: an MLP from lexical statistics to the seven scores.
 pub struct Distiller {
     layers: Vec<Linear>,
 }
 
 impl Distiller {
+    /// A freshly initialised model with these hidden sizes.
     pub fn new(hidden: &[usize], device: &Device) -> Distiller {
         let mut sizes = vec![INPUTS];
         sizes.extend_from_slice(hidden);
@@ -69,18 +72,19 @@ fn mse(pred: &[f32], target: &[[f32; 7]]) -> f64 {
         / n
 }
 
-pub fn run(ctx: &mut StageContext<'_>, products: &[Product]) -> Result<super::Scored, String> {
-    let p = ctx.params;
-    let hidden: Vec<usize> = match p.get("distill-hidden") {
-        Some(crate::dsl::Value::List(v)) => v
-            .iter()
-            .filter_map(|x| x.as_i64())
-            .map(|x| x.max(1) as usize)
-            .collect(),
-        _ => vec![32],
-    };
-    let epochs = param_i64(p, "distill-epochs")?.max(1) as usize;
-    let lr = param_f64(p, "distill-lr")?;
+/// Trains on the stored scores of the training summaries, then scores every summary.
+pub fn run(
+    p: &Params,
+    ctx: &mut StageContext<'_>,
+    products: &[Product],
+) -> Result<super::Scored, String> {
+    let hidden: Vec<usize> = p
+        .distill_hidden
+        .iter()
+        .map(|x| (*x).max(1) as usize)
+        .collect();
+    let epochs = p.distill_epochs.max(1) as usize;
+    let lr = p.distill_lr;
     let lx = Lexical::new();
     let inputs: Vec<Vec<[f32; INPUTS]>> = products
         .iter()
@@ -173,8 +177,7 @@ pub fn run(ctx: &mut StageContext<'_>, products: &[Product]) -> Result<super::Sc
                 .collect()
         })
         .collect();
-    let mut store =
-        SafetensorsStore::from_file(ctx.output.join("distilled.safetensors")).overwrite(true);
+    let mut store = crate::ml::safetensors_writer(&ctx.output.join("distilled.safetensors"));
     model
         .save_into(&mut store)
         .map_err(|e| format!("cannot save the distilled model: {e}"))?;

@@ -15,8 +15,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::super::dataset::{DOMAIN_KEYS, Product};
-use super::super::{StageContext, param_f64, param_i64, param_str};
+use super::Params;
+use crate::stages::formats::dataset::{DOMAIN_KEYS, Product};
+use crate::stages::kind::StageContext;
 
 /// The built-in rubrics, one per dimension.
 pub const RUBRICS: [(&str, &str); 7] = [
@@ -72,6 +73,7 @@ pub fn rubrics(dir: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// The prompt of one dimension for one summary: the rubric, the reviews, the summary.
 pub fn prompt(rubric: &str, reviews: &[String], summary: &str) -> String {
     let numbered: Vec<String> = reviews
         .iter()
@@ -104,11 +106,17 @@ pub fn parse_score(answer: &str) -> Option<f64> {
 }
 
 #[derive(Debug, Clone)]
+/// Where and how the judge is asked.
 pub struct Endpoint {
+    /// The chat-completions URL.
     pub url: String,
+    /// The model name the server expects.
     pub model: String,
+    /// Sent as a Bearer token when set.
     pub api_key: Option<String>,
+    /// Per request.
     pub timeout: Duration,
+    /// Retries with exponential backoff.
     pub retries: u32,
 }
 
@@ -205,24 +213,28 @@ fn recall(path: &Path) -> Option<String> {
     v["answer"].as_str().map(str::to_string)
 }
 
-pub fn run(ctx: &mut StageContext<'_>, products: &[Product]) -> Result<super::Scored, String> {
-    let p = ctx.params;
-    let endpoint = param_str(p, "endpoint")?;
+/// Asks for every (summary, dimension) not answered before; returns the scores.
+pub fn run(
+    p: &Params,
+    ctx: &mut StageContext<'_>,
+    products: &[Product],
+) -> Result<super::Scored, String> {
+    let endpoint = p.endpoint.as_str();
     if endpoint.is_empty() {
         return Err(
             "method `llm-judge` needs `endpoint`, e.g. \"http://127.0.0.1:8000/v1\"".into(),
         );
     }
-    let key_env = param_str(p, "api-key-env")?;
+    let key_env = p.api_key_env.as_str();
     let ep = Endpoint {
         url: format!("{}/chat/completions", endpoint.trim_end_matches('/')),
-        model: param_str(p, "model")?.to_string(),
+        model: p.model.clone(),
         api_key: std::env::var(key_env).ok().filter(|k| !k.is_empty()),
-        timeout: Duration::from_secs_f64(param_f64(p, "timeout")?.max(0.1)),
-        retries: param_i64(p, "retries")?.max(0) as u32,
+        timeout: Duration::from_secs_f64(p.timeout.max(0.1)),
+        retries: p.retries.clamp(0, 1000) as u32,
     };
-    let rubrics = rubrics(param_str(p, "rubrics")?)?;
-    let concurrency = param_i64(p, "concurrency")?.max(1) as usize;
+    let rubrics = rubrics(&p.rubrics.to_string_lossy())?;
+    let concurrency = p.concurrency.max(1) as usize;
     let memo = ctx.memo_dir.join("judge");
 
     // Every (product, candidate, dimension) prompt, and which are not answered yet.

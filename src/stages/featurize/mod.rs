@@ -17,13 +17,19 @@ pub mod distill;
 pub mod judge;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-use super::dataset::{DOMAIN_KEYS, Product, read_products, write_products};
-use super::{Stage, StageContext, param_str};
-use crate::dsl::Metrics;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::stages::formats::dataset::{
+    DOMAIN_KEYS, DatasetInput, Product, products_of, write_products,
+};
+use crate::stages::kind::{Kind, Metrics, StageContext};
 use crate::stats::spearman;
 use crate::text::lexical::Lexical;
 
+/// The `featurize` kind.
 pub struct FeaturizeStage;
 
 /// Scores per product, per candidate, per dimension, and the method's own metrics.
@@ -112,46 +118,147 @@ pub fn with_scores(mut products: Vec<Product>, computed: &[Vec<[f64; 7]>]) -> Ve
     products
 }
 
-impl Stage for FeaturizeStage {
-    fn run(&self, ctx: &mut StageContext<'_>) -> Result<Metrics, String> {
-        let method = param_str(ctx.params, "method")?.to_string();
-        let mut products = Vec::new();
-        for (id, dir) in ctx.inputs {
-            products.extend(read_products(dir).map_err(|e| format!("input `{id}`: {e}"))?);
+/// How the seven scores are obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// The stored scores.
+    FromData,
+    /// The deterministic lexical extractors.
+    #[default]
+    Lexical,
+    /// An LLM behind an OpenAI-compatible endpoint.
+    LlmJudge,
+    /// A small model trained to reproduce the stored scores.
+    Distilled,
+}
+
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Method::FromData => "from-data",
+            Method::Lexical => "lexical",
+            Method::LlmJudge => "llm-judge",
+            Method::Distilled => "distilled",
         }
+    }
+}
+
+/// The parameters of `plugins/builtin/featurize.kdl`.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Params {
+    /// How the scores are obtained.
+    pub method: Method,
+    /// llm-judge: base URL of the API.
+    pub endpoint: String,
+    /// llm-judge: the model name.
+    pub model: String,
+    /// llm-judge: environment variable holding the API key.
+    pub api_key_env: String,
+    /// llm-judge: a folder of rubrics (empty: the built-in ones).
+    pub rubrics: PathBuf,
+    /// llm-judge: requests in flight.
+    #[schemars(range(min = 1, max = 1024))]
+    pub concurrency: i64,
+    /// llm-judge: seconds per request.
+    #[schemars(range(min = 0.1))]
+    pub timeout: f64,
+    /// llm-judge: retries with backoff.
+    #[schemars(range(min = 0, max = 100))]
+    pub retries: i64,
+    /// distilled: hidden layer sizes.
+    #[schemars(inner(range(min = 1, max = 65536)))]
+    pub distill_hidden: Vec<i64>,
+    /// distilled: passes over the training summaries.
+    #[schemars(range(min = 1, max = 1000000))]
+    pub distill_epochs: i64,
+    /// distilled: peak learning rate.
+    #[schemars(range(min = 0))]
+    pub distill_lr: f64,
+}
+
+impl Default for Params {
+    fn default() -> Params {
+        Params {
+            method: Method::Lexical,
+            endpoint: String::new(),
+            model: String::new(),
+            api_key_env: "OPENAI_API_KEY".into(),
+            rubrics: PathBuf::new(),
+            concurrency: 4,
+            timeout: 120.0,
+            retries: 3,
+            distill_hidden: vec![32],
+            distill_epochs: 300,
+            distill_lr: 0.003,
+        }
+    }
+}
+
+/// The inputs of a featurize stage.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Inputs {
+    /// Datasets whose candidate summaries are scored.
+    pub datasets: Vec<DatasetInput>,
+}
+
+/// The stored scores of every candidate; an error where one has none.
+fn stored_scores(products: &[Product]) -> Result<Vec<Vec<[f64; 7]>>, String> {
+    let mut out = Vec::new();
+    for p in products {
+        let mut scores = Vec::new();
+        for (i, c) in p.candidates.iter().enumerate() {
+            let s = c.scores.as_ref().ok_or_else(|| {
+                format!("product `{}`, candidate {i}: no stored scores (use method \"lexical\", \"llm-judge\" or \"distilled\")", p.id)
+            })?;
+            let mut row = [0.0; 7];
+            for (k, key) in DOMAIN_KEYS.iter().enumerate() {
+                row[k] = *s.get(*key).ok_or_else(|| {
+                    format!(
+                        "product `{}`, candidate {i}: score `{key}` is missing",
+                        p.id
+                    )
+                })?;
+            }
+            scores.push(row);
+        }
+        out.push(scores);
+    }
+    Ok(out)
+}
+
+impl Kind for FeaturizeStage {
+    type Params = Params;
+    type Inputs = Inputs;
+
+    fn check(&self, p: &Params) -> Result<(), String> {
+        if p.method == Method::LlmJudge && p.endpoint.is_empty() {
+            return Err(
+                "method `llm-judge` needs `endpoint`, e.g. \"http://127.0.0.1:8000/v1\"".into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn run(
+        &self,
+        p: &Params,
+        inputs: &Inputs,
+        ctx: &mut StageContext<'_>,
+    ) -> Result<Metrics, String> {
+        let products = products_of(&inputs.datasets)?;
         let n_candidates: usize = products.iter().map(|p| p.candidates.len()).sum();
         if n_candidates == 0 {
             return Err("the inputs have no candidate summaries to score".into());
         }
         let started = std::time::Instant::now();
-        let (computed, mut extra) = match method.as_str() {
-            "from-data" => {
-                let mut out = Vec::new();
-                for p in &products {
-                    let mut scores = Vec::new();
-                    for (i, c) in p.candidates.iter().enumerate() {
-                        let s = c.scores.as_ref().ok_or_else(|| {
-                            format!("product `{}`, candidate {i}: no stored scores (use method \"lexical\", \"llm-judge\" or \"distilled\")", p.id)
-                        })?;
-                        let mut row = [0.0; 7];
-                        for (k, key) in DOMAIN_KEYS.iter().enumerate() {
-                            row[k] = *s.get(*key).ok_or_else(|| {
-                                format!(
-                                    "product `{}`, candidate {i}: score `{key}` is missing",
-                                    p.id
-                                )
-                            })?;
-                        }
-                        scores.push(row);
-                    }
-                    out.push(scores);
-                }
-                (out, Metrics::new())
-            }
-            "lexical" => (lexical_scores(&products), Metrics::new()),
-            "llm-judge" => judge::run(ctx, &products)?,
-            "distilled" => distill::run(ctx, &products)?,
-            other => return Err(format!("unknown method `{other}`")),
+        let (computed, mut extra) = match p.method {
+            Method::FromData => (stored_scores(&products)?, Metrics::new()),
+            Method::Lexical => (lexical_scores(&products), Metrics::new()),
+            Method::LlmJudge => judge::run(p, ctx, &products)?,
+            Method::Distilled => distill::run(p, ctx, &products)?,
         };
         let seconds = started.elapsed().as_secs_f64();
         let mut m = agreement(&products, &computed);
@@ -162,7 +269,8 @@ impl Stage for FeaturizeStage {
         // Timing goes to the log, not the metrics: outputs must not change between identical runs.
         let _ = writeln!(
             ctx.log,
-            "{method}: scored {n_candidates} summaries in {seconds:.2}s ({:.0}/s)",
+            "{}: scored {n_candidates} summaries in {seconds:.2}s ({:.0}/s)",
+            p.method.name(),
             n_candidates as f64 / seconds.max(1e-9)
         );
         Ok(m)

@@ -1,0 +1,274 @@
+//! How a run looks: a live progress display on a terminal, plain lines
+//! otherwise, or JSON lines (`--json`, the serde form of each event).
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::dsl::Metrics;
+use crate::exec::{Event, EventSink, Plan, RunEvent, RunSummary};
+
+/// How events are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Progress bars on a terminal.
+    Live,
+    /// One line per event on stderr.
+    Plain,
+    /// One JSON object per event on stdout.
+    Json,
+}
+
+impl Mode {
+    pub fn detect(json: bool) -> Mode {
+        if json {
+            Mode::Json
+        } else if std::io::stderr().is_terminal() {
+            Mode::Live
+        } else {
+            Mode::Plain
+        }
+    }
+}
+
+/// Shows a run's events.
+pub struct Reporter {
+    mode: Mode,
+    multi: Option<MultiProgress>,
+    total: Option<ProgressBar>,
+    running: BTreeMap<usize, (ProgressBar, PathBuf, Instant)>,
+}
+
+fn fmt_metrics(m: &Metrics) -> String {
+    m.iter()
+        .take(6)
+        .map(|(k, v)| format!("{k}={}", crate::report::fmt_number(*v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The last `n` lines of a log file.
+fn log_tail(path: &Path, n: usize) -> Vec<String> {
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+impl Reporter {
+    pub fn new(mode: Mode, total: usize) -> Reporter {
+        let (multi, bar) = if mode == Mode::Live {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let bar = multi.add(ProgressBar::new(total as u64));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>10.cyan.bold} [{bar:30}] {pos}/{len} stages  {elapsed}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix("Running");
+            (Some(multi), Some(bar))
+        } else {
+            (None, None)
+        };
+        Reporter {
+            mode,
+            multi,
+            total: bar,
+            running: BTreeMap::new(),
+        }
+    }
+
+    fn line(&self, verb: &str, rest: &str) {
+        let text = format!("{verb:>10} {rest}");
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(text);
+            }
+            None => {
+                let _ = writeln!(std::io::stderr(), "{text}");
+            }
+        }
+    }
+
+    fn json(&self, value: &RunEvent<'_>) {
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (`| head`) must not stop the run.
+        if let Ok(text) = serde_json::to_string(value) {
+            let _ = writeln!(out, "{text}");
+            let _ = out.flush();
+        }
+    }
+
+    pub fn note(&self, text: &str) {
+        if self.mode != Mode::Json {
+            self.line("Note", text);
+        }
+    }
+
+    fn show(&mut self, plan: &Plan, ev: &Event) {
+        let node = |n: usize| &plan.pipeline.nodes[n];
+        match self.mode {
+            Mode::Json => self.json(&ev.json(plan)),
+            Mode::Plain | Mode::Live => match ev {
+                Event::Start { node: n, log } => {
+                    if let Some(m) = &self.multi {
+                        let pb = m.add(ProgressBar::new_spinner());
+                        pb.set_style(
+                            ProgressStyle::with_template(
+                                "{spinner:.green} {prefix:.bold} {elapsed:>4} {wide_msg:.dim}",
+                            )
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                        );
+                        pb.set_prefix(format!("{} ({})", node(*n).id, node(*n).kind.name));
+                        pb.enable_steady_tick(Duration::from_millis(120));
+                        self.running.insert(*n, (pb, log.clone(), Instant::now()));
+                    } else {
+                        self.line(
+                            "Running",
+                            &format!("{} ({})", node(*n).id, node(*n).kind.name),
+                        );
+                    }
+                }
+                Event::Waiting { node: n } => self.line(
+                    "Waiting",
+                    &format!("{}: another run is computing it", node(*n).id),
+                ),
+                Event::Cached {
+                    node: n,
+                    by_other_run,
+                    ..
+                } => {
+                    let how = if *by_other_run {
+                        " (computed by another run)"
+                    } else {
+                        ""
+                    };
+                    self.line("Cached", &format!("{}{how}", node(*n).id));
+                    self.advance();
+                }
+                Event::Done { node: n, record } => {
+                    self.finish_spinner(*n);
+                    self.line(
+                        "Finished",
+                        &format!(
+                            "{} in {:.2}s  {}",
+                            node(*n).id,
+                            record.seconds,
+                            fmt_metrics(&record.metrics)
+                        ),
+                    );
+                    self.advance();
+                }
+                Event::Failed {
+                    node: n,
+                    seconds,
+                    message,
+                    log,
+                } => {
+                    self.finish_spinner(*n);
+                    self.line(
+                        "Failed",
+                        &format!("{} after {seconds:.2}s: {message}", node(*n).id),
+                    );
+                    if let Some(log) = log {
+                        let tail = log_tail(log, 15);
+                        if !tail.is_empty() {
+                            self.line(
+                                "",
+                                &format!(
+                                    "last lines of {}:",
+                                    crate::error::display_path(log).display()
+                                ),
+                            );
+                            for l in tail {
+                                self.line("|", &l);
+                            }
+                        } else {
+                            self.line(
+                                "",
+                                &format!(
+                                    "log (empty): {}",
+                                    crate::error::display_path(log).display()
+                                ),
+                            );
+                        }
+                    }
+                    self.advance();
+                }
+                Event::Skipped { node: n, because } => {
+                    self.line("Skipped", &format!("{}: {because}", node(*n).id));
+                    self.advance();
+                }
+                Event::Warning { node: n, message } => {
+                    self.line("Warning", &format!("{}: {message}", node(*n).id));
+                }
+            },
+        }
+    }
+
+    fn advance(&self) {
+        if let Some(t) = &self.total {
+            t.inc(1);
+        }
+    }
+
+    fn finish_spinner(&mut self, n: usize) {
+        if let Some((pb, _, _)) = self.running.remove(&n) {
+            pb.finish_and_clear();
+            if let Some(m) = &self.multi {
+                m.remove(&pb);
+            }
+        }
+    }
+
+    /// Refreshes the live display: the last line each running stage logged.
+    fn refresh(&mut self) {
+        for (pb, log, _) in self.running.values() {
+            if let Some(last) = log_tail(log, 1).pop() {
+                pb.set_message(last);
+            }
+        }
+    }
+
+    pub fn finish(&mut self, summary: &RunSummary) {
+        if let Some(t) = self.total.take() {
+            t.finish_and_clear();
+        }
+        match self.mode {
+            Mode::Json => self.json(&summary.json()),
+            _ => {
+                let verb = if summary.failed > 0 { "Failed" } else { "Done" };
+                self.line(
+                    verb,
+                    &format!(
+                        "{} stages: {} ran, {} cached, {} failed, {} skipped in {:.2}s",
+                        summary.ran + summary.cached + summary.failed + summary.skipped,
+                        summary.ran,
+                        summary.cached,
+                        summary.failed,
+                        summary.skipped,
+                        summary.seconds
+                    ),
+                );
+            }
+        }
+    }
+}
+
+impl EventSink for Reporter {
+    fn event(&mut self, plan: &Plan, ev: &Event) {
+        self.show(plan, ev);
+    }
+    fn tick(&mut self) {
+        self.refresh();
+    }
+}
