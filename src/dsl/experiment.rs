@@ -74,7 +74,16 @@ pub struct VaryDecl {
     pub values: Vec<(KdlValue, SourceSpan)>,
 }
 
-impl Experiment {}
+impl Experiment {
+    /// Each declared stage's index, by name.
+    pub fn stage_index(&self) -> std::collections::HashMap<&str, usize> {
+        self.stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect()
+    }
+}
 
 /// `input "a" "b" [role="..."]`.
 fn parse_input(src: &SourceFile, node: &KdlNode) -> Result<Vec<InputDecl>, Diag> {

@@ -4,7 +4,7 @@
 //! into variants, and every built-in variant's parameters pass its kind's
 //! own checks. Each phase reports every problem it finds, with a location.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -207,12 +207,7 @@ pub fn build(exp: Experiment, registry: Registry) -> Result<Pipeline, Diags> {
 /// Each stage against its kind: the kind exists, the inputs name stages,
 /// the parameters fit, the number of inputs is allowed.
 fn check_stages(exp: &Experiment, registry: &Registry, diags: &mut Diags) -> Vec<Declared> {
-    let index: HashMap<&str, usize> = exp
-        .stages
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
+    let index = exp.stage_index();
     let mut out = Vec::with_capacity(exp.stages.len());
     for st in &exp.stages {
         let kind = registry.get(&st.kind).cloned();

@@ -28,12 +28,7 @@ pub(super) struct Axis {
 
 /// Every sweep whose lines are all valid, as an axis; problems go to `diags`.
 pub(super) fn read_sweeps(exp: &Experiment, declared: &[Declared], diags: &mut Diags) -> Vec<Axis> {
-    let index: HashMap<&str, usize> = exp
-        .stages
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
+    let index = exp.stage_index();
     let mut varied: HashMap<(usize, String), SourceSpan> = HashMap::new();
     exp.sweeps
         .iter()

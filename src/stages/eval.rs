@@ -19,7 +19,7 @@ use crate::rng::Rng;
 use crate::stages::formats::dataset::{
     DOMAIN_KEYS, DatasetInput, GoodTarget, Product, products_of,
 };
-use crate::stages::formats::model::{ModelInput, decode, encode};
+use crate::stages::formats::model::{ModelInput, Sampling, decode, encode};
 use crate::stages::formats::reward::{RewardModelInput, Scorer, ToScore};
 use crate::stages::kind::{Kind, Metrics, StageContext};
 use crate::stats::mean;
@@ -29,9 +29,10 @@ use crate::text::rouge::{MultiRef, RougeScorer};
 /// The `eval` kind.
 pub struct EvalStage;
 
-/// The parameters of `plugins/builtin/eval.kdl`.
+/// The parameters of `plugins/builtin/eval.kdl` (the runner passes exactly
+/// the manifest's, which the manifest tests keep equal to these fields).
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, JsonSchema)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+#[serde(rename_all = "kebab-case", default)]
 pub struct Params {
     /// Which products to summarize.
     pub split: String,
@@ -42,18 +43,9 @@ pub struct Params {
     pub max_products: i64,
     /// Sample (else decode greedily).
     pub sample: bool,
-    /// Sampling temperature.
-    #[schemars(range(min = 0.01))]
-    pub temperature: f64,
-    /// Sampling: keep the k most likely tokens (0: all).
-    #[schemars(range(min = 0))]
-    pub top_k: i64,
-    /// Sampling: nucleus mass.
-    #[schemars(range(min = 0.01, max = 1))]
-    pub top_p: f64,
-    /// The longest summary.
-    #[schemars(range(min = 1, max = 1000000))]
-    pub max_new_tokens: i64,
+    /// How summaries are sampled.
+    #[serde(flatten)]
+    pub sampling: Sampling,
     /// Source tokens kept.
     #[schemars(range(min = 8, max = 1000000))]
     pub max_source: i64,
@@ -66,10 +58,7 @@ impl Default for Params {
             reference: GoodTarget::Reference,
             max_products: 0,
             sample: true,
-            temperature: 0.9,
-            top_k: 50,
-            top_p: 0.9,
-            max_new_tokens: 150,
+            sampling: Sampling::default(),
             max_source: 512,
         }
     }
@@ -77,13 +66,7 @@ impl Default for Params {
 
 impl Params {
     fn generation(&self) -> GenerateOptions {
-        GenerateOptions {
-            sample: self.sample,
-            temperature: self.temperature,
-            top_k: self.top_k as usize,
-            top_p: self.top_p,
-            ..GenerateOptions::greedy(self.max_new_tokens as usize)
-        }
+        self.sampling.options(self.sample)
     }
 }
 

@@ -20,7 +20,7 @@ use crate::ml::ppo::{KlController, RewardNorm, RunningMoments};
 use crate::ml::rlhf::{PolicyValue, PpoModules, PpoSettings, PpoState, UpdateStats, ppo_update};
 use crate::rng::Rng;
 use crate::stages::formats::dataset::{DatasetInput, GoodTarget, Product, features, products_of};
-use crate::stages::formats::model::{ModelInput, decode, encode};
+use crate::stages::formats::model::{ModelInput, Sampling, decode, encode};
 use crate::stages::formats::reward::{RewardModelInput, Scorer, ToScore};
 use crate::stages::kind::{Kind, Metrics, StageContext, eta, progress_bar};
 use crate::text::lexical::{Lexical, ReviewProfile};
@@ -50,9 +50,10 @@ pub enum Reference {
     Previous,
 }
 
-/// The parameters of `plugins/builtin/ppo.kdl`.
+/// The parameters of `plugins/builtin/ppo.kdl` (the runner passes exactly
+/// the manifest's, which the manifest tests keep equal to these fields).
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, JsonSchema)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+#[serde(rename_all = "kebab-case", default)]
 pub struct Params {
     /// Online or offline.
     pub mode: Mode,
@@ -110,18 +111,9 @@ pub struct Params {
     /// Subtracted from the score of a sample without EOS.
     #[schemars(range(min = 0))]
     pub missing_eos_penalty: f64,
-    /// Sampling temperature.
-    #[schemars(range(min = 0.01))]
-    pub temperature: f64,
-    /// Sampling: keep the k most likely tokens (0: all).
-    #[schemars(range(min = 0))]
-    pub top_k: i64,
-    /// Sampling: nucleus mass.
-    #[schemars(range(min = 0.01, max = 1))]
-    pub top_p: f64,
-    /// Sampling: the longest summary.
-    #[schemars(range(min = 1, max = 1000000))]
-    pub max_new_tokens: i64,
+    /// How summaries are sampled.
+    #[serde(flatten)]
+    pub sampling: Sampling,
     /// Source tokens kept.
     #[schemars(range(min = 8, max = 1000000))]
     pub max_source: i64,
@@ -155,10 +147,7 @@ impl Default for Params {
             max_grad_norm: 1.0,
             reward_norm: RewardNorm::None,
             missing_eos_penalty: 1.0,
-            temperature: 0.9,
-            top_k: 50,
-            top_p: 0.9,
-            max_new_tokens: 150,
+            sampling: Sampling::default(),
             max_source: 512,
             checkpoint_every: 5,
             train_split: "train".into(),
@@ -168,13 +157,7 @@ impl Default for Params {
 
 impl Params {
     fn generation(&self) -> GenerateOptions {
-        GenerateOptions {
-            sample: true,
-            temperature: self.temperature,
-            top_k: self.top_k as usize,
-            top_p: self.top_p,
-            ..GenerateOptions::greedy(self.max_new_tokens as usize)
-        }
+        self.sampling.options(true)
     }
 
     fn settings(&self) -> PpoSettings {
@@ -247,7 +230,7 @@ struct Setup<'a> {
 /// The products of the training split that can be rolled out.
 fn rollouts<'a>(s: &Setup<'_>, products: &'a [Product]) -> Result<Vec<Rollout<'a>>, String> {
     let p = s.p;
-    let (max_source, max_new) = (p.max_source as usize, p.max_new_tokens as usize);
+    let (max_source, max_new) = (p.max_source as usize, p.sampling.max_new_tokens as usize);
     let mut out = Vec::new();
     for prod in products.iter().filter(|x| x.split == p.train_split) {
         if p.mode == Mode::Offline && !prod.candidates.iter().any(|c| c.scores.is_some()) {
@@ -347,7 +330,7 @@ fn replay(s: &Setup<'_>, picked: &[&Rollout<'_>], rng: &mut Rng) -> Result<Repla
         rows.push(encode(
             &s.tk,
             &c.text,
-            s.p.max_new_tokens as usize + 1,
+            s.p.sampling.max_new_tokens as usize + 1,
             s.eos,
         )?);
     }

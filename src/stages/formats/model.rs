@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use crate::ml::bart::{Bart, io};
+use crate::ml::bart::{Bart, GenerateOptions, io};
 
 /// An input in the `model` format.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -53,4 +53,47 @@ pub fn encode(tk: &Tokenizer, text: &str, max: usize, eos: u32) -> Result<Vec<u3
 /// The text of generated ids, special tokens dropped.
 pub fn decode(tk: &Tokenizer, ids: &[u32]) -> String {
     tk.decode(ids, true).unwrap_or_default().trim().to_string()
+}
+
+/// How summaries are sampled: the parameters `ppo` and `eval` share
+/// (flattened into theirs, so manifests name them directly).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct Sampling {
+    /// Sampling temperature (also divides the logits of log-probabilities).
+    #[schemars(range(min = 0.01))]
+    pub temperature: f64,
+    /// Keep the k most likely tokens (0: all).
+    #[schemars(range(min = 0))]
+    pub top_k: i64,
+    /// Nucleus mass.
+    #[schemars(range(min = 0.01, max = 1))]
+    pub top_p: f64,
+    /// The longest summary.
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_new_tokens: i64,
+}
+
+impl Default for Sampling {
+    fn default() -> Sampling {
+        Sampling {
+            temperature: 0.9,
+            top_k: 50,
+            top_p: 0.9,
+            max_new_tokens: 150,
+        }
+    }
+}
+
+impl Sampling {
+    /// The generation settings, sampling or (`sample` false) greedy.
+    pub fn options(&self, sample: bool) -> GenerateOptions {
+        GenerateOptions {
+            sample,
+            temperature: self.temperature,
+            top_k: self.top_k as usize,
+            top_p: self.top_p,
+            ..GenerateOptions::greedy(self.max_new_tokens as usize)
+        }
+    }
 }
