@@ -16,5 +16,5 @@ mod subprocess;
 
 pub use backend::resolve_backend;
 pub use events::{Event, EventSink, RunEvent};
-pub use plan::{Plan, PlanOptions, Reason, Status, plan};
+pub use plan::{Plan, PlanOptions, Reason, ReasonItem, Status, plan};
 pub use run::{RunOptions, RunSummary, run};

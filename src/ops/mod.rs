@@ -8,6 +8,7 @@ mod explain;
 mod rouge_cmd;
 mod show;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use cache_ops::{cache_du, cache_gc, cache_ls, cache_verify};
@@ -81,8 +82,8 @@ pub fn load_plan(
 /// "reason", "reasons", "message", "inputs", "roles"}]}`; `reason` is the
 /// first of the typed `reasons` (`null` when cached), `message` says it for
 /// people, `roles` (kinds with named inputs) maps each role to its inputs.
-pub fn plan_json(plan: &Plan) -> serde_json::Value {
-    let stages: Vec<serde_json::Value> = plan
+pub fn plan_json(plan: &Plan) -> String {
+    let stages: Vec<PlanStage> = plan
         .pipeline
         .nodes
         .iter()
@@ -97,29 +98,52 @@ pub fn plan_json(plan: &Plan) -> serde_json::Value {
                 .iter()
                 .map(|&u| plan.pipeline.nodes[u].id.as_str())
                 .collect();
-            let mut roles = serde_json::Map::new();
+            let mut roles: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
             for (input, role) in inputs.iter().zip(&n.roles) {
                 if let Some(role) = role {
-                    let slot = roles
-                        .entry(role.clone())
-                        .or_insert_with(|| serde_json::json!([]));
-                    if let serde_json::Value::Array(list) = slot {
-                        list.push(serde_json::json!(input));
-                    }
+                    roles.entry(role.as_str()).or_default().push(input);
                 }
             }
-            let mut v = serde_json::json!({
-                "id": n.id, "kind": n.kind.name, "key": plan.keys[i], "status": status,
-                "reason": reasons.first(), "reasons": reasons, "message": message,
-                "inputs": inputs,
-            });
-            if !roles.is_empty() {
-                v["roles"] = serde_json::Value::Object(roles);
+            PlanStage {
+                id: &n.id,
+                kind: &n.kind.name,
+                key: plan.keys[i].as_deref(),
+                status,
+                reason: reasons.first().cloned(),
+                reasons,
+                message,
+                inputs,
+                roles,
             }
-            v
         })
         .collect();
-    serde_json::json!({ "experiment": plan.experiment_name(), "stages": stages })
+    let json = PlanJson {
+        experiment: plan.experiment_name(),
+        stages,
+    };
+    // Plain data with string keys: serialising cannot fail.
+    serde_json::to_string(&json).unwrap_or_default()
+}
+
+/// `plan --json`, typed (serialised as it is built, for large sweeps).
+#[derive(serde::Serialize)]
+struct PlanJson<'a> {
+    experiment: &'a str,
+    stages: Vec<PlanStage<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct PlanStage<'a> {
+    id: &'a str,
+    kind: &'a str,
+    key: Option<&'a str>,
+    status: &'static str,
+    reason: Option<crate::exec::ReasonItem>,
+    reasons: Vec<crate::exec::ReasonItem>,
+    message: String,
+    inputs: Vec<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    roles: BTreeMap<&'a str, Vec<&'a str>>,
 }
 
 /// `plan` for people.
