@@ -19,6 +19,8 @@ pub enum Category {
     Environment,
     /// A stage ran and failed.
     StageFailed,
+    /// A check found problems (`cache verify`).
+    Damaged,
     /// A bug in efrlhf itself.
     Internal,
 }
@@ -27,7 +29,7 @@ impl Category {
     /// The process exit code for this category (documented in README.md).
     pub fn exit_code(self) -> i32 {
         match self {
-            Category::StageFailed => 1,
+            Category::StageFailed | Category::Damaged => 1,
             Category::Input => 2,
             Category::Environment => 3,
             Category::Internal => 70,
@@ -60,16 +62,31 @@ impl SourceFile {
     }
 
     /// Reads a file; a missing or unreadable file is an input error naming it.
+    /// Only regular files are read (a FIFO or `/dev/zero` would never end),
+    /// at most [`SourceFile::MAX_BYTES`], and their text must be UTF-8.
     pub fn read(path: &Path) -> Result<SourceFile, Diag> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Ok(SourceFile::new(path, text)),
-            Err(e) => Err(
-                Diag::input("E-FILE", format!("cannot read `{}`: {e}", path.display())).with_help(
-                    "check the path; experiment paths are relative to the current directory",
-                ),
-            ),
+        let fail = |why: String| {
+            Diag::input("E-FILE", format!("cannot read `{}`: {why}", path.display()))
+                .with_help("check the path; experiment paths are relative to the current directory")
+        };
+        let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(fail("it is not a regular file".into()));
         }
+        if meta.len() > Self::MAX_BYTES {
+            return Err(fail(format!(
+                "it has {} bytes; experiments and manifests have at most {}",
+                meta.len(),
+                Self::MAX_BYTES
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+        let text = utf8_text(path, bytes)?;
+        Ok(SourceFile::new(path, text))
     }
+
+    /// The largest experiment or manifest file read.
+    pub const MAX_BYTES: u64 = 1 << 20;
 
     /// 1-based line and column of a byte offset, for messages without a rendered snippet.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
@@ -161,6 +178,55 @@ impl Diag {
         let label = self.labels.first()?;
         let (line, col) = src.line_col(label.offset());
         Some(format!("{}:{line}:{col}", src.path.display()))
+    }
+}
+
+/// Lines longer than this are not shown as a snippet (the renderer cannot
+/// place a label past column 65,535, and such lines help no one).
+const SNIPPET_LINE_MAX: usize = 1_000;
+
+impl Diag {
+    /// Whether every line this diagnostic points at is short enough to show.
+    pub fn fits_a_snippet(&self) -> bool {
+        let Some(src) = &self.source else {
+            return true;
+        };
+        let text = src.text.as_str();
+        let line_len = |offset: usize| {
+            let offset = offset.min(text.len());
+            let start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+            let end = text[offset..]
+                .find('\n')
+                .map(|i| offset + i)
+                .unwrap_or(text.len());
+            end - start
+        };
+        self.labels.iter().all(|l| {
+            line_len(l.offset()) <= SNIPPET_LINE_MAX
+                && line_len(l.offset() + l.len()) <= SNIPPET_LINE_MAX
+        }) && self.related.iter().all(Diag::fits_a_snippet)
+    }
+
+    /// The diagnostic as plain lines: `error[code]: message`, `--> file:line:col` per label, `help:`.
+    pub fn plain(&self) -> String {
+        let mut out = format!("error[{}]: {}\n", self.code, self.message);
+        if let Some(src) = &self.source {
+            for l in &self.labels {
+                let (line, col) = src.line_col(l.offset());
+                let what = l.label().unwrap_or_default();
+                out.push_str(&format!(
+                    "  --> {}:{line}:{col}: {what}\n",
+                    src.path.display()
+                ));
+            }
+        }
+        if let Some(h) = &self.help {
+            out.push_str(&format!("  help: {h}\n"));
+        }
+        for r in &self.related {
+            out.push_str(&r.plain());
+        }
+        out
     }
 }
 
@@ -264,4 +330,30 @@ pub fn did_you_mean<'a>(
         }
     }
     best.map(|(_, c)| c.to_string())
+}
+
+/// The text of `bytes` read from `path`, or an error at the first byte that
+/// is not UTF-8, with its line and column.
+pub fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, Diag> {
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let bytes = e.into_bytes();
+        let before = String::from_utf8_lossy(&bytes[..valid]).into_owned();
+        let line = before.matches('\n').count() + 1;
+        let col = before
+            .rsplit('\n')
+            .next()
+            .map(|l| l.chars().count())
+            .unwrap_or(0)
+            + 1;
+        Diag::input(
+            "E-UTF8",
+            format!(
+                "{}:{line}:{col}: the text is not UTF-8 (byte 0x{:02x})",
+                display_path(path).display(),
+                bytes[valid]
+            ),
+        )
+        .with_help("save the file as UTF-8")
+    })
 }

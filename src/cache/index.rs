@@ -27,7 +27,7 @@ pub struct IndexSession {
 
 fn db_error(e: sled::Error, path: &Path) -> Diag {
     Diag::env("E-INDEX", format!("cache index `{}`: {e}", path.display()))
-        .with_help("if the index is damaged, `efrlhf cache verify` tells which results are intact; deleting the cache folder starts afresh")
+        .with_help("`efrlhf cache repair` rebuilds the index from the results' own records, recomputing nothing")
 }
 
 fn pair_key(experiment: &str, stage: &str) -> Vec<u8> {
@@ -118,6 +118,10 @@ impl IndexSession {
     }
     pub fn remove_run(&self, key: &str) -> Result<(), Diag> {
         self.remove("runs", key.as_bytes())
+    }
+    /// Whether any run is recorded (without reading them).
+    pub fn has_runs(&self) -> Result<bool, Diag> {
+        Ok(!self.tree("runs")?.is_empty())
     }
     pub fn runs(&self) -> Result<Vec<RunRecord>, Diag> {
         Ok(self.all("runs")?.into_iter().map(|(_, v)| v).collect())

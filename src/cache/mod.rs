@@ -16,7 +16,10 @@
 mod digest;
 mod index;
 mod key;
+mod lease;
 mod pending;
+mod records;
+mod store;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -24,10 +27,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use digest::{FileEntry, StatCache, hash_file, listing_digest, scan_dir};
+pub use digest::{FileEntry, StatCache};
 pub use index::IndexSession;
 pub use key::{Change, InputDigest, KEY_FORMAT, KeyComponents, StageKey, diff};
 pub use pending::{Claim, Failed, Outcome, Pending};
+pub use records::RepairReport;
+pub use store::dir_size;
+use store::make_writable;
 
 use crate::dsl::Metrics;
 use crate::error::{Diag, io_error};
@@ -74,6 +80,8 @@ pub enum ArtifactProblem {
     FileMissing(String),
     FileChanged(String),
     FileAdded(String),
+    /// A link or other non-plain file where plain files belong.
+    NotPlain(String),
 }
 
 impl std::fmt::Display for ArtifactProblem {
@@ -85,6 +93,7 @@ impl std::fmt::Display for ArtifactProblem {
             ArtifactProblem::FileAdded(p) => {
                 write!(f, "`{p}` was added after the artifact was stored")
             }
+            ArtifactProblem::NotPlain(p) => write!(f, "`{p}` is a link, not a plain file"),
         }
     }
 }
@@ -187,17 +196,25 @@ impl Cache {
         self.root.join("checkpoints").join(key)
     }
 
-    /// A fresh scratch folder for computing `key`. Call with the key's lock held.
+    /// A fresh scratch folder for one attempt at `key` (`tmp/<key>.<pid>.<n>`):
+    /// each attempt writes its own, so nothing left of an earlier one can
+    /// mix into it. Call with the key's lock held.
     fn scratch(&self, key: &str) -> Result<PathBuf, Diag> {
-        let dir = self.root.join("tmp").join(key);
-        if dir.exists() {
-            make_writable(&dir);
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| io_error("cannot clear scratch folder", &dir, e))?;
-        }
+        static ATTEMPT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = ATTEMPT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self
+            .root
+            .join("tmp")
+            .join(format!("{key}.{}.{n}", std::process::id()));
         std::fs::create_dir_all(dir.join("out"))
             .map_err(|e| io_error("cannot create scratch folder", &dir, e))?;
         Ok(dir)
+    }
+
+    /// Removes one attempt's scratch folder.
+    pub(crate) fn discard_scratch(&self, dir: &Path) -> std::io::Result<()> {
+        make_writable(dir);
+        std::fs::remove_dir_all(dir)
     }
 
     /// Removes scratch folders left by killed runs (those whose key nobody holds).
@@ -208,10 +225,12 @@ impl Cache {
         };
         for entry in rd.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            // `<key>.<pid>.<n>`: an attempt whose key nobody holds is over.
+            let key = name.split('.').next().unwrap_or_default();
             let lock = if name.starts_with("trash-") {
                 None
             } else {
-                self.try_lock_key(&name).ok().flatten()
+                self.try_lock_key(key).ok().flatten()
             };
             if lock.is_some() || name.starts_with("trash-") {
                 freed += dir_size(&entry.path());
@@ -222,101 +241,6 @@ impl Cache {
         freed
     }
 
-    /// Moves a finished output folder into the store. Returns its record.
-    pub fn commit_output(&self, out: &Path) -> Result<ArtifactRecord, Diag> {
-        let files = scan_dir(out).map_err(|e| {
-            Diag::new(
-                crate::error::Category::StageFailed,
-                "E-OUTPUT",
-                format!("cannot read the stage's output: {e}"),
-            )
-        })?;
-        let digest = listing_digest(&files);
-        let size = files.iter().map(|f| f.size).sum();
-        let rec = ArtifactRecord {
-            digest: digest.clone(),
-            files,
-            size,
-        };
-        let dest = self.artifact_dir(&digest);
-        if dest.exists() {
-            if self.check_artifact(&rec, true).is_empty() {
-                make_writable(out);
-                let _ = std::fs::remove_dir_all(out);
-                return Ok(rec);
-            }
-            // A damaged copy with the same name: move it aside, then replace it.
-            let trash = self
-                .root
-                .join("tmp")
-                .join(format!("trash-{digest}-{}", std::process::id()));
-            std::fs::rename(&dest, &trash)
-                .map_err(|e| io_error("cannot move damaged artifact", &dest, e))?;
-            make_writable(&trash);
-            let _ = std::fs::remove_dir_all(&trash);
-        }
-        for f in &rec.files {
-            set_readonly(&out.join(&f.path));
-        }
-        if let Err(e) = std::fs::rename(out, &dest) {
-            // Another process committed the same content in the meantime.
-            if dest.exists() && self.check_artifact(&rec, true).is_empty() {
-                make_writable(out);
-                let _ = std::fs::remove_dir_all(out);
-            } else {
-                return Err(io_error("cannot store artifact", &dest, e));
-            }
-        }
-        Ok(rec)
-    }
-
-    /// Checks an artifact against its record. Without `full`, a file whose size
-    /// and mtime are as recorded is trusted; otherwise every file is re-hashed.
-    pub fn check_artifact(&self, rec: &ArtifactRecord, full: bool) -> Vec<ArtifactProblem> {
-        let dir = self.artifact_dir(&rec.digest);
-        if !dir.is_dir() {
-            return vec![ArtifactProblem::FolderMissing];
-        }
-        let mut problems = Vec::new();
-        for f in &rec.files {
-            let p = dir.join(&f.path);
-            let Ok(meta) = std::fs::metadata(&p) else {
-                problems.push(ArtifactProblem::FileMissing(f.path.clone()));
-                continue;
-            };
-            if meta.len() != f.size {
-                problems.push(ArtifactProblem::FileChanged(f.path.clone()));
-                continue;
-            }
-            if (full || digest::mtime_ns(&meta) != f.mtime_ns)
-                && hash_file(&p).ok().as_deref() != Some(f.digest.as_str())
-            {
-                problems.push(ArtifactProblem::FileChanged(f.path.clone()));
-            }
-        }
-        if full && let Ok(listing) = scan_dir(&dir) {
-            let known: std::collections::HashSet<&str> =
-                rec.files.iter().map(|f| f.path.as_str()).collect();
-            for f in listing {
-                if !known.contains(f.path.as_str()) {
-                    problems.push(ArtifactProblem::FileAdded(f.path));
-                }
-            }
-        }
-        problems
-    }
-
-    /// Deletes an artifact folder; returns bytes freed.
-    pub fn remove_artifact(&self, digest: &str) -> u64 {
-        let dir = self.artifact_dir(digest);
-        let size = dir_size(&dir);
-        make_writable(&dir);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => size,
-            Err(_) => 0,
-        }
-    }
-
     /// Sizes of the cache's parts, in bytes.
     pub fn disk_usage(&self) -> BTreeMap<&'static str, u64> {
         let mut out = BTreeMap::new();
@@ -325,44 +249,4 @@ impl Cache {
         }
         out
     }
-}
-
-fn set_readonly(p: &Path) {
-    if let Ok(meta) = std::fs::metadata(p) {
-        let mut perm = meta.permissions();
-        perm.set_readonly(true);
-        let _ = std::fs::set_permissions(p, perm);
-    }
-}
-
-/// Gives write permission back to read-only artifact files so they can be deleted by non-root users.
-fn make_writable(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in rd.flatten() {
-        let p = entry.path();
-        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
-            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755));
-            make_writable(&p);
-        }
-    }
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
-}
-
-/// Total size of the regular files below `p`.
-pub fn dir_size(p: &Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(p) else {
-        return 0;
-    };
-    if meta.is_file() {
-        return meta.len();
-    }
-    if !meta.is_dir() {
-        return 0;
-    }
-    std::fs::read_dir(p)
-        .map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum())
-        .unwrap_or(0)
 }

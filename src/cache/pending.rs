@@ -141,13 +141,18 @@ impl Pending<'_> {
             experiment: self.experiment.clone(),
             stage_id: self.stage_id.clone(),
         };
-        let recorded = self.cache.index().and_then(|idx| {
-            idx.put_artifact(&art)?;
-            idx.put_run(&record)?;
-            idx.set_latest(&record.experiment, &record.stage_id, &self.key)?;
-            idx.clear_failure(&record.experiment, &record.stage_id)?;
-            idx.flush()
-        });
+        // The record file first: the index can always be rebuilt from it.
+        let recorded = self
+            .cache
+            .write_record(&record, &art)
+            .and_then(|_| self.cache.index())
+            .and_then(|idx| {
+                idx.put_artifact(&art)?;
+                idx.put_run(&record)?;
+                idx.set_latest(&record.experiment, &record.stage_id, &self.key)?;
+                idx.clear_failure(&record.experiment, &record.stage_id)?;
+                idx.flush()
+            });
         if let Err(d) = recorded {
             return Err(Failed {
                 message: d.to_string(),
@@ -156,7 +161,7 @@ impl Pending<'_> {
         }
         for dir in [self.scratch.clone(), self.checkpoint_dir()] {
             if dir.exists()
-                && let Err(e) = std::fs::remove_dir_all(&dir)
+                && let Err(e) = self.cache.discard_scratch(&dir)
             {
                 warnings.push(format!("cannot remove `{}`: {e}", dir.display()));
             }

@@ -96,6 +96,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a stage program under supervision (used by `run`)
+    #[command(hide = true)]
+    Supervise {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// List stage kinds, or document one
     Plugins {
         kind: Option<String>,
@@ -134,9 +140,11 @@ enum CacheCommand {
     Ls,
     /// Disk usage of the cache
     Du,
-    /// Re-hash every stored artifact; name each damaged file (exit 1 if any)
+    /// Re-hash every stored result; name each damaged file (exit 1 if any)
     Verify,
-    /// Remove results not used by the given experiments
+    /// Rebuild the index from the results' own records (nothing is recomputed)
+    Repair,
+    /// Remove results not used by the given experiments (waits for running experiments)
     Gc {
         /// Experiments whose current results are kept
         #[arg(required = true)]
@@ -178,8 +186,8 @@ pub fn print_diags(diags: &Diags) {
     let mut stderr = std::io::stderr().lock();
     for d in &diags.0 {
         let mut s = String::new();
-        if handler.render_report(&mut s, d).is_err() {
-            s = format!("error: {}\n", d.message);
+        if !d.fits_a_snippet() || handler.render_report(&mut s, d).is_err() {
+            s = d.plain();
         }
         let _ = write!(stderr, "{s}");
     }
@@ -188,10 +196,16 @@ pub fn print_diags(diags: &Diags) {
     }
 }
 
+/// Opens the cache; a damaged or deleted index is rebuilt first (and said).
 fn cache_at(dir: &Option<PathBuf>) -> Result<Cache, Diags> {
-    Ok(Cache::open(
-        &dir.clone().unwrap_or_else(ops::default_cache_dir),
-    )?)
+    let cache = Cache::open(&dir.clone().unwrap_or_else(ops::default_cache_dir))?;
+    if let Some(report) = cache.ensure_index()? {
+        err(&format!(
+            "Note: the cache index was damaged or missing: {}",
+            ops::repair_text(&report)
+        ));
+    }
+    Ok(cache)
 }
 
 fn out(text: &str) {
@@ -282,22 +296,7 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             }
             Ok(0)
         }
-        Command::Cache(cmd) => {
-            let cache = cache_at(&cli.cache_dir)?;
-            out(&match cmd {
-                CacheCommand::Ls => ops::cache_ls(&cache)?.to_text(),
-                CacheCommand::Du => ops::cache_du(&cache)?,
-                CacheCommand::Verify => {
-                    let (text, problem) = ops::cache_verify_report(&cache)?;
-                    out(&text);
-                    return problem.map_or(Ok(0), Err);
-                }
-                CacheCommand::Gc { files, dry_run } => {
-                    ops::cache_gc_report(&cache, &files, dry_run)?
-                }
-            });
-            Ok(0)
-        }
+        Command::Cache(cmd) => cache_command(&cli.cache_dir, cmd),
         Command::Rouge {
             predictions,
             references,
@@ -318,6 +317,15 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             }
             Ok(0)
         }
+        Command::Supervise { command } => {
+            match crate::exec::supervise(&command[0], &command[1..]) {
+                Ok(code) => Ok(code),
+                Err(e) => {
+                    err(&format!("{e}\n"));
+                    Ok(127)
+                }
+            }
+        }
         Command::Plugins { kind, experiment } => {
             out(&ops::plugins(kind.as_deref(), experiment.as_deref())?);
             Ok(0)
@@ -325,10 +333,57 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
     }
 }
 
+/// `cache ls|du|verify|gc|repair`.
+fn cache_command(cache_dir: &Option<PathBuf>, cmd: CacheCommand) -> Result<i32, Diags> {
+    let cache = cache_at(cache_dir)?;
+    let waiting = || err("waiting for the experiments running on this cache to finish\n");
+    out(&match cmd {
+        CacheCommand::Ls => ops::cache_ls(&cache)?.to_text(),
+        CacheCommand::Du => ops::cache_du(&cache)?,
+        CacheCommand::Verify => {
+            let (text, problem) = ops::cache_verify_report(&cache)?;
+            out(&text);
+            return problem.map_or(Ok(0), Err);
+        }
+        CacheCommand::Gc { files, dry_run } => {
+            ops::cache_gc_report(&cache, &files, dry_run, waiting)?
+        }
+        CacheCommand::Repair => ops::cache_repair_report(&cache, waiting)?,
+    });
+    Ok(0)
+}
+
+/// SIGINT and SIGTERM: the first sets the returned number (the run stops
+/// cleanly), a second one exits at once.
+fn stop_on_signals() -> Result<std::sync::Arc<std::sync::atomic::AtomicUsize>, Diags> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    let stop = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let registered =
+            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&seen))
+                .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&seen)))
+                .and_then(|_| {
+                    signal_hook::flag::register_usize(sig, Arc::clone(&stop), sig as usize)
+                });
+        registered.map_err(|e| {
+            crate::error::Diag::env("E-SIGNAL", format!("cannot handle signals: {e}"))
+        })?;
+    }
+    Ok(stop)
+}
+
 /// `run`: the plan, the live display, the run, the evaluation tables.
 fn run(cache_dir: &Option<PathBuf>, args: RunArgs) -> Result<i32, Diags> {
+    let stop = stop_on_signals()?;
     let cache = cache_at(cache_dir)?;
-    let plan = ops::load_plan(&args.file, &cache, args.backend.as_deref(), &args.force)?;
+    let plan = std::sync::Arc::new(ops::load_plan(
+        &args.file,
+        &cache,
+        args.backend.as_deref(),
+        &args.force,
+    )?);
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -343,9 +398,14 @@ fn run(cache_dir: &Option<PathBuf>, args: RunArgs) -> Result<i32, Diags> {
         jobs,
         only: args.only,
         fail_fast: args.fail_fast,
+        stop: Some(stop),
     };
     let summary = crate::exec::run(&plan, &cache, &opts, &mut reporter)?;
     reporter.finish(&summary);
+    if let Some(sig) = summary.interrupted {
+        // Built-in stages still computing end with the process.
+        return Ok(128 + sig);
+    }
     if mode != Mode::Json {
         // The comparison tables of evaluation stages, last thing on screen.
         out(&ops::comparisons_after_run(

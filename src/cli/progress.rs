@@ -208,6 +208,14 @@ impl Reporter {
                     self.line("Skipped", &format!("{}: {because}", node(*n).id));
                     self.advance();
                 }
+                Event::Interrupted { node: n } => {
+                    self.finish_spinner(*n);
+                    self.line(
+                        "Stopped",
+                        &format!("{}: interrupted, nothing recorded", node(*n).id),
+                    );
+                    self.advance();
+                }
                 Event::Warning { node: n, message } => {
                     self.line("Warning", &format!("{}: {message}", node(*n).id));
                 }
@@ -246,6 +254,10 @@ impl Reporter {
         match self.mode {
             Mode::Json => self.json(&summary.json()),
             _ => {
+                if let Some(sig) = summary.interrupted {
+                    self.interrupted(sig, summary);
+                    return;
+                }
                 let verb = if summary.failed > 0 { "Failed" } else { "Done" };
                 self.line(
                     verb,
@@ -264,9 +276,33 @@ impl Reporter {
     }
 }
 
+impl Reporter {
+    /// What an interrupted run stopped and what it kept.
+    fn interrupted(&self, sig: i32, summary: &RunSummary) {
+        let kept = summary.ran + summary.cached;
+        let stopped = if summary.interrupted_stages.is_empty() {
+            "no stage was running".to_string()
+        } else {
+            format!("stopped {}", summary.interrupted_stages.join(", "))
+        };
+        self.line(
+            "Stopped",
+            &format!(
+                "by {} after {:.2}s: {stopped}; {kept} finished results are stored ({} computed now); checkpoints are kept and `efrlhf run` resumes from them",
+                crate::exec::signal_name(sig),
+                summary.seconds,
+                summary.ran
+            ),
+        );
+    }
+}
+
 impl EventSink for Reporter {
     fn event(&mut self, plan: &Plan, ev: &Event) {
         self.show(plan, ev);
+    }
+    fn note(&mut self, text: &str) {
+        Reporter::note(self, text);
     }
     fn tick(&mut self) {
         self.refresh();

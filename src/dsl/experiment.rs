@@ -192,9 +192,43 @@ pub fn parse_experiment(src: &SourceFile, dir: &Path) -> Result<Experiment, Diag
     diags.into_result(exp)
 }
 
+/// A name as messages show it: at most 40 characters.
+fn shortened(name: &str) -> String {
+    if name.chars().count() <= 40 {
+        return name.to_string();
+    }
+    format!("{}...", name.chars().take(40).collect::<String>())
+}
+
+/// The longest stage or experiment name.
+pub const MAX_NAME: usize = 128;
+
+/// An experiment's name is a file-name component (plots are named after
+/// it), so: letters, digits, `-`, `_`, `.`, not starting with `.`.
+fn check_experiment_name(src: &SourceFile, name: &str, span: SourceSpan) -> Result<(), Diag> {
+    let plain = !name.is_empty()
+        && name.chars().count() <= MAX_NAME
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || "-_.".contains(c));
+    if plain {
+        return Ok(());
+    }
+    Err(
+        Diag::input("E-NAME", format!("invalid experiment name {:?}", shortened(name)))
+            .at(src, span, "not a plain name")
+            .with_help(format!(
+                "use letters, digits, `-`, `_` and `.` (not first), at most {MAX_NAME} characters: files such as plots are named after it"
+            )),
+    )
+}
+
 fn parse_header(src: &SourceFile, node: &KdlNode, exp: &mut Experiment) -> Result<(), Diag> {
     if !k::args(node).is_empty() {
-        exp.name = k::string_arg(src, node, "the experiment's name")?.0;
+        let (name, span) = k::string_arg(src, node, "the experiment's name")?;
+        check_experiment_name(src, &name, span)?;
+        exp.name = name;
     }
     for child in k::children(node) {
         match k::name(child) {
@@ -278,11 +312,15 @@ fn int_arg(src: &SourceFile, node: &KdlNode) -> Result<(i64, SourceSpan), Diag> 
 
 fn parse_stage(src: &SourceFile, node: &KdlNode, earlier: &[StageDecl]) -> Result<StageDecl, Diag> {
     let (name, name_span) = k::string_arg(src, node, "the stage's name")?;
-    if name.is_empty() || name.contains(['[', ']', '.', '"', '\n']) {
+    if name.is_empty()
+        || name.contains(['[', ']', '.', '"', '\n'])
+        || name.chars().any(char::is_control)
+        || name.chars().count() > MAX_NAME
+    {
         return Err(
-            Diag::input("E-NAME", format!("invalid stage name {name:?}"))
+            Diag::input("E-NAME", format!("invalid stage name {:?}", shortened(&name)))
                 .at(src, name_span, "here")
-                .with_help("stage names may not be empty or contain `[`, `]`, `.` or quotes"),
+                .with_help(format!("stage names are 1 to {MAX_NAME} characters, without `[`, `]`, `.`, quotes or control characters")),
         );
     }
     if let Some(prev) = earlier.iter().find(|s| s.name == name) {

@@ -8,7 +8,8 @@ use crate::error::{Diag, Diags, SourceFile};
 
 /// Parses a KDL document (v2, or v1 as a fallback); syntax errors point at their span.
 pub fn parse(src: &SourceFile) -> Result<KdlDocument, Diags> {
-    KdlDocument::parse(&src.text).map_err(|err| {
+    super::limits::check(src)?;
+    parse_on_a_large_stack(src)?.map_err(|err| {
         let mut diags = Diags::default();
         for d in &err.diagnostics {
             let msg = d.message.clone().unwrap_or_else(|| "invalid KDL".into());
@@ -24,6 +25,22 @@ pub fn parse(src: &SourceFile) -> Result<KdlDocument, Diags> {
         }
         diags
     })
+}
+
+/// The parser recurses; the limits keep nesting shallow, and a thread with a
+/// large stack (reserved, not used) keeps a broken file that the limits read
+/// otherwise than the parser from aborting the process.
+fn parse_on_a_large_stack(src: &SourceFile) -> Result<Result<KdlDocument, kdl::KdlError>, Diag> {
+    let text = src.text.clone();
+    std::thread::Builder::new()
+        .name("kdl".into())
+        .stack_size(256 << 20)
+        .spawn(move || KdlDocument::parse(&text))
+        .and_then(|t| {
+            t.join()
+                .map_err(|_| std::io::Error::other("the KDL parser failed"))
+        })
+        .map_err(|e| Diag::internal(format!("cannot parse `{}`: {e}", src.path.display())))
 }
 
 pub fn name(node: &KdlNode) -> &str {

@@ -591,11 +591,12 @@ fn parse_depends(
             ));
         };
         let p = dir.join(s);
-        if !p.exists() {
+        if !std::fs::metadata(&p).is_ok_and(|m| m.is_file() || m.is_dir()) {
+            // A mistake in the manifest (exit 2), unlike a program missing from the machine.
             return Err(
-                Diag::env("E-PROGRAM", format!("declared dependency `{s}` not found"))
-                    .at(src, e.span(), "no such file")
-                    .with_help("paths in `depends` are relative to the manifest's folder"),
+                Diag::input("E-MANIFEST", format!("declared dependency `{s}` not found"))
+                    .at(src, e.span(), "no such file or folder")
+                    .with_help("paths in `depends` are relative to the manifest's folder and name a file or a folder"),
             );
         }
         out.push(p);

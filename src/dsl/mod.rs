@@ -6,6 +6,7 @@
 
 mod experiment;
 pub(crate) mod kdl_util;
+mod limits;
 mod manifest;
 pub mod value;
 

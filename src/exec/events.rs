@@ -47,6 +47,10 @@ pub enum Event {
         node: usize,
         message: String,
     },
+    /// The run was stopped while this stage ran; nothing of it was recorded.
+    Interrupted {
+        node: usize,
+    },
 }
 
 /// Where a run's events go.
@@ -55,6 +59,8 @@ pub trait EventSink {
     fn event(&mut self, plan: &Plan, ev: &Event);
     /// Called a few times a second while stages run.
     fn tick(&mut self) {}
+    /// Something about the run as a whole (waiting for the cache, ...).
+    fn note(&mut self, _text: &str) {}
 }
 
 /// The JSON form of an event (`run --json`): tagged by `event`.
@@ -94,12 +100,18 @@ pub enum RunEvent<'a> {
         stage: &'a str,
         message: &'a str,
     },
+    StageInterrupted {
+        stage: &'a str,
+    },
     RunDone {
         ran: usize,
         cached: usize,
         failed: usize,
         skipped: usize,
         seconds: f64,
+        /// `SIGINT` or `SIGTERM` when the run was stopped.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        interrupted: Option<&'static str>,
     },
 }
 
@@ -148,6 +160,7 @@ impl Event {
                 stage: id(node),
                 message,
             },
+            Event::Interrupted { node } => RunEvent::StageInterrupted { stage: id(node) },
         }
     }
 }
@@ -161,6 +174,17 @@ impl RunSummary {
             failed: self.failed,
             skipped: self.skipped,
             seconds: self.seconds,
+            interrupted: self.interrupted.map(signal_name),
         }
+    }
+}
+
+/// `SIGINT`, `SIGTERM`, or `signal N`.
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        _ => "a signal",
     }
 }

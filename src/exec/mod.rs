@@ -13,8 +13,10 @@ mod events;
 mod plan;
 mod run;
 mod subprocess;
+mod supervise;
 
 pub use backend::resolve_backend;
-pub use events::{Event, EventSink, RunEvent};
+pub use events::{Event, EventSink, RunEvent, signal_name};
 pub use plan::{Plan, PlanOptions, Reason, ReasonItem, Status, plan};
 pub use run::{RunOptions, RunSummary, run};
+pub use supervise::supervise;

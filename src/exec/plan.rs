@@ -450,6 +450,7 @@ fn status_of(
     idx: &IndexSession,
     i: usize,
     previous: Option<&RunRecord>,
+    damaged: &Damaged,
 ) -> Result<(Status, Option<StageKey>), Diag> {
     let inputs = &plan.pipeline.nodes[i].inputs;
     let outputs: Option<Vec<String>> = inputs
@@ -477,6 +478,8 @@ fn status_of(
     let key = comps.key();
     let status = if plan.forced.contains(&i) {
         Status::Run(Reason::Forced)
+    } else if let Some(problems) = damaged.get(&i) {
+        Status::Run(Reason::Damaged(problems.clone()))
     } else if let Some(rec) = idx.run(&key)? {
         let problems = match idx.artifact(&rec.output)? {
             Some(art) => cache.check_artifact(&art, false),
@@ -499,6 +502,80 @@ fn status_of(
         }
     };
     Ok((status, Some(key)))
+}
+
+/// Stored results found damaged when a stage was about to consume them.
+type Damaged = BTreeMap<usize, Vec<ArtifactProblem>>;
+
+/// Every node's status, in order (inputs first).
+fn fill_statuses(
+    plan: &mut Plan,
+    cache: &Cache,
+    idx: &IndexSession,
+    exp_name: &str,
+    damaged: &Damaged,
+) -> Result<(), Diag> {
+    for v in [&mut plan.keys, &mut plan.latest_keys] {
+        v.clear();
+    }
+    plan.statuses.clear();
+    plan.previous.clear();
+    plan.failures.clear();
+    for i in 0..plan.pipeline.nodes.len() {
+        let id = plan.pipeline.nodes[i].id.clone();
+        let latest = idx.latest(exp_name, &id)?;
+        let previous = match &latest {
+            Some(k) => idx.run(k)?,
+            None => None,
+        };
+        let (status, key) = status_of(plan, cache, idx, i, previous.as_ref(), damaged)?;
+        plan.statuses.push(status);
+        plan.keys.push(key);
+        plan.previous.push(previous);
+        plan.latest_keys.push(latest);
+        plan.failures.push(idx.failure(exp_name, &id)?);
+    }
+    Ok(())
+}
+
+/// Stored inputs of stages that will run, re-hashed in full: those that no
+/// longer match their record (each artifact is checked once).
+fn consumed_damage(
+    plan: &Plan,
+    cache: &Cache,
+    idx: &IndexSession,
+    known: &Damaged,
+) -> Result<Damaged, Diag> {
+    let mut checked: HashMap<String, Vec<ArtifactProblem>> = HashMap::new();
+    let mut found = Damaged::new();
+    for (i, node) in plan.pipeline.nodes.iter().enumerate() {
+        if plan.statuses[i].is_cached() {
+            continue;
+        }
+        for &u in &node.inputs {
+            let Status::Cached(rec) = &plan.statuses[u] else {
+                continue;
+            };
+            if known.contains_key(&u) || plan.forced.contains(&u) {
+                continue;
+            }
+            let problems = match checked.get(&rec.output) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = match idx.artifact(&rec.output)? {
+                        Some(art) => cache.check_artifact(&art, true),
+                        None => vec![ArtifactProblem::FolderMissing],
+                    };
+                    checked.insert(rec.output.clone(), p.clone());
+                    p
+                }
+            };
+            if !problems.is_empty() {
+                found.insert(u, problems);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Computes every node's status against the cache.
@@ -529,19 +606,17 @@ pub fn plan(
         failures: Vec::with_capacity(n),
         forced,
     };
-    for i in 0..n {
-        let id = plan.pipeline.nodes[i].id.clone();
-        let latest = idx.latest(&exp_name, &id)?;
-        let previous = match &latest {
-            Some(k) => idx.run(k)?,
-            None => None,
-        };
-        let (status, key) = status_of(&plan, cache, &idx, i, previous.as_ref())?;
-        plan.statuses.push(status);
-        plan.keys.push(key);
-        plan.previous.push(previous);
-        plan.latest_keys.push(latest);
-        plan.failures.push(idx.failure(&exp_name, &id)?);
+    // A stored result is reused as it is (a stat check), but before a stage
+    // consumes one it is re-hashed in full: a damaged input is recomputed
+    // first. Each round can only add damaged results, so this ends.
+    let mut damaged = Damaged::new();
+    loop {
+        fill_statuses(&mut plan, cache, &idx, &exp_name, &damaged)?;
+        let found = consumed_damage(&plan, cache, &idx, &damaged)?;
+        if found.is_empty() {
+            break;
+        }
+        damaged.extend(found);
     }
     if stat.dirty {
         for (p, e) in &stat.entries {

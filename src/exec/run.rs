@@ -8,10 +8,19 @@
 //! so concurrent runs compute a key once, and ends in the cache's commit
 //! protocol ([`crate::cache::Pending`]). Worker threads only send messages;
 //! every event reaches the [`EventSink`] from this thread.
+//!
+//! A run holds the cache shared for as long as it runs (`cache gc` waits).
+//! Asked to stop (`RunOptions::stop`, set by SIGINT/SIGTERM), it starts
+//! nothing more, stops the running programs, reports which stages were
+//! interrupted and returns at once: finished results are stored, interrupted
+//! stages record nothing and leave no scratch folder, and their checkpoints
+//! stay for the next run to resume from. Built-in stages run on threads that
+//! the caller's process exit ends.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::cache::{Cache, Claim, Failed, KeyComponents, Outcome, Pending, RunRecord, StageKey};
@@ -19,7 +28,7 @@ use crate::dsl::{Exec, Manifest, Metrics};
 use crate::error::{Diag, Diags};
 
 use super::events::{Event, EventSink};
-use super::plan::{Plan, Status};
+use super::plan::{Plan, Reason, Status};
 use super::subprocess::run_program;
 
 #[derive(Debug, Clone)]
@@ -30,6 +39,8 @@ pub struct RunOptions {
     pub only: Vec<String>,
     /// Stop launching stages after the first failure.
     pub fail_fast: bool,
+    /// Set (to the signal's number) to stop the run.
+    pub stop: Option<Arc<AtomicUsize>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -39,7 +50,14 @@ pub struct RunSummary {
     pub failed: usize,
     pub skipped: usize,
     pub seconds: f64,
+    /// The signal that stopped the run, if one did.
+    pub interrupted: Option<i32>,
+    /// The stages it stopped.
+    pub interrupted_stages: Vec<String>,
 }
+
+/// Set once a run is stopped: workers finishing after it record nothing.
+static STOPPED: AtomicBool = AtomicBool::new(false);
 
 /// A finished computation, as a worker reports it.
 struct Finished {
@@ -77,12 +95,15 @@ struct InputDir {
 
 /// Executes the plan. Returns the counts; a failed stage is counted, not an `Err`.
 pub fn run(
-    plan: &Plan,
+    plan: &Arc<Plan>,
     cache: &Cache,
     opts: &RunOptions,
     sink: &mut dyn EventSink,
 ) -> Result<RunSummary, Diags> {
     let start = Instant::now();
+    let _lease = cache.lease_shared(|| {
+        sink.note("waiting for `efrlhf cache gc` (or `cache repair`) on this cache to finish")
+    })?;
     let selected: BTreeSet<usize> = if opts.only.is_empty() {
         (0..plan.pipeline.nodes.len()).collect()
     } else {
@@ -91,7 +112,7 @@ pub fn run(
     };
     cache.clean_scratch();
     let mut s = Scheduler::new(plan, cache, opts, selected);
-    std::thread::scope(|scope| s.drive(scope, sink))?;
+    s.drive(sink)?;
     s.skip_unlaunched(sink);
     s.record_latest()?;
     s.summary.seconds = start.elapsed().as_secs_f64();
@@ -101,9 +122,14 @@ pub fn run(
 /// The state of one run.
 struct Scheduler<'p> {
     plan: &'p Plan,
+    /// The same plan, for worker threads.
+    shared: Arc<Plan>,
     cache: &'p Cache,
     jobs: usize,
     fail_fast: bool,
+    stop_signal: Option<Arc<AtomicUsize>>,
+    /// Running nodes and their scratch folders (known from their start event).
+    scratch: BTreeMap<usize, Option<PathBuf>>,
     selected: BTreeSet<usize>,
     state: Vec<State>,
     /// Output digests of finished nodes.
@@ -121,7 +147,12 @@ struct Scheduler<'p> {
 }
 
 impl<'p> Scheduler<'p> {
-    fn new(plan: &'p Plan, cache: &'p Cache, opts: &RunOptions, selected: BTreeSet<usize>) -> Self {
+    fn new(
+        plan: &'p Arc<Plan>,
+        cache: &'p Cache,
+        opts: &RunOptions,
+        selected: BTreeSet<usize>,
+    ) -> Self {
         let nodes = &plan.pipeline.nodes;
         let remaining: Vec<usize> = nodes.iter().map(|n| n.inputs.len()).collect();
         let ready = selected
@@ -131,9 +162,12 @@ impl<'p> Scheduler<'p> {
             .collect();
         Scheduler {
             plan,
+            shared: Arc::clone(plan),
             cache,
             jobs: opts.jobs.max(1),
             fail_fast: opts.fail_fast,
+            stop_signal: opts.stop.clone(),
+            scratch: BTreeMap::new(),
             selected,
             state: vec![State::Pending; nodes.len()],
             outputs: vec![None; nodes.len()],
@@ -147,23 +181,27 @@ impl<'p> Scheduler<'p> {
         }
     }
 
-    /// Launches and collects until nothing runs and nothing can start.
-    fn drive<'scope>(
-        &mut self,
-        scope: &'scope std::thread::Scope<'scope, '_>,
-        sink: &mut dyn EventSink,
-    ) -> Result<(), Diags>
-    where
-        'p: 'scope,
-    {
+    /// Launches and collects until nothing runs and nothing can start, or
+    /// until asked to stop.
+    fn drive(&mut self, sink: &mut dyn EventSink) -> Result<(), Diags> {
         let (tx, rx) = mpsc::channel::<Msg>();
         loop {
-            self.launch(scope, &tx, sink)?;
+            if let Some(sig) = self.stop_signal() {
+                self.interrupt(sig, &rx, sink);
+                return Ok(());
+            }
+            self.launch(&tx, sink)?;
             if self.running == 0 {
                 return Ok(());
             }
-            match rx.recv_timeout(Duration::from_millis(150)) {
-                Ok(Msg::Event(ev)) => sink.event(self.plan, &ev),
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Msg::Event(ev)) => {
+                    if let Event::Start { node, log } = &ev {
+                        self.scratch
+                            .insert(*node, log.parent().map(Path::to_path_buf));
+                    }
+                    sink.event(self.plan, &ev)
+                }
                 Ok(Msg::Finished {
                     node,
                     seconds,
@@ -187,16 +225,55 @@ impl<'p> Scheduler<'p> {
         })
     }
 
+    fn stop_signal(&self) -> Option<i32> {
+        let sig = self.stop_signal.as_ref()?.load(Ordering::SeqCst);
+        (sig != 0).then_some(sig as i32)
+    }
+
+    /// Stops: no new stage, the running programs stopped, the running stages
+    /// reported and their scratch folders removed. Waits a little for the
+    /// programs' workers (they end as soon as their supervisors do), never
+    /// for built-in stages, which end with the process.
+    fn interrupt(&mut self, sig: i32, rx: &mpsc::Receiver<Msg>, sink: &mut dyn EventSink) {
+        STOPPED.store(true, Ordering::SeqCst);
+        super::subprocess::stop_all();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let programs = |s: &Self| {
+            s.scratch
+                .keys()
+                .any(|&n| matches!(s.plan.pipeline.nodes[n].kind.exec, Exec::Program { .. }))
+        };
+        while programs(self) && Instant::now() < deadline {
+            if let Ok(Msg::Finished { node, .. }) = rx.recv_timeout(Duration::from_millis(50)) {
+                self.report_interrupted(node, sink);
+            }
+        }
+        for node in self.scratch.keys().copied().collect::<Vec<_>>() {
+            self.report_interrupted(node, sink);
+        }
+        self.summary.interrupted = Some(sig);
+    }
+
+    fn report_interrupted(&mut self, node: usize, sink: &mut dyn EventSink) {
+        let Some(dir) = self.scratch.remove(&node) else {
+            return;
+        };
+        if let Some(dir) = dir
+            && dir.exists()
+            && let Err(e) = self.cache.discard_scratch(&dir)
+        {
+            let message = format!("cannot remove `{}`: {e}", dir.display());
+            sink.event(self.plan, &Event::Warning { node, message });
+        }
+        self.state[node] = State::Skipped;
+        self.summary
+            .interrupted_stages
+            .push(self.plan.pipeline.nodes[node].id.clone());
+        sink.event(self.plan, &Event::Interrupted { node });
+    }
+
     /// Starts ready nodes (or reuses their stored results) while there is room.
-    fn launch<'scope>(
-        &mut self,
-        scope: &'scope std::thread::Scope<'scope, '_>,
-        tx: &mpsc::Sender<Msg>,
-        sink: &mut dyn EventSink,
-    ) -> Result<(), Diag>
-    where
-        'p: 'scope,
-    {
+    fn launch(&mut self, tx: &mpsc::Sender<Msg>, sink: &mut dyn EventSink) -> Result<(), Diag> {
         while self.running < self.jobs && !self.stop {
             let Some(n) = self.pick() else {
                 return Ok(());
@@ -226,7 +303,7 @@ impl<'p> Scheduler<'p> {
                 self.complete(n, &rec);
                 continue;
             }
-            self.spawn(scope, tx, n, comps, key);
+            self.spawn(tx, n, comps, key);
         }
         Ok(())
     }
@@ -238,20 +315,13 @@ impl<'p> Scheduler<'p> {
         }
         match (&self.plan.statuses[n], &self.plan.keys[n]) {
             (Status::Cached(rec), Some(k)) if k == key => Ok(Some((**rec).clone())),
+            // The plan re-hashed it in full: a quick look would pass it again.
+            (Status::Run(Reason::Damaged(_)), Some(k)) if k == key => Ok(None),
             _ => self.cache.lookup(key),
         }
     }
 
-    fn spawn<'scope>(
-        &mut self,
-        scope: &'scope std::thread::Scope<'scope, '_>,
-        tx: &mpsc::Sender<Msg>,
-        n: usize,
-        comps: KeyComponents,
-        key: StageKey,
-    ) where
-        'p: 'scope,
-    {
+    fn spawn(&mut self, tx: &mpsc::Sender<Msg>, n: usize, comps: KeyComponents, key: StageKey) {
         let nodes = &self.plan.pipeline.nodes;
         // Inputs go by their declared names, the names in the key: a stage
         // that labels its outputs by them stays shareable across sweeps.
@@ -272,12 +342,13 @@ impl<'p> Scheduler<'p> {
         }
         self.state[n] = State::Running;
         self.running += 1;
-        let (plan, cache, tx) = (self.plan, self.cache, tx.clone());
-        scope.spawn(move || {
+        self.scratch.insert(n, None);
+        let (plan, cache, tx) = (Arc::clone(&self.shared), self.cache.clone(), tx.clone());
+        std::thread::spawn(move || {
             let started = Instant::now();
-            let result = compute(plan, cache, n, comps, key, &inputs, &tx);
+            let result = compute(&plan, &cache, n, comps, key, &inputs, &tx);
             let seconds = started.elapsed().as_secs_f64();
-            // The receiver outlives every worker (the scope joins them first).
+            // Fails only when the run has returned (stopped): nobody listens then.
             let _ = tx.send(Msg::Finished {
                 node: n,
                 seconds,
@@ -295,6 +366,7 @@ impl<'p> Scheduler<'p> {
         sink: &mut dyn EventSink,
     ) {
         self.running -= 1;
+        self.scratch.remove(&n);
         self.held.retain(|_, holder| *holder != n);
         match result {
             Ok(f) => {
@@ -376,10 +448,15 @@ impl<'p> Scheduler<'p> {
             .copied()
             .filter(|&n| self.state[n] == State::Pending)
             .collect();
+        let because = if self.summary.interrupted.is_some() {
+            "the run was interrupted"
+        } else {
+            "an earlier stage failed (--fail-fast)"
+        };
         for n in pending {
             self.state[n] = State::Skipped;
             self.summary.skipped += 1;
-            let because = "an earlier stage failed (--fail-fast)".to_string();
+            let because = because.to_string();
             sink.event(self.plan, &Event::Skipped { node: n, because });
         }
     }
@@ -399,9 +476,9 @@ impl<'p> Scheduler<'p> {
     }
 }
 
-/// Sends an event to the main thread, which outlives every worker.
+/// Sends an event to the main thread.
 fn notify(tx: &mpsc::Sender<Msg>, ev: Event) {
-    // Sending fails only once the receiver is gone, after every worker has been joined.
+    // Sending fails only once a stopped run has returned: nobody listens then.
     let _ = tx.send(Msg::Event(ev));
 }
 
@@ -421,9 +498,12 @@ fn compute(
         log: None,
     };
     let owner = (plan.experiment_name(), node.id.as_str());
-    let forced = plan.forced.contains(&n);
+    // Forced, or found damaged by the plan's full check (a quick look would pass it).
+    let damaged = matches!(plan.statuses[n], Status::Run(Reason::Damaged(_)))
+        && plan.keys[n].as_deref() == Some(key.as_str());
+    let recompute = plan.forced.contains(&n) || damaged;
     let claim = cache
-        .claim(&key, owner, forced, || {
+        .claim(&key, owner, recompute, || {
             notify(tx, Event::Waiting { node: n })
         })
         .map_err(env_fail)?;
@@ -445,8 +525,16 @@ fn compute(
         },
     );
     let started = Instant::now();
-    let result = execute(plan, cache, n, &pending, comps.backend.as_deref(), inputs);
+    let result = execute(plan, cache, n, &pending, comps.backend.as_deref(), inputs)
+        .and_then(finite_metrics);
     let seconds = started.elapsed().as_secs_f64();
+    if STOPPED.load(Ordering::SeqCst) {
+        // An interrupted stage records nothing; the run removed its scratch folder.
+        return Err(Failed {
+            message: "interrupted".into(),
+            log: None,
+        });
+    }
     match result {
         Ok(metrics) => pending
             .commit(Outcome {
@@ -565,6 +653,17 @@ fn inputs_by_role(kind: &Manifest, inputs: &[InputDir]) -> serde_json::Value {
         }
     }
     serde_json::Value::Object(obj)
+}
+
+/// A result whose metrics are not all finite numbers is a failure: a loss
+/// that became NaN means the computation diverged, and must not be stored.
+fn finite_metrics(m: Metrics) -> Result<Metrics, String> {
+    if let Some((name, v)) = m.iter().find(|(_, v)| !v.is_finite()) {
+        return Err(format!(
+            "metric `{name}` is {v}: the computation diverged (a learning rate or another step size is too large for it)"
+        ));
+    }
+    Ok(m)
 }
 
 /// Reads `metrics.json` if the stage wrote one: a flat object of numbers.

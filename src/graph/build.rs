@@ -455,6 +455,19 @@ pub(super) fn unknown_param_diag(
     d
 }
 
+/// What is wrong with a `path` parameter's value, if anything: it must
+/// name a regular file or a folder (a device or a FIFO would be read forever).
+fn path_problem(dir: &Path, p: &str) -> Option<&'static str> {
+    if p.is_empty() {
+        return None;
+    }
+    match std::fs::metadata(dir.join(p)) {
+        Err(_) => Some("does not exist"),
+        Ok(m) if m.is_file() || m.is_dir() => None,
+        Ok(_) => Some("is neither a regular file nor a folder"),
+    }
+}
+
 fn check_params(
     exp: &Experiment,
     st: &StageDecl,
@@ -494,12 +507,11 @@ fn check_params(
                     };
                     for (i, item) in items.into_iter().enumerate() {
                         if let Value::Str(p) = item
-                            && !p.is_empty()
-                            && !exp.dir.join(p).exists()
+                            && let Some(problem) = path_problem(&exp.dir, p)
                         {
                             let span = assign.values.get(i).map(|(_, s)| *s).unwrap_or(assign.span);
                             diags.push(
-                                Diag::input("E-PATH", format!("`{p}` does not exist"))
+                                Diag::input("E-PATH", format!("`{p}` {problem}"))
                                     .at(
                                         src,
                                         span,
@@ -509,7 +521,7 @@ fn check_params(
                                         ),
                                     )
                                     .with_help(
-                                        "paths are relative to the experiment file's folder",
+                                        "paths are relative to the experiment file's folder and name a file or a folder",
                                     ),
                             );
                         }

@@ -91,6 +91,9 @@ pub fn cache_verify(cache: &Cache) -> Result<(Vec<String>, usize), Diag> {
                 ArtifactProblem::FileAdded(f) => {
                     format!("{}/{f}: not part of the stored artifact", dir.display())
                 }
+                ArtifactProblem::NotPlain(f) => {
+                    format!("{}/{f}: a link, not a plain file", dir.display())
+                }
             });
         }
     }
@@ -149,6 +152,7 @@ pub fn cache_gc(cache: &Cache, plans: &[Plan], dry_run: bool) -> Result<GcReport
         }
         if !dry_run {
             idx.remove_run(&r.key)?;
+            cache.remove_record(&r.key);
         }
     }
     // Artifact folders: recorded or orphaned by a kill between store and record.

@@ -83,7 +83,25 @@ pub fn show(plan: &Plan, cache: &Cache, req: &ShowRequest) -> Result<Shown, Diag
         Some(spec) => {
             let path = req.plot_out.clone().unwrap_or_else(|| {
                 let (x, y) = spec.split_once(':').unwrap_or((spec, ""));
-                PathBuf::from(format!("{}-{y}-by-{x}.svg", plan.experiment_name()))
+                // A file in the working folder, whatever the names hold.
+                let safe = |s: &str| -> String {
+                    s.chars()
+                        .map(|c| {
+                            if c.is_alphanumeric() || "-_.".contains(c) {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect()
+                };
+                let name = format!(
+                    "{}-{}-by-{}.svg",
+                    safe(plan.experiment_name()),
+                    safe(y),
+                    safe(x)
+                );
+                PathBuf::from(name.trim_start_matches('.'))
             });
             Some(plot_rows(plan, &rows, spec, &path)?)
         }
@@ -207,7 +225,8 @@ pub fn cache_verify_report(cache: &Cache) -> Result<(String, Option<Diags>), Dia
     if problems.is_empty() {
         return Ok((format!("all {n} artifacts intact\n"), None));
     }
-    let d = Diag::env(
+    let d = Diag::new(
+        crate::error::Category::Damaged,
         "E-CORRUPT",
         format!("{} problem(s) in {n} artifacts", problems.len()),
     )
@@ -216,8 +235,20 @@ pub fn cache_verify_report(cache: &Cache) -> Result<(String, Option<Diags>), Dia
     Ok((text, Some(d.into())))
 }
 
-/// `cache gc FILE...`: removes what those experiments do not use.
-pub fn cache_gc_report(cache: &Cache, files: &[PathBuf], dry_run: bool) -> Result<String, Diags> {
+/// `cache gc FILE...`: removes what those experiments do not use. It holds
+/// the cache alone (`on_wait` is called when runs hold it first), so no run
+/// uses or commits anything while it decides and deletes.
+pub fn cache_gc_report(
+    cache: &Cache,
+    files: &[PathBuf],
+    dry_run: bool,
+    on_wait: impl FnOnce(),
+) -> Result<String, Diags> {
+    let _lease = if dry_run {
+        None
+    } else {
+        Some(cache.lease_exclusive(on_wait)?)
+    };
     let mut plans = Vec::new();
     for f in files {
         plans.push(load_plan(f, cache, None, &[])?);
@@ -255,4 +286,35 @@ pub fn plugins(kind: Option<&str>, experiment: Option<&Path>) -> Result<String, 
             Err(d.into())
         }
     }
+}
+
+/// `cache repair`: rebuilds the index from the results' own records.
+pub fn cache_repair_report(cache: &Cache, on_wait: impl FnOnce()) -> Result<String, Diags> {
+    let _lease = cache.lease_exclusive(on_wait)?;
+    Ok(repair_text(&cache.repair()?))
+}
+
+/// What a repair did, in words.
+pub fn repair_text(r: &crate::cache::RepairReport) -> String {
+    let mut out = format!("rebuilt the index from {} result record(s)", r.runs);
+    if let Some(aside) = &r.moved_aside {
+        out.push_str(&format!(
+            "; the damaged index is kept as `{}`",
+            crate::error::display_path(aside).display()
+        ));
+    }
+    if r.missing > 0 {
+        out.push_str(&format!(
+            "; {} record(s) whose result folder is gone or damaged were left out (those stages recompute)",
+            r.missing
+        ));
+    }
+    for p in &r.unreadable {
+        out.push_str(&format!(
+            "; unreadable record `{}`",
+            crate::error::display_path(p).display()
+        ));
+    }
+    out.push('\n');
+    out
 }

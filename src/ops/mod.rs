@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 pub use cache_ops::{cache_du, cache_gc, cache_ls, cache_verify};
 pub use commands::{
-    ShowFormat, ShowRequest, backend_note, cache_gc_report, cache_verify_report,
-    comparisons_after_run, plugins, selected_count, show,
+    ShowFormat, ShowRequest, backend_note, cache_gc_report, cache_repair_report,
+    cache_verify_report, comparisons_after_run, plugins, repair_text, selected_count, show,
 };
 pub use explain::explain;
 pub use rouge_cmd::{rouge_files, rouge_json, rouge_text};
@@ -163,14 +163,16 @@ pub fn plan_text(plan: &Plan) -> String {
         .iter()
         .map(|n| n.id.chars().count())
         .max()
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .min(60);
     let kwidth = plan
         .pipeline
         .nodes
         .iter()
         .map(|n| n.kind.name.chars().count())
         .max()
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .min(40);
     for (i, node) in plan.pipeline.nodes.iter().enumerate() {
         let (status, why) = match &plan.statuses[i] {
             Status::Cached(_) => ("cached", String::new()),

@@ -448,6 +448,24 @@ fn write_outputs(
         .map_err(|e| format!("cannot write ppo_curve.jsonl: {e}"))
 }
 
+/// An error naming the update and the settings when PPO's numbers are no longer finite.
+fn diverged(stats: &UpdateStats, update: usize, p: &Params) -> Result<(), String> {
+    let values = [
+        ("policy loss", stats.policy_loss),
+        ("value loss", stats.value_loss),
+        ("cross-entropy", stats.ce_loss),
+        ("KL", stats.kl),
+        ("score", stats.score),
+    ];
+    match values.iter().find(|(_, v)| !v.is_finite()) {
+        None => Ok(()),
+        Some((what, v)) => Err(format!(
+            "PPO diverged at update {update}: the {what} is {v}; lower `lr` (now {}) or `vf-coef` (now {}), or keep `max-grad-norm` on",
+            p.lr, p.vf_coef
+        )),
+    }
+}
+
 /// Means over the first and last few updates.
 fn curve_metrics(progress: &Progress) -> Metrics {
     let c = &progress.curve;
@@ -531,6 +549,7 @@ impl Kind for PpoStage {
                 &mut progress,
                 seed,
             )?;
+            diverged(&stats, progress.update + 1, p)?;
             model = m;
             if before.is_some() {
                 previous = before;

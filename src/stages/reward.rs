@@ -404,10 +404,15 @@ fn train_phi_method(
     let tp = feature_pairs(&pairs.products, &pairs.train)?;
     let vp = feature_pairs(&pairs.products, &pairs.val)?;
     let log = &mut *ctx.log;
+    let mut first_bad = None;
     let trained = train_phi(&cfg, &tp, &device, |e, l| {
         let _ = writeln!(log, "epoch {} loss {l:.5}", e + 1);
         let _ = writeln!(curve, "{},{l}", e + 1);
+        if !l.is_finite() {
+            first_bad.get_or_insert((e + 1, l));
+        }
     });
+    diverged(p, first_bad, cfg.training.lr)?;
     let acc = |fp: &FeaturePairs| {
         evaluate(
             &trained.model.score(&fp.preferred, &device),
@@ -434,6 +439,27 @@ fn train_phi_method(
         text: None,
         reward: "sigmoid(phi)".into(),
     })
+}
+
+/// An error naming the epoch and the settings when the loss stopped being a number.
+fn diverged(p: &Params, first_bad: Option<(usize, f64)>, lr: f64) -> Result<(), String> {
+    match first_bad {
+        None => Ok(()),
+        Some((epoch, loss)) => Err(format!(
+            "training diverged: the loss is {loss} after epoch {epoch}; lower `lr` (now {}) or `weight-decay` (now {})",
+            short_number(lr),
+            short_number(p.weight_decay)
+        )),
+    }
+}
+
+/// `0.01`, `1e30`: very large and very small settings in exponent form.
+fn short_number(x: f64) -> String {
+    if x != 0.0 && (x.abs() >= 1e5 || x.abs() < 1e-4) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
 }
 
 /// Token sequences `<s> summary </s> reviews </s>` of both sides of each pair.
@@ -517,10 +543,15 @@ fn train_text_method(
         training: p.training(ctx.seed as u64, 4, 8, 3e-4),
     };
     let log = &mut *ctx.log;
+    let mut first_bad = None;
     let (model, _) = train_text_rm(&cfg, &tpa, &tpb, pad, &device, |e, l| {
         let _ = writeln!(log, "epoch {} loss {l:.5}", e + 1);
         let _ = writeln!(curve, "{},{l}", e + 1);
+        if !l.is_finite() {
+            first_bad.get_or_insert((e + 1, l));
+        }
     });
+    diverged(p, first_bad, cfg.training.lr)?;
     let score = |a: &[Vec<u32>], b: &[Vec<u32>]| {
         evaluate(
             &model.score(a, pad, 16, &device),

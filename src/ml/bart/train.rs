@@ -372,6 +372,12 @@ pub fn train_sft(
         }
         let (grads, grad_norm) = clip_global_norm(acc.grads(), &model, settings.max_grad_norm);
         let lr = cosine_lr(step, total, warmup, settings.lr, settings.min_lr_ratio);
+        if !loss_sum.is_finite() || !grad_norm.is_finite() {
+            return Err(format!(
+                "training diverged at step {}: the loss is {loss_sum} and the gradient norm {grad_norm} (learning rate {lr:e}); lower `lr` or keep `max-grad-norm` on",
+                progress.step + 1
+            ));
+        }
         model = optim.step(lr, model, grads);
         progress.step += 1;
         let log = StepLog {

@@ -40,9 +40,16 @@ pub struct Selection {
 
 /// Re-splits (when a fraction is set), filters by split, shuffles and limits.
 /// Re-splitting orders products by a seeded hash of their id, so a product's
-/// split does not depend on file order.
+/// split does not depend on file order. When re-splitting, `shuffle` and
+/// `limit` pick the products first and the fractions divide those (`limit
+/// 120` with `validation-fraction 0.2` gives 96 train and 24 validation);
+/// otherwise they apply to the split kept.
 pub fn select(mut products: Vec<Product>, sel: &Selection) -> Vec<Product> {
-    if sel.validation_fraction > 0.0 || sel.test_fraction > 0.0 {
+    let resplit = sel.validation_fraction > 0.0 || sel.test_fraction > 0.0;
+    if resplit {
+        shuffle_and_limit(&mut products, sel);
+    }
+    if resplit {
         let mut keyed: Vec<(String, Product)> = products
             .into_iter()
             .map(|p| {
@@ -77,13 +84,19 @@ pub fn select(mut products: Vec<Product>, sel: &Selection) -> Vec<Product> {
     if want != "all" {
         products.retain(|p| p.split == want);
     }
+    if !resplit {
+        shuffle_and_limit(&mut products, sel);
+    }
+    products
+}
+
+fn shuffle_and_limit(products: &mut Vec<Product>, sel: &Selection) {
     if sel.shuffle {
-        crate::rng::Rng::new(sel.seed).shuffle(&mut products);
+        crate::rng::Rng::new(sel.seed).shuffle(products);
     }
     if sel.limit > 0 {
         products.truncate(sel.limit);
     }
-    products
 }
 
 /// Counts for `metrics.json`.

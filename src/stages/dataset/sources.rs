@@ -77,15 +77,28 @@ pub struct Loaded {
 }
 
 /// Collects rows: in strict mode the first bad row is the error, else it is counted.
+/// A product id appearing twice is a bad row: every later stage tells
+/// products apart by id.
 struct Collector {
     strict: bool,
     out: Loaded,
+    /// Where each product id was first read.
+    seen: HashMap<String, (PathBuf, usize)>,
 }
 
 impl Collector {
     fn row(&mut self, file: &Path, line: usize, r: Result<Product, String>) -> Result<(), String> {
+        let r = r.and_then(|p| match self.seen.get(&p.id) {
+            Some((f, l)) => Err(format!(
+                "duplicate product id `{}` (first at {}:{l})",
+                p.id,
+                f.display()
+            )),
+            None => Ok(p),
+        });
         match r {
             Ok(p) => {
+                self.seen.insert(p.id.clone(), (file.to_path_buf(), line));
                 self.out.products.push(p);
                 Ok(())
             }
@@ -113,6 +126,7 @@ pub fn load(source: &str, path: &Path, strict: bool, fields: &FieldMap) -> Resul
     let mut c = Collector {
         strict,
         out: Loaded::default(),
+        seen: HashMap::new(),
     };
     match source {
         "opinpref" => jsonl_source(
@@ -192,6 +206,12 @@ pub fn load(source: &str, path: &Path, strict: bool, fields: &FieldMap) -> Resul
             ));
         }
     }
+    if c.out.products.is_empty() && c.out.skipped.is_empty() {
+        return Err(format!(
+            "no products in `{}`: the source's files hold no rows",
+            path.display()
+        ));
+    }
     Ok(c.out)
 }
 
@@ -249,20 +269,29 @@ fn for_files(
     Ok(())
 }
 
+/// Each non-empty line of a JSONL file, parsed. A UTF-8 byte-order mark is
+/// skipped; a line that is not UTF-8 is a row error naming its column.
 fn jsonl_rows(
     path: &Path,
     mut each: impl FnMut(usize, Result<Json, String>) -> Result<(), String>,
 ) -> Result<(), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        each(
-            i + 1,
-            serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}")),
-        )?;
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let body = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
+    for (i, raw) in body.split(|b| *b == b'\n').enumerate() {
+        let row = match std::str::from_utf8(raw) {
+            Ok(line) if line.trim().is_empty() => continue,
+            Ok(line) => serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}")),
+            Err(e) => Err(format!(
+                "not UTF-8 at column {} (byte 0x{:02x})",
+                String::from_utf8_lossy(&raw[..e.valid_up_to()])
+                    .chars()
+                    .count()
+                    + 1,
+                raw[e.valid_up_to()]
+            )),
+        };
+        each(i + 1, row)?;
     }
     Ok(())
 }
