@@ -4,9 +4,9 @@
 //! run is live and no run starts (or commits) while they work. Plain
 //! `flock`: the kernel releases it when a process dies, `kill -9` included.
 
-use std::fs::File;
+use std::fs::{File, TryLockError};
+use std::path::Path;
 
-use super::Cache;
 use crate::error::{Diag, io_error};
 
 /// A hold on the cache-wide lock; dropping it releases the lock.
@@ -14,46 +14,41 @@ pub struct Lease {
     _file: File,
 }
 
-impl Cache {
-    fn lease_file(&self) -> Result<File, Diag> {
-        let p = self.root().join("locks").join("cache.lock");
-        File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(|e| io_error("cannot open the cache lock", &p, e))
-    }
+/// Whether a lease may be shared with other runs.
+#[derive(Clone, Copy)]
+pub(super) enum Mode {
+    /// Runs: any number at once.
+    Shared,
+    /// `gc` and `repair`: alone.
+    Exclusive,
+}
 
-    /// Holds the cache for a run (shared with other runs); `on_wait` is
-    /// called first when a `gc` or `repair` holds it.
-    pub fn lease_shared(&self, on_wait: impl FnOnce()) -> Result<Lease, Diag> {
-        let f = self.lease_file()?;
-        let lock_err = |e| io_error("cannot lock", &self.root().join("locks/cache.lock"), e);
-        match f.try_lock_shared() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                on_wait();
-                f.lock_shared().map_err(lock_err)?;
+/// Takes the lock under the cache `root`; `on_wait` is called first when
+/// it must wait.
+pub(super) fn acquire(root: &Path, mode: Mode, on_wait: impl FnOnce()) -> Result<Lease, Diag> {
+    let p = root.join("locks").join("cache.lock");
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| io_error("cannot open the cache lock", &p, e))?;
+    let lock_err = |e| io_error("cannot lock", &p, e);
+    let tried = match mode {
+        Mode::Shared => f.try_lock_shared(),
+        Mode::Exclusive => f.try_lock(),
+    };
+    match tried {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            on_wait();
+            match mode {
+                Mode::Shared => f.lock_shared(),
+                Mode::Exclusive => f.lock(),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+            .map_err(lock_err)?;
         }
-        Ok(Lease { _file: f })
+        Err(TryLockError::Error(e)) => return Err(lock_err(e)),
     }
-
-    /// Holds the cache alone (for `gc` and `repair`); `on_wait` is called
-    /// first when runs hold it.
-    pub fn lease_exclusive(&self, on_wait: impl FnOnce()) -> Result<Lease, Diag> {
-        let f = self.lease_file()?;
-        let lock_err = |e| io_error("cannot lock", &self.root().join("locks/cache.lock"), e);
-        match f.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                on_wait();
-                f.lock().map_err(lock_err)?;
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
-        }
-        Ok(Lease { _file: f })
-    }
+    Ok(Lease { _file: f })
 }

@@ -30,6 +30,8 @@ use serde::{Deserialize, Serialize};
 pub use digest::{FileEntry, StatCache};
 pub use index::IndexSession;
 pub use key::{Change, InputDigest, KEY_FORMAT, KeyComponents, StageKey, diff};
+pub use lease::Lease;
+use lease::Mode;
 pub use pending::{Claim, Failed, Outcome, Pending};
 pub use records::RepairReport;
 pub use store::dir_size;
@@ -117,6 +119,18 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// Holds the cache for a run (shared with other runs); `on_wait` is
+    /// called first when a `gc` or `repair` holds it.
+    pub fn lease_shared(&self, on_wait: impl FnOnce()) -> Result<Lease, Diag> {
+        lease::acquire(self.root(), Mode::Shared, on_wait)
+    }
+
+    /// Holds the cache alone (for `gc` and `repair`); `on_wait` is called
+    /// first when runs hold it.
+    pub fn lease_exclusive(&self, on_wait: impl FnOnce()) -> Result<Lease, Diag> {
+        lease::acquire(self.root(), Mode::Exclusive, on_wait)
+    }
+
     /// Opens (creating if needed) the cache at `root`.
     pub fn open(root: &Path) -> Result<Cache, Diag> {
         for sub in ["artifacts", "tmp", "logs", "locks"] {
