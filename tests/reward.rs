@@ -100,6 +100,49 @@ sweep "linear-seed" {{
     );
     let table = s.ok(&["show", "exp.kdl", "--aggregate", "seed"]);
     assert!(table.contains("accuracy sd"), "{table}");
+    show_fits_the_terminal(&s);
+}
+
+/// `show` of 11 stages with 16 metrics each: blocks per kind in 120 columns
+/// that still hold every metric; `--wide` is the one table; globs select.
+fn show_fits_the_terminal(s: &Sandbox) {
+    let table = s.ok(&["show", "exp.kdl"]);
+    let widest = table.lines().map(|l| l.chars().count()).max().unwrap();
+    assert!(widest <= 120, "{widest} columns:\n{table}");
+    assert!(table.starts_with("dataset (1 stage)\n"), "{table}");
+    assert!(table.contains("\nreward-model (10 stages)\n"), "{table}");
+    let v = show(s, &[]);
+    for st in v["stages"].as_array().unwrap() {
+        let id = st["id"].as_str().unwrap();
+        assert!(
+            table.split_whitespace().any(|w| w == id),
+            "{id} missing:\n{table}"
+        );
+        for m in st["metrics"].as_object().unwrap().keys() {
+            assert!(
+                table.split_whitespace().any(|w| w == m),
+                "{m} missing:\n{table}"
+            );
+        }
+    }
+    let wide = s.ok(&["show", "exp.kdl", "--wide"]);
+    assert!(wide.starts_with("stage "), "{wide}");
+    assert!(wide.lines().next().unwrap().len() > 120);
+    assert_eq!(wide.lines().count(), 2 + 11);
+    let picked = show(s, &["--metrics", "train_*,accuracy"]);
+    let names: Vec<&String> = picked["stages"][1]["metrics"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(
+        names,
+        ["accuracy", "train_accuracy", "train_loss", "train_pairs"]
+    );
+    let out = s.run(&["show", "exp.kdl", "--metrics", "val_[x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`val_[x` is not a valid pattern"), "{err}");
 }
 
 #[test]

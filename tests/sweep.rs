@@ -234,3 +234,59 @@ fn show_can_keep_only_some_metrics() {
         ["a", "tshout", "done", "11"]
     );
 }
+
+/// Seconds as the run line prints them (an independent copy of the rule).
+fn duration(secs: f64) -> String {
+    if secs < 9.95 {
+        format!("{secs:.1}s")
+    } else {
+        format!("{}s", secs.round())
+    }
+}
+
+#[test]
+fn a_rerun_says_what_each_stage_took_last_time_and_when_the_run_ends() {
+    let s = Sandbox::new("sweep-eta");
+    let exp = |times: u32| {
+        format!(
+            "stage \"a\" kind=\"tshout\" {{ times {times}; }}\nstage \"b\" kind=\"tshout\" {{ input \"a\"; times 1; }}\nsweep \"t\" {{\n    vary \"b.times\" 1 2\n}}\n"
+        )
+    };
+    s.experiment(&exp(1));
+    let mut took = std::collections::BTreeMap::new();
+    for line in s.ok(&["run", "exp.kdl", "--json"]).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["event"] == "stage-done" {
+            took.insert(
+                v["stage"].as_str().unwrap().to_string(),
+                v["seconds"].as_f64().unwrap(),
+            );
+        }
+    }
+    assert_eq!(took.len(), 3, "{took:?}");
+    // Everything reruns: each stage's last time is known, and one job does them in turn.
+    s.experiment(&exp(2));
+    let out = s.run(&["run", "exp.kdl", "--jobs", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let total = 0.0 + took["a"] + took["b[times=1]"] + took["b[times=2]"];
+    let first = format!(
+        "Running a (tshout), {} last time; run ETA {}",
+        duration(took["a"]),
+        duration(total)
+    );
+    assert!(err.contains(&first), "no `{first}` in:\n{err}");
+    let last = format!(
+        "Running b[times=2] (tshout), {} last time; run ETA ",
+        duration(took["b[times=2]"])
+    );
+    assert!(err.contains(&last), "no `{last}` in:\n{err}");
+    // A first run knows no durations, and says no ETA.
+    let fresh = Sandbox::new("sweep-eta-fresh");
+    fresh.experiment(&exp(1));
+    let out = fresh.run(&["run", "exp.kdl"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Running a (tshout)\n") && !err.contains("ETA"),
+        "{err}"
+    );
+}

@@ -63,9 +63,12 @@ enum Command {
         /// Average over these swept parameters (e.g. `seed`); adds `n` and `<metric> sd` columns
         #[arg(long, value_name = "PARAM", value_delimiter = ',')]
         aggregate: Vec<String>,
-        /// Show only these metrics (a name, or a prefix such as `importance`)
+        /// Show only these metrics: names, prefixes (`importance`) or globs (`'val_*,accuracy'`)
         #[arg(long, value_name = "NAME", value_delimiter = ',')]
         metrics: Vec<String>,
+        /// One table with every metric as a column, however wide
+        #[arg(long)]
+        wide: bool,
         /// Plot METRIC against the swept PARAM, one line per other setting (SVG)
         #[arg(long, value_name = "PARAM:METRIC")]
         plot: Option<String>,
@@ -272,6 +275,7 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             backend,
             aggregate,
             metrics,
+            wide,
             plot,
             plot_out,
         } => {
@@ -286,6 +290,8 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
                 },
                 aggregate,
                 metrics,
+                wide,
+                width: table_width(),
                 plot,
                 plot_out,
             };
@@ -390,7 +396,8 @@ fn run(cache_dir: &Option<PathBuf>, args: RunArgs) -> Result<i32, Diags> {
             .unwrap_or(1)
     });
     let mode = Mode::detect(args.json);
-    let mut reporter = Reporter::new(mode, ops::selected_count(&plan, &args.only)?);
+    let selected = ops::selected_nodes(&plan, &args.only)?;
+    let mut reporter = Reporter::new(mode, &plan, &selected, jobs);
     if let Some(note) = ops::backend_note(&plan) {
         reporter.note(note);
     }
@@ -420,4 +427,14 @@ fn run(cache_dir: &Option<PathBuf>, args: RunArgs) -> Result<i32, Diags> {
     } else {
         0
     })
+}
+
+/// Columns for `show`'s table: the terminal's width, 120 when stdout is not a terminal.
+fn table_width() -> usize {
+    use std::io::IsTerminal;
+    let stdout = std::io::stdout();
+    if !stdout.is_terminal() {
+        return 120;
+    }
+    terminal_size::terminal_size_of(&stdout).map_or(120, |(w, _)| usize::from(w.0).max(40))
 }

@@ -1,7 +1,7 @@
 //! How a run looks: a live progress display on a terminal, plain lines
 //! otherwise, or JSON lines (`--json`, the serde form of each event).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::dsl::Metrics;
-use crate::exec::{Event, EventSink, Plan, RunEvent, RunSummary};
+use crate::exec::{Event, EventSink, Plan, RunEvent, RunSummary, Status};
+use crate::ops::RunEta;
+use crate::report::fmt_duration;
 
 /// How events are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +41,11 @@ pub struct Reporter {
     mode: Mode,
     multi: Option<MultiProgress>,
     total: Option<ProgressBar>,
-    running: BTreeMap<usize, (ProgressBar, PathBuf, Instant)>,
+    running: BTreeMap<usize, (Option<ProgressBar>, PathBuf, Instant)>,
+    /// The stages this run still has to compute, in topological order.
+    left: BTreeSet<usize>,
+    eta: RunEta,
+    names: Vec<String>,
 }
 
 fn fmt_metrics(m: &Metrics) -> String {
@@ -63,13 +69,15 @@ fn log_tail(path: &Path, n: usize) -> Vec<String> {
 }
 
 impl Reporter {
-    pub fn new(mode: Mode, total: usize) -> Reporter {
+    /// A reporter for a run of the `selected` stages of `plan` on `jobs` workers.
+    pub fn new(mode: Mode, plan: &Plan, selected: &[usize], jobs: usize) -> Reporter {
+        let total = selected.len();
         let (multi, bar) = if mode == Mode::Live {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let bar = multi.add(ProgressBar::new(total as u64));
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{prefix:>10.cyan.bold} [{bar:30}] {pos}/{len} stages  {elapsed}",
+                    "{prefix:>10.cyan.bold} [{bar:30}] {pos}/{len} stages  {elapsed}  {wide_msg}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
@@ -84,6 +92,58 @@ impl Reporter {
             multi,
             total: bar,
             running: BTreeMap::new(),
+            left: selected
+                .iter()
+                .copied()
+                .filter(|&n| matches!(plan.statuses[n], Status::Run(_)))
+                .collect(),
+            eta: RunEta::new(plan, jobs),
+            names: plan.pipeline.nodes.iter().map(|n| n.id.clone()).collect(),
+        }
+    }
+
+    /// Seconds until the run is done, when every stage left has a history.
+    fn eta_seconds(&self) -> Option<f64> {
+        let left: Vec<(usize, f64)> = self
+            .left
+            .iter()
+            .map(|&n| {
+                let spent = self
+                    .running
+                    .get(&n)
+                    .map_or(0.0, |(_, _, t)| t.elapsed().as_secs_f64());
+                (n, spent)
+            })
+            .collect();
+        self.eta.remaining(&left)
+    }
+
+    /// The run-level line: which stages run now, and the ETA.
+    fn progress_message(&self) -> String {
+        let running: Vec<&str> = self
+            .running
+            .keys()
+            .map(|&n| self.names[n].as_str())
+            .collect();
+        let mut msg = match running.len() {
+            0 => String::new(),
+            1..=3 => format!("running {}", running.join(", ")),
+            k => format!("running {} and {} more", running[..2].join(", "), k - 2),
+        };
+        if let Some(secs) = self.eta_seconds().filter(|_| !self.left.is_empty()) {
+            let sep = if msg.is_empty() { "" } else { "  " };
+            msg = format!("{msg}{sep}ETA {}", fmt_duration(secs));
+        }
+        msg
+    }
+
+    /// A stage is no longer to be computed (finished, failed, cached, skipped).
+    fn settled(&mut self, n: usize) {
+        self.left.remove(&n);
+        self.finish_spinner(n);
+        if let Some(t) = &self.total {
+            t.inc(1);
+            t.set_message(self.progress_message());
         }
     }
 
@@ -119,25 +179,7 @@ impl Reporter {
         match self.mode {
             Mode::Json => self.json(&ev.json(plan)),
             Mode::Plain | Mode::Live => match ev {
-                Event::Start { node: n, log } => {
-                    if let Some(m) = &self.multi {
-                        let pb = m.add(ProgressBar::new_spinner());
-                        pb.set_style(
-                            ProgressStyle::with_template(
-                                "{spinner:.green} {prefix:.bold} {elapsed:>4} {wide_msg:.dim}",
-                            )
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                        );
-                        pb.set_prefix(format!("{} ({})", node(*n).id, node(*n).kind.name));
-                        pb.enable_steady_tick(Duration::from_millis(120));
-                        self.running.insert(*n, (pb, log.clone(), Instant::now()));
-                    } else {
-                        self.line(
-                            "Running",
-                            &format!("{} ({})", node(*n).id, node(*n).kind.name),
-                        );
-                    }
-                }
+                Event::Start { node: n, log } => self.started(plan, *n, log),
                 Event::Waiting { node: n } => self.line(
                     "Waiting",
                     &format!("{}: another run is computing it", node(*n).id),
@@ -153,10 +195,9 @@ impl Reporter {
                         ""
                     };
                     self.line("Cached", &format!("{}{how}", node(*n).id));
-                    self.advance();
+                    self.settled(*n);
                 }
                 Event::Done { node: n, record } => {
-                    self.finish_spinner(*n);
                     self.line(
                         "Finished",
                         &format!(
@@ -166,7 +207,7 @@ impl Reporter {
                             fmt_metrics(&record.metrics)
                         ),
                     );
-                    self.advance();
+                    self.settled(*n);
                 }
                 Event::Failed {
                     node: n,
@@ -174,7 +215,6 @@ impl Reporter {
                     message,
                     log,
                 } => {
-                    self.finish_spinner(*n);
                     self.line(
                         "Failed",
                         &format!("{} after {seconds:.2}s: {message}", node(*n).id),
@@ -202,19 +242,18 @@ impl Reporter {
                             );
                         }
                     }
-                    self.advance();
+                    self.settled(*n);
                 }
                 Event::Skipped { node: n, because } => {
                     self.line("Skipped", &format!("{}: {because}", node(*n).id));
-                    self.advance();
+                    self.settled(*n);
                 }
                 Event::Interrupted { node: n } => {
-                    self.finish_spinner(*n);
                     self.line(
                         "Stopped",
                         &format!("{}: interrupted, nothing recorded", node(*n).id),
                     );
-                    self.advance();
+                    self.settled(*n);
                 }
                 Event::Warning { node: n, message } => {
                     self.line("Warning", &format!("{}: {message}", node(*n).id));
@@ -223,14 +262,42 @@ impl Reporter {
         }
     }
 
-    fn advance(&self) {
-        if let Some(t) = &self.total {
-            t.inc(1);
+    /// A stage starts: a spinner on a terminal, a line otherwise; both say
+    /// what it took last time and when the run should end.
+    fn started(&mut self, plan: &Plan, n: usize, log: &Path) {
+        let node = &plan.pipeline.nodes[n];
+        let mut label = format!("{} ({})", node.id, node.kind.name);
+        if let Some(secs) = self.eta.of(n) {
+            label = format!("{label}, {} last time", fmt_duration(secs));
+        }
+        let spinner = self.multi.as_ref().map(|m| {
+            let pb = m.add(ProgressBar::new_spinner());
+            pb.set_style(
+                ProgressStyle::with_template(
+                    "{spinner:.green} {prefix:.bold} {elapsed:>4} {wide_msg:.dim}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            pb.set_prefix(label.clone());
+            pb.enable_steady_tick(Duration::from_millis(120));
+            pb
+        });
+        self.running
+            .insert(n, (spinner, log.to_path_buf(), Instant::now()));
+        // Live mode has the run's bar; plain lines carry the ETA themselves.
+        match &self.total {
+            Some(t) => t.set_message(self.progress_message()),
+            None => {
+                if let Some(secs) = self.eta_seconds() {
+                    label = format!("{label}; run ETA {}", fmt_duration(secs));
+                }
+                self.line("Running", &label);
+            }
         }
     }
 
     fn finish_spinner(&mut self, n: usize) {
-        if let Some((pb, _, _)) = self.running.remove(&n) {
+        if let Some((Some(pb), _, _)) = self.running.remove(&n) {
             pb.finish_and_clear();
             if let Some(m) = &self.multi {
                 m.remove(&pb);
@@ -238,12 +305,16 @@ impl Reporter {
         }
     }
 
-    /// Refreshes the live display: the last line each running stage logged.
+    /// Refreshes the live display: the last line each running stage logged,
+    /// and the run's line.
     fn refresh(&mut self) {
         for (pb, log, _) in self.running.values() {
-            if let Some(last) = log_tail(log, 1).pop() {
+            if let (Some(pb), Some(last)) = (pb, log_tail(log, 1).pop()) {
                 pb.set_message(last);
             }
+        }
+        if let Some(t) = &self.total {
+            t.set_message(self.progress_message());
         }
     }
 

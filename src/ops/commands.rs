@@ -8,8 +8,8 @@ use crate::error::{Diag, Diags};
 use crate::exec::Plan;
 
 use super::{
-    aggregate, fmt_bytes, load_plan, plot_rows, plugin_doc, plugins_list, registry_for,
-    resolve_labels, rows_table, select_metrics, show_json_rows, show_rows,
+    aggregate, fitted_text, fmt_bytes, load_plan, plot_rows, plugin_doc, plugins_list,
+    registry_for, resolve_labels, rows_table, select_metrics, show_json_rows, show_rows,
 };
 
 /// How `show` prints.
@@ -27,8 +27,12 @@ pub struct ShowRequest {
     pub format: ShowFormat,
     /// Swept parameters to average over.
     pub aggregate: Vec<String>,
-    /// Metric names or prefixes to keep.
+    /// Metric names, prefixes or globs to keep.
     pub metrics: Vec<String>,
+    /// The text table: one wide table instead of one fitted to `width`.
+    pub wide: bool,
+    /// Columns the text table may use.
+    pub width: usize,
     /// `PARAM:METRIC` to plot.
     pub plot: Option<String>,
     pub plot_out: Option<PathBuf>,
@@ -64,12 +68,19 @@ pub fn show(plan: &Plan, cache: &Cache, req: &ShowRequest) -> Result<Shown, Diag
         }
         rows = aggregate(&rows, &labels);
     }
-    select_metrics(&mut rows, &req.metrics);
+    select_metrics(&mut rows, &req.metrics).map_err(|m| {
+        Diag::input("E-METRICS", m)
+            .with_help("`--metrics` takes names, prefixes and globs such as `val_*,accuracy`")
+    })?;
     let text = match req.format {
         ShowFormat::Json => format!("{}\n", show_json_rows(plan.experiment_name(), &rows, cache)),
         ShowFormat::Table => format!(
             "{}{}",
-            rows_table(&rows).to_text(),
+            if req.wide {
+                rows_table(&rows).to_text()
+            } else {
+                fitted_text(&rows, req.width)
+            },
             eval_comparisons(plan, cache, false)
         ),
         ShowFormat::Csv => rows_table(&rows).to_csv(),
@@ -199,14 +210,15 @@ pub fn comparisons_after_run(
 }
 
 /// How many stages `run --only` selects (all without it).
-pub fn selected_count(plan: &Plan, only: &[String]) -> Result<usize, Diags> {
+pub fn selected_nodes(plan: &Plan, only: &[String]) -> Result<Vec<usize>, Diags> {
     if only.is_empty() {
-        return Ok(plan.pipeline.nodes.len());
+        return Ok((0..plan.pipeline.nodes.len()).collect());
     }
     Ok(plan
         .pipeline
         .upstream_closure(&plan.pipeline.select(only)?)
-        .len())
+        .into_iter()
+        .collect())
 }
 
 /// The backend line, when a stage computes on a backend.

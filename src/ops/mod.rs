@@ -4,6 +4,7 @@
 
 mod cache_ops;
 mod commands;
+mod eta;
 mod explain;
 mod rouge_cmd;
 mod show;
@@ -14,12 +15,14 @@ use std::path::{Path, PathBuf};
 pub use cache_ops::{cache_du, cache_gc, cache_ls, cache_verify};
 pub use commands::{
     ShowFormat, ShowRequest, backend_note, cache_gc_report, cache_repair_report,
-    cache_verify_report, comparisons_after_run, plugins, repair_text, selected_count, show,
+    cache_verify_report, comparisons_after_run, plugins, repair_text, selected_nodes, show,
 };
+pub use eta::RunEta;
 pub use explain::explain;
 pub use rouge_cmd::{rouge_files, rouge_json, rouge_text};
 pub use show::{
-    ShowRow, aggregate, resolve_labels, rows_table, select_metrics, show_json_rows, show_rows,
+    ShowRow, aggregate, fitted_text, resolve_labels, rows_table, select_metrics, show_json_rows,
+    show_rows,
 };
 
 use crate::cache::Cache;

@@ -161,27 +161,40 @@ pub fn aggregate(rows: &[ShowRow], over: &[String]) -> Vec<ShowRow> {
         .collect()
 }
 
-/// Keeps only the metrics named in `names` (exactly, or as a dotted prefix:
-/// `importance` keeps `importance.relevance`).
-pub fn select_metrics(rows: &mut [ShowRow], names: &[String]) {
+/// Keeps only the metrics that `names` select: a name exactly, a dotted
+/// prefix (`importance` keeps `importance.relevance`), or a glob (`val_*`,
+/// `*.rouge?`). A glob that does not parse is an error naming it.
+pub fn select_metrics(rows: &mut [ShowRow], names: &[String]) -> Result<(), String> {
     if names.is_empty() {
-        return;
+        return Ok(());
+    }
+    let mut globs = Vec::new();
+    for n in names.iter().filter(|n| n.contains(['*', '?', '['])) {
+        let g = glob::Pattern::new(n).map_err(|e| format!("`{n}` is not a valid pattern: {e}"))?;
+        globs.push(g);
     }
     let keep = |k: &String| {
-        names.iter().any(|n| {
-            k == n
-                || k.strip_prefix(n.as_str())
-                    .is_some_and(|r| r.starts_with('.'))
-        })
+        globs.iter().any(|g| g.matches(k))
+            || names.iter().any(|n| {
+                k == n
+                    || k.strip_prefix(n.as_str())
+                        .is_some_and(|r| r.starts_with('.'))
+            })
     };
     for r in rows.iter_mut() {
         r.metrics.retain(|k, _| keep(k));
         r.spread.retain(|k, _| keep(k));
     }
+    Ok(())
 }
 
 /// Rows as a table: stage, kind, status, [n,] one column per varied parameter, then metrics.
 pub fn rows_table(rows: &[ShowRow]) -> Table {
+    keyed_table(rows, true).0
+}
+
+/// The varied parameters' labels, in order of first appearance.
+fn variant_labels(rows: &[ShowRow]) -> Vec<String> {
     let mut labels: Vec<String> = Vec::new();
     for r in rows {
         for l in r.variant.keys() {
@@ -190,6 +203,13 @@ pub fn rows_table(rows: &[ShowRow]) -> Table {
             }
         }
     }
+    labels
+}
+
+/// [`rows_table`], with or without the kind column, and how many columns
+/// come before the metrics.
+fn keyed_table(rows: &[ShowRow], with_kind: bool) -> (Table, usize) {
+    let labels = variant_labels(rows);
     let metric_names: BTreeSet<String> = rows
         .iter()
         .flat_map(|r| r.metrics.keys().cloned())
@@ -202,15 +222,16 @@ pub fn rows_table(rows: &[ShowRow]) -> Table {
     let unique = short.iter().collect::<BTreeSet<_>>().len() == short.len()
         && short.iter().all(|s| !metric_names.contains(s));
     let aggregated = rows.iter().any(|r| r.n > 1);
-    let mut columns = vec![
-        "stage".to_string(),
-        "kind".to_string(),
-        "status".to_string(),
-    ];
+    let mut columns = vec!["stage".to_string()];
+    if with_kind {
+        columns.push("kind".into());
+    }
+    columns.push("status".into());
     if aggregated {
         columns.push("n".into());
     }
     columns.extend(if unique { short } else { labels.clone() });
+    let keys = columns.len();
     for m in &metric_names {
         columns.push(m.clone());
         if aggregated && rows.iter().any(|r| r.spread.contains_key(m)) {
@@ -222,11 +243,11 @@ pub fn rows_table(rows: &[ShowRow]) -> Table {
         rows: Vec::new(),
     };
     for r in rows {
-        let mut row = vec![
-            Cell::Text(r.id.clone()),
-            Cell::Text(r.kind.clone()),
-            Cell::Text(r.status.clone()),
-        ];
+        let mut row = vec![Cell::Text(r.id.clone())];
+        if with_kind {
+            row.push(Cell::Text(r.kind.clone()));
+        }
+        row.push(Cell::Text(r.status.clone()));
         if aggregated {
             row.push(Cell::Number(r.n as f64));
         }
@@ -256,7 +277,84 @@ pub fn rows_table(rows: &[ShowRow]) -> Table {
         }
         t.rows.push(row);
     }
+    (t, keys)
+}
+
+/// Stages as columns, metrics as rows (after the status, the varied
+/// parameters and `n`); the first column names the row.
+fn transposed(rows: &[ShowRow]) -> Table {
+    let (wide, keys) = keyed_table(rows, false);
+    let mut t = Table {
+        columns: std::iter::once("metric".to_string())
+            .chain(rows.iter().map(|r| r.id.clone()))
+            .collect(),
+        rows: Vec::new(),
+    };
+    // Column 0 of the wide table is the stage: it became the header.
+    for (c, name) in wide.columns.iter().enumerate().skip(1) {
+        let mut line = vec![Cell::Text(name.clone())];
+        line.extend(wide.rows.iter().map(|r| r[c].clone()));
+        if c >= keys && line[1..].iter().all(|x| *x == Cell::Empty) {
+            continue;
+        }
+        t.rows.push(line);
+    }
     t
+}
+
+/// One kind's stages in at most `width` columns: stages as rows, or metrics as
+/// rows when that needs fewer pieces (each piece a table that fits).
+fn fitted_block(rows: &[ShowRow], with_kind: bool, width: usize) -> Vec<Table> {
+    let (by_stage, keys) = keyed_table(rows, with_kind);
+    if by_stage.text_width() <= width {
+        return vec![by_stage];
+    }
+    let by_stage = by_stage.split_columns(keys, width);
+    let by_metric = transposed(rows).split_columns(1, width);
+    if by_metric.len() < by_stage.len() {
+        by_metric
+    } else {
+        by_stage
+    }
+}
+
+/// `show`'s text: the one table when it fits in `width` columns; otherwise a
+/// block per stage kind (titled `kind (n stages)`), each fitted on its own.
+pub fn fitted_text(rows: &[ShowRow], width: usize) -> String {
+    let wide = rows_table(rows);
+    if wide.text_width() <= width {
+        return wide.to_text();
+    }
+    let mut kinds: Vec<&str> = Vec::new();
+    for r in rows {
+        if !kinds.contains(&r.kind.as_str()) {
+            kinds.push(&r.kind);
+        }
+    }
+    if kinds.len() == 1 {
+        return pieces_text(&fitted_block(rows, true, width));
+    }
+    let blocks: Vec<String> = kinds
+        .iter()
+        .map(|kind| {
+            let of_kind: Vec<ShowRow> = rows.iter().filter(|r| r.kind == *kind).cloned().collect();
+            let n = of_kind.len();
+            let title = format!("{kind} ({n} stage{})", if n == 1 { "" } else { "s" });
+            format!(
+                "{title}\n{}",
+                pieces_text(&fitted_block(&of_kind, false, width))
+            )
+        })
+        .collect();
+    blocks.join("\n")
+}
+
+fn pieces_text(pieces: &[Table]) -> String {
+    pieces
+        .iter()
+        .map(Table::to_text)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `show --format json`: `{"stages": [{"id", "kind", "status", "metrics", "variant", "output"}]}`,

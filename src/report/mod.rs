@@ -21,6 +21,19 @@ pub fn fmt_number(x: f64) -> String {
     }
 }
 
+/// Formats a duration for people: `0.3s`, `42s`, `3m05s`, `2h07m`.
+pub fn fmt_duration(secs: f64) -> String {
+    if secs < 9.95 {
+        return format!("{:.1}s", secs.max(0.0));
+    }
+    let s = secs.round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
 /// A cell: text, or a number (kept exact for CSV/JSON).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
@@ -53,16 +66,7 @@ impl Table {
             .iter()
             .map(|r| r.iter().map(Cell::display).collect())
             .collect();
-        let widths: Vec<usize> = (0..self.columns.len())
-            .map(|c| {
-                cells
-                    .iter()
-                    .map(|r| r.get(c).map(|s| s.chars().count()).unwrap_or(0))
-                    .chain([self.columns[c].chars().count()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
+        let widths = self.column_widths();
         let mut out = String::new();
         let header: Vec<String> = self
             .columns
@@ -89,6 +93,67 @@ impl Table {
             let _ = writeln!(out, "{}", line.join("  ").trim_end());
         }
         out
+    }
+
+    /// The width of [`Table::to_text`]'s widest line, in characters.
+    pub fn text_width(&self) -> usize {
+        let widths = self.column_widths();
+        widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1)
+    }
+
+    fn column_widths(&self) -> Vec<usize> {
+        (0..self.columns.len())
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .map(|r| r.get(c).map_or(0, |s| s.display().chars().count()))
+                    .chain([self.columns[c].chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// The table cut into tables no wider than `width` (where a column fits at
+    /// all): each keeps the first `keep` columns and takes as many of the
+    /// others, in order, as fit. Every column is in exactly one piece.
+    pub fn split_columns(&self, keep: usize, width: usize) -> Vec<Table> {
+        let widths = self.column_widths();
+        let keep = keep.min(widths.len());
+        let base: usize = widths[..keep].iter().map(|w| w + 2).sum();
+        let mut pieces: Vec<Vec<usize>> = Vec::new();
+        let mut used = base;
+        for (c, w) in widths.iter().enumerate().skip(keep) {
+            match pieces.last_mut() {
+                Some(piece) if used + w <= width => piece.push(c),
+                _ => {
+                    pieces.push(vec![c]);
+                    used = base;
+                }
+            }
+            used += w + 2;
+        }
+        if pieces.is_empty() {
+            return vec![self.clone()];
+        }
+        pieces
+            .into_iter()
+            .map(|piece| {
+                let cols: Vec<usize> = (0..keep).chain(piece).collect();
+                Table {
+                    columns: cols.iter().map(|&c| self.columns[c].clone()).collect(),
+                    rows: self
+                        .rows
+                        .iter()
+                        .map(|r| {
+                            cols.iter()
+                                .map(|&c| r.get(c).cloned().unwrap_or(Cell::Empty))
+                                .collect()
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
     }
 
     pub fn to_markdown(&self) -> String {
@@ -175,6 +240,10 @@ mod tests {
         assert_eq!(fmt_number(3.0), "3");
         assert_eq!(fmt_number(0.746428), "0.7464");
         assert_eq!(fmt_number(1.5e-5), "1.500e-5");
+        assert_eq!(fmt_duration(0.26), "0.3s");
+        assert_eq!(fmt_duration(41.6), "42s");
+        assert_eq!(fmt_duration(185.0), "3m05s");
+        assert_eq!(fmt_duration(7620.0), "2h07m");
     }
 
     #[test]
@@ -189,5 +258,35 @@ mod tests {
         assert_eq!(t.to_csv(), "stage,acc\nb[x=1],0.5\n\"a, b\",\n");
         assert!(t.to_markdown().contains("| b[x=1] | 0.5000 |"));
         assert!(t.to_text().lines().nth(2).unwrap().ends_with("0.5000"));
+    }
+
+    #[test]
+    fn splits_columns_to_a_width_keeping_the_key_columns() {
+        let t = Table {
+            columns: ["id", "aaaa", "bbbb", "cccc"].map(String::from).to_vec(),
+            rows: vec![vec![
+                Cell::Text("x".into()),
+                Cell::Number(1.0),
+                Cell::Number(2.0),
+                Cell::Number(3.0),
+            ]],
+        };
+        assert_eq!(t.text_width(), 2 + 3 * (2 + 4));
+        assert_eq!(
+            t.to_text().lines().map(str::len).max(),
+            Some(t.text_width())
+        );
+        // "id  aaaa  bbbb" is 14 wide.
+        let pieces = t.split_columns(1, 14);
+        let cols: Vec<Vec<&str>> = pieces
+            .iter()
+            .map(|p| p.columns.iter().map(String::as_str).collect())
+            .collect();
+        assert_eq!(cols, [vec!["id", "aaaa", "bbbb"], vec!["id", "cccc"]]);
+        assert_eq!(pieces[1].rows[0][1], Cell::Number(3.0));
+        assert!(pieces.iter().all(|p| p.text_width() <= 14));
+        // Too narrow for two columns: one per piece, never none.
+        assert_eq!(t.split_columns(1, 3).len(), 3);
+        assert_eq!(t.split_columns(1, 100).len(), 1);
     }
 }
