@@ -37,8 +37,9 @@ for ARG in "$@"; do
 done
 mkdir -p benches/results
 python3 - "${results[@]}" > benches/results/input_checks.json <<'PY'
-import json, sys, platform, os
-print(json.dumps({"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+import json, sys, platform, os, datetime
+print(json.dumps({"date": datetime.date.today().isoformat(),
+                  "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                   "runs": [json.loads(a) for a in sys.argv[1:]]}, indent=2))
 PY
 cat benches/results/input_checks.json

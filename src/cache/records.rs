@@ -85,7 +85,8 @@ impl Cache {
         let _ = std::fs::remove_file(self.records_dir().join(format!("{key}.json")));
     }
 
-    fn has_records(&self) -> bool {
+    /// Whether any result keeps its own record (a cache from before records has none).
+    pub fn has_records(&self) -> bool {
         std::fs::read_dir(self.records_dir())
             .map(|mut rd| {
                 rd.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json")))
@@ -171,20 +172,34 @@ impl Cache {
     /// while records exist (it was deleted). Returns what was done, for a note.
     /// A cache filled before records existed gets them here, once.
     pub fn ensure_index(&self) -> Result<Option<RepairReport>, Diag> {
-        let healthy = match super::IndexSession::open(self.root()) {
-            Ok(idx) => {
-                let has_runs = idx.has_runs()?;
-                if has_runs && !self.has_records() {
-                    self.backfill_records(&idx)?;
-                }
-                has_runs || !self.has_records()
-            }
-            Err(_) => false,
-        };
-        if healthy {
+        if self.index_checked().is_ok() {
             return Ok(None);
         }
         let _lease = self.lease_exclusive(|| {})?;
         self.repair().map(Some)
+    }
+
+    /// A session on an index that holds the runs the records say it should:
+    /// the records of an index from before them are written first; an index
+    /// that cannot be opened, or is empty while records exist, is an
+    /// `E-INDEX-DAMAGED` error ([`Cache::ensure_index`] repairs it). Plans
+    /// open their session this way, so a run pays for no extra check.
+    pub fn index_checked(&self) -> Result<super::IndexSession, Diag> {
+        let damaged = |why: String| {
+            Diag::env("E-INDEX-DAMAGED", why)
+                .with_help("`efrlhf cache repair` rebuilds the index from the results' own records, recomputing nothing")
+        };
+        let idx = self.index().map_err(|e| damaged(e.message.clone()))?;
+        let has_runs = idx.has_runs().map_err(|e| damaged(e.message.clone()))?;
+        let has_records = self.has_records();
+        if has_runs && !has_records {
+            self.backfill_records(&idx)?;
+        }
+        if !has_runs && has_records {
+            return Err(damaged(
+                "the cache index holds no runs, but results with records exist".into(),
+            ));
+        }
+        Ok(idx)
     }
 }

@@ -55,6 +55,15 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
+    /// Write the experiment as one self-contained HTML page (DAG, metrics, curves, evaluation)
+    Report {
+        file: PathBuf,
+        /// Where to write it
+        #[arg(short, long, value_name = "FILE", default_value = "report.html")]
+        output: PathBuf,
+        #[arg(long, value_name = "BACKEND")]
+        backend: Option<String>,
+    },
     /// Metrics of every stage and sweep variant, side by side
     Show {
         file: PathBuf,
@@ -202,13 +211,43 @@ pub fn print_diags(diags: &Diags) {
 /// Opens the cache; a damaged or deleted index is rebuilt first (and said).
 fn cache_at(dir: &Option<PathBuf>) -> Result<Cache, Diags> {
     let cache = Cache::open(&dir.clone().unwrap_or_else(ops::default_cache_dir))?;
+    repair_index(&cache)?;
+    Ok(cache)
+}
+
+fn repair_index(cache: &Cache) -> Result<(), Diags> {
     if let Some(report) = cache.ensure_index()? {
         err(&format!(
             "Note: the cache index was damaged or missing: {}",
             ops::repair_text(&report)
         ));
     }
-    Ok(cache)
+    Ok(())
+}
+
+/// Opens the cache for a command that plans: the plan's own index session
+/// checks the index, so a no-op run opens it once.
+fn cache_for_plan(dir: &Option<PathBuf>) -> Result<Cache, Diags> {
+    Ok(Cache::open(
+        &dir.clone().unwrap_or_else(ops::default_cache_dir),
+    )?)
+}
+
+/// [`ops::load_plan`], rebuilding a damaged index (and saying so) first when
+/// the plan finds one.
+fn plan_at(
+    file: &std::path::Path,
+    cache: &Cache,
+    backend: Option<&str>,
+    force: &[String],
+) -> Result<crate::exec::Plan, Diags> {
+    match ops::load_plan(file, cache, backend, force) {
+        Err(d) if d.0.iter().any(|d| d.code == "E-INDEX-DAMAGED") => {
+            repair_index(cache)?;
+            ops::load_plan(file, cache, backend, force)
+        }
+        other => other,
+    }
 }
 
 fn out(text: &str) {
@@ -242,8 +281,8 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             force,
             backend,
         } => {
-            let cache = cache_at(&cli.cache_dir)?;
-            let plan = ops::load_plan(&file, &cache, backend.as_deref(), &force)?;
+            let cache = cache_for_plan(&cli.cache_dir)?;
+            let plan = plan_at(&file, &cache, backend.as_deref(), &force)?;
             if json {
                 out(&format!("{}\n", ops::plan_json(&plan)));
             } else {
@@ -256,8 +295,8 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             stage,
             backend,
         } => {
-            let cache = cache_at(&cli.cache_dir)?;
-            let plan = ops::load_plan(&file, &cache, backend.as_deref(), &[])?;
+            let cache = cache_for_plan(&cli.cache_dir)?;
+            let plan = plan_at(&file, &cache, backend.as_deref(), &[])?;
             out(&ops::explain(&plan, &stage)?);
             Ok(0)
         }
@@ -269,6 +308,11 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             });
             Ok(0)
         }
+        Command::Report {
+            file,
+            output,
+            backend,
+        } => report_command(&cli.cache_dir, &file, &output, backend.as_deref()),
         Command::Show {
             file,
             format,
@@ -279,8 +323,8 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             plot,
             plot_out,
         } => {
-            let cache = cache_at(&cli.cache_dir)?;
-            let plan = ops::load_plan(&file, &cache, backend.as_deref(), &[])?;
+            let cache = cache_for_plan(&cli.cache_dir)?;
+            let plan = plan_at(&file, &cache, backend.as_deref(), &[])?;
             let request = ops::ShowRequest {
                 format: match format {
                     ShowFormat::Table => ops::ShowFormat::Table,
@@ -339,6 +383,26 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
     }
 }
 
+/// `report FILE -o OUTPUT`: writes the page, says where and how large.
+fn report_command(
+    cache_dir: &Option<PathBuf>,
+    file: &std::path::Path,
+    output: &std::path::Path,
+    backend: Option<&str>,
+) -> Result<i32, Diags> {
+    let cache = cache_for_plan(cache_dir)?;
+    let plan = plan_at(file, &cache, backend, &[])?;
+    let html = ops::report(&plan, &cache);
+    std::fs::write(output, &html)
+        .map_err(|e| crate::error::io_error("cannot write the report", output, e))?;
+    err(&format!(
+        "wrote {} ({})\n",
+        output.display(),
+        ops::fmt_bytes(html.len() as u64)
+    ));
+    Ok(0)
+}
+
 /// `cache ls|du|verify|gc|repair`.
 fn cache_command(cache_dir: &Option<PathBuf>, cmd: CacheCommand) -> Result<i32, Diags> {
     let cache = cache_at(cache_dir)?;
@@ -383,8 +447,8 @@ fn stop_on_signals() -> Result<std::sync::Arc<std::sync::atomic::AtomicUsize>, D
 /// `run`: the plan, the live display, the run, the evaluation tables.
 fn run(cache_dir: &Option<PathBuf>, args: RunArgs) -> Result<i32, Diags> {
     let stop = stop_on_signals()?;
-    let cache = cache_at(cache_dir)?;
-    let plan = std::sync::Arc::new(ops::load_plan(
+    let cache = cache_for_plan(cache_dir)?;
+    let plan = std::sync::Arc::new(plan_at(
         &args.file,
         &cache,
         args.backend.as_deref(),

@@ -27,20 +27,41 @@ pub fn parse(src: &SourceFile) -> Result<KdlDocument, Diags> {
     })
 }
 
-/// The parser recurses; the limits keep nesting shallow, and a thread with a
-/// large stack (reserved, not used) keeps a broken file that the limits read
-/// otherwise than the parser from aborting the process.
+/// What the parser thread is sent: a text, and where to send its document.
+type ParseJob = (
+    std::sync::Arc<String>,
+    std::sync::mpsc::Sender<Result<KdlDocument, kdl::KdlError>>,
+);
+
+/// The parser recurses; the limits keep nesting shallow, and one thread with
+/// a large stack (reserved, not used), started once per process, keeps a
+/// broken file that the limits read otherwise than the parser from aborting
+/// the process. One thread for every file: a run parses a dozen.
 fn parse_on_a_large_stack(src: &SourceFile) -> Result<Result<KdlDocument, kdl::KdlError>, Diag> {
-    let text = src.text.clone();
-    std::thread::Builder::new()
-        .name("kdl".into())
-        .stack_size(256 << 20)
-        .spawn(move || KdlDocument::parse(&text))
-        .and_then(|t| {
-            t.join()
-                .map_err(|_| std::io::Error::other("the KDL parser failed"))
-        })
-        .map_err(|e| Diag::internal(format!("cannot parse `{}`: {e}", src.path.display())))
+    static PARSER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<ParseJob>>> =
+        std::sync::OnceLock::new();
+    let failed =
+        |what: &str| Diag::internal(format!("cannot parse `{}`: {what}", src.path.display()));
+    let parser = PARSER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<ParseJob>();
+        // A thread that cannot start leaves the channel closed: each parse then says so.
+        let _ = std::thread::Builder::new()
+            .name("kdl".into())
+            .stack_size(256 << 20)
+            .spawn(move || {
+                for (text, reply) in rx {
+                    let _ = reply.send(KdlDocument::parse(&text));
+                }
+            });
+        std::sync::Mutex::new(tx)
+    });
+    let (reply, answer) = std::sync::mpsc::channel();
+    parser
+        .lock()
+        .map_err(|_| failed("the KDL parser failed"))?
+        .send((src.text.clone(), reply))
+        .map_err(|_| failed("the KDL parser thread could not start"))?;
+    answer.recv().map_err(|_| failed("the KDL parser failed"))
 }
 
 pub fn name(node: &KdlNode) -> &str {

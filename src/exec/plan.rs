@@ -586,7 +586,7 @@ pub fn plan(
     opts: &PlanOptions,
 ) -> Result<Plan, Diags> {
     let forced: BTreeSet<usize> = pipeline.select(&opts.force)?.into_iter().collect();
-    let idx = cache.index()?;
+    let idx = cache.index_checked()?;
     let mut stat = StatCache::default();
     for (p, e) in idx.stat_entries()? {
         stat.entries.insert(p, e);

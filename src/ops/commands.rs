@@ -129,14 +129,9 @@ pub fn eval_comparisons(plan: &Plan, cache: &Cache, markdown: bool) -> String {
         let (true, Some(d)) = (row.kind == "eval", &row.output) else {
             continue;
         };
-        let Ok(order) = std::fs::read_to_string(cache.artifact_dir(d).join("comparison.json"))
-        else {
+        let Some(models) = comparison_models(&cache.artifact_dir(d)) else {
             continue;
         };
-        let models: Vec<String> = serde_json::from_str::<serde_json::Value>(&order)
-            .ok()
-            .and_then(|v| serde_json::from_value(v["models"].clone()).ok())
-            .unwrap_or_default();
         let table = comparison(&row.metrics, &models);
         let shown = if markdown {
             table.to_markdown()
@@ -148,8 +143,20 @@ pub fn eval_comparisons(plan: &Plan, cache: &Cache, markdown: bool) -> String {
     text
 }
 
+/// The models an evaluation compared, baseline first (its `comparison.json`;
+/// `None` when the result has none).
+pub(super) fn comparison_models(dir: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(dir.join("comparison.json")).ok()?;
+    Some(
+        serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| serde_json::from_value(v["models"].clone()).ok())
+            .unwrap_or_default(),
+    )
+}
+
 /// One row per model and stored system, one column per measure.
-fn comparison(m: &crate::dsl::Metrics, models: &[String]) -> crate::report::Table {
+pub(super) fn comparison(m: &crate::dsl::Metrics, models: &[String]) -> crate::report::Table {
     use crate::report::{Cell, Table};
     let base = models.first().cloned().unwrap_or_default();
     let cols: [(&str, String); 8] = [

@@ -6,6 +6,7 @@ mod cache_ops;
 mod commands;
 mod eta;
 mod explain;
+mod report_cmd;
 mod rouge_cmd;
 mod show;
 
@@ -19,6 +20,7 @@ pub use commands::{
 };
 pub use eta::RunEta;
 pub use explain::explain;
+pub use report_cmd::report;
 pub use rouge_cmd::{rouge_files, rouge_json, rouge_text};
 pub use show::{
     ShowRow, aggregate, fitted_text, resolve_labels, rows_table, select_metrics, show_json_rows,

@@ -304,7 +304,7 @@ fn transposed(rows: &[ShowRow]) -> Table {
 
 /// One kind's stages in at most `width` columns: stages as rows, or metrics as
 /// rows when that needs fewer pieces (each piece a table that fits).
-fn fitted_block(rows: &[ShowRow], with_kind: bool, width: usize) -> Vec<Table> {
+pub(super) fn fitted_block(rows: &[ShowRow], with_kind: bool, width: usize) -> Vec<Table> {
     let (by_stage, keys) = keyed_table(rows, with_kind);
     if by_stage.text_width() <= width {
         return vec![by_stage];

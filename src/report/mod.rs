@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+pub mod html;
 pub mod plot;
 
 /// Formats a metric for people: integers plainly, others with 4 decimals or in

@@ -30,10 +30,47 @@ pub fn line_plot_svg(
     y_label: &str,
     series: &[Series],
 ) -> Result<bool, String> {
-    let pts: Vec<&(f64, f64, Option<f64>)> = series.iter().flat_map(|s| &s.points).collect();
-    if pts.is_empty() {
+    nothing_to_plot(series)?;
+    let root = SVGBackend::new(path, (860, 540)).into_drawing_area();
+    draw_lines(&root, title, (x_label, y_label), series, true)
+        .map_err(|e| format!("cannot draw `{}`: {e}", path.display()))
+}
+
+/// The same plot as SVG text, `size` pixels, for pages that inline it; `log_x`
+/// allows the log scale (curves over steps never want it).
+pub fn line_chart_svg(
+    size: (u32, u32),
+    title: &str,
+    axes: (&str, &str),
+    series: &[Series],
+    log_x: bool,
+) -> Result<String, String> {
+    nothing_to_plot(series)?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        draw_lines(&root, title, axes, series, log_x)
+            .map_err(|e| format!("cannot draw `{title}`: {e}"))?;
+    }
+    Ok(svg)
+}
+
+fn nothing_to_plot(series: &[Series]) -> Result<(), String> {
+    if series.iter().all(|s| s.points.is_empty()) {
         return Err("nothing to plot: no stage has both values".into());
     }
+    Ok(())
+}
+
+/// Draws the lines on `root` (at least one point); returns whether x is on a log scale.
+fn draw_lines<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    series: &[Series],
+    allow_log_x: bool,
+) -> Result<bool, String> {
+    let pts: Vec<&(f64, f64, Option<f64>)> = series.iter().flat_map(|s| &s.points).collect();
     let (xmin, xmax) = pts
         .iter()
         .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
@@ -47,15 +84,14 @@ pub fn line_plot_svg(
         .fold(f64::MIN, f64::max);
     let pad = ((hi - lo) * 0.08).max(1e-3);
     let (ylo, yhi) = (lo - pad, hi + pad);
-    let log_x = xmin > 0.0 && xmax / xmin >= 20.0;
+    let log_x = allow_log_x && xmin > 0.0 && xmax / xmin >= 20.0;
     // On a log axis, points sit at ln(x) and the ticks are the swept values themselves.
     let tx = |x: f64| if log_x { x.ln() } else { x };
     let (x0, x1) = (tx(xmin), tx(xmax));
     let xpad = ((x1 - x0) * 0.06).max(1e-3);
-    let root = SVGBackend::new(path, (860, 540)).into_drawing_area();
-    let err = |e: &dyn std::fmt::Display| format!("cannot draw `{}`: {e}", path.display());
+    let err = |e: &dyn std::fmt::Display| e.to_string();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(46)
@@ -63,8 +99,13 @@ pub fn line_plot_svg(
         .build_cartesian_2d(x0 - xpad..x1 + xpad, ylo..yhi)
         .map_err(|e| err(&e))?;
     let mut mesh = chart.configure_mesh();
+    let number = |x: &f64| super::fmt_number(*x);
     mesh.x_desc(x_label)
         .y_desc(y_label)
+        .x_labels(6)
+        .y_labels(6)
+        .x_label_formatter(&number)
+        .y_label_formatter(&number)
         .light_line_style(WHITE.mix(0.0));
     if log_x {
         mesh.x_labels(0).disable_x_mesh();
@@ -94,6 +135,8 @@ pub fn line_plot_svg(
     }
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
+        // Markers only where points are few enough to tell apart.
+        let markers = if s.points.len() <= 60 { 4 } else { 0 };
         chart
             .draw_series(LineSeries::new(
                 s.points.iter().map(|p| (tx(p.0), p.1)),
@@ -104,13 +147,15 @@ pub fn line_plot_svg(
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
             });
-        chart
-            .draw_series(
-                s.points
-                    .iter()
-                    .map(|p| Circle::new((tx(p.0), p.1), 4, color.filled())),
-            )
-            .map_err(|e| err(&e))?;
+        if markers > 0 {
+            chart
+                .draw_series(
+                    s.points
+                        .iter()
+                        .map(|p| Circle::new((tx(p.0), p.1), markers, color.filled())),
+                )
+                .map_err(|e| err(&e))?;
+        }
         for p in &s.points {
             if let Some(sd) = p.2 {
                 chart
@@ -122,13 +167,16 @@ pub fn line_plot_svg(
             }
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.9))
-        .draw()
-        .map_err(|e| err(&e))?;
+    // One line needs no legend: the title names it.
+    if series.len() > 1 {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.9))
+            .draw()
+            .map_err(|e| err(&e))?;
+    }
     root.present().map_err(|e| err(&e))?;
     Ok(log_x)
 }
