@@ -150,7 +150,7 @@ fn metrics(page: &mut Page, rows: &[ShowRow], over_seeds: bool) {
             "means over seeds; `sd` columns are their standard deviations, `n` how many seeds",
         );
     }
-    for kind in kinds(rows) {
+    for kind in distinct(rows, |r| &r.kind) {
         let of_kind: Vec<ShowRow> = rows
             .iter()
             .filter(|r| r.kind == kind)
@@ -166,14 +166,15 @@ fn metrics(page: &mut Page, rows: &[ShowRow], over_seeds: bool) {
     }
 }
 
-fn kinds(rows: &[ShowRow]) -> Vec<String> {
-    let mut kinds: Vec<String> = Vec::new();
+/// The distinct values of one field of `rows`, in order of first appearance.
+fn distinct(rows: &[ShowRow], field: impl Fn(&ShowRow) -> &String) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
     for r in rows {
-        if !kinds.contains(&r.kind) {
-            kinds.push(r.kind.clone());
+        if !seen.contains(field(r)) {
+            seen.push(field(r).clone());
         }
     }
-    kinds
+    seen
 }
 
 /// A curve file's numeric fields, each as (x, value) points.
@@ -317,7 +318,7 @@ fn headline(kind: &str) -> Option<&'static str> {
 fn efficiency(page: &mut Page, rows: &[ShowRow]) {
     page.section("sweeps", "Sweeps");
     let mut any = false;
-    for stage in stage_names(rows) {
+    for stage in distinct(rows, |r| &r.stage) {
         let of: Vec<&ShowRow> = rows.iter().filter(|r| r.stage == stage).collect();
         let Some(metric) = headline(&of[0].kind) else {
             continue;
@@ -364,16 +365,6 @@ fn efficiency(page: &mut Page, rows: &[ShowRow]) {
     if !any {
         page.note("no sweep varies a number of a stage with a headline metric");
     }
-}
-
-fn stage_names(rows: &[ShowRow]) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for r in rows {
-        if !names.contains(&r.stage) {
-            names.push(r.stage.clone());
-        }
-    }
-    names
 }
 
 /// Variant labels with at least two distinct numeric values among `rows`.
