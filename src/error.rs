@@ -90,15 +90,7 @@ impl SourceFile {
 
     /// 1-based line and column of a byte offset, for messages without a rendered snippet.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let col = before
-            .rsplit('\n')
-            .next()
-            .map(|l| l.chars().count())
-            .unwrap_or(0)
-            + 1;
-        (line, col)
+        end_line_col(&self.text[..offset.min(self.text.len())])
     }
 }
 
@@ -332,20 +324,25 @@ pub fn did_you_mean<'a>(
     best.map(|(_, c)| c.to_string())
 }
 
+/// 1-based line and column of the position just after `before`.
+fn end_line_col(before: &str) -> (usize, usize) {
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
 /// The text of `bytes` read from `path`, or an error at the first byte that
 /// is not UTF-8, with its line and column.
 pub fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, Diag> {
     String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();
         let bytes = e.into_bytes();
-        let before = String::from_utf8_lossy(&bytes[..valid]).into_owned();
-        let line = before.matches('\n').count() + 1;
-        let col = before
-            .rsplit('\n')
-            .next()
-            .map(|l| l.chars().count())
-            .unwrap_or(0)
-            + 1;
+        let (line, col) = end_line_col(&String::from_utf8_lossy(&bytes[..valid]));
         Diag::input(
             "E-UTF8",
             format!(

@@ -279,23 +279,11 @@ fn cache_repair_rebuilds_the_index_on_demand() {
 
 // 4. Orphans.
 
-fn wrapper_plugin(s: &Sandbox) {
-    let manifest = s
-        .read("plugins/tshout.kdl")
-        .replacen("plugin \"tshout\"", "plugin \"twrap\"", 1)
-        .replace("run \"python3\" \"tshout.py\"", "run \"sh\" \"twrap.sh\"");
-    s.write("plugins/twrap.kdl", &manifest);
-    // The stage's real work is a grandchild of the runner.
-    s.write(
-        "plugins/twrap.sh",
-        "python3 \"$(dirname \"$0\")/tshout.py\"\necho wrapper done\n",
-    );
-}
-
 #[test]
 fn a_grandchild_of_a_killed_run_dies_with_it() {
     let s = Sandbox::new("rel-orphan");
-    wrapper_plugin(&s);
+    // The stage's real work is a grandchild of the runner.
+    s.wrapper_plugin("echo wrapper done\n");
     s.experiment(&format!(
         "stage \"w\" kind=\"twrap\" {{\n    sleep 30.0\n    marker \"{}\"\n}}\n",
         s.path("w.pid").display()

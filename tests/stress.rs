@@ -16,15 +16,7 @@ unsafe extern "C" {
 const STAGES: usize = 4;
 
 fn experiment(s: &Sandbox) {
-    let manifest = s
-        .read("plugins/tshout.kdl")
-        .replacen("plugin \"tshout\"", "plugin \"twrap\"", 1)
-        .replace("run \"python3\" \"tshout.py\"", "run \"sh\" \"twrap.sh\"");
-    s.write("plugins/twrap.kdl", &manifest);
-    s.write(
-        "plugins/twrap.sh",
-        "python3 \"$(dirname \"$0\")/tshout.py\"\n",
-    );
+    s.wrapper_plugin("");
     let mut body = String::from("stage \"s0\" kind=\"twrap\" {\n    times 2\n    sleep 0.15\n");
     body.push_str(&format!(
         "    marker \"{}\"\n}}\n",

@@ -4,6 +4,8 @@
 //! The estimate is the longer of the critical path through what is left and
 //! the work left spread over the jobs.
 
+use std::collections::BTreeMap;
+
 use crate::exec::Plan;
 
 /// Per-stage durations and the graph's shape, for the run-level ETA.
@@ -19,14 +21,23 @@ impl RunEta {
         let own: Vec<Option<f64>> = (0..nodes.len())
             .map(|i| plan.previous[i].as_ref().map(|r| r.seconds))
             .collect();
-        let seconds = (0..nodes.len())
-            .map(|i| {
-                own[i].or_else(|| {
-                    let same: Vec<f64> = (0..nodes.len())
-                        .filter(|&j| nodes[j].stage == nodes[i].stage)
-                        .filter_map(|j| own[j])
-                        .collect();
-                    (!same.is_empty()).then(|| same.iter().sum::<f64>() / same.len() as f64)
+        // Each stage's mean over the variants that have a time of their own.
+        let mut by_stage: BTreeMap<&str, (f64, usize)> = BTreeMap::new();
+        for (node, secs) in nodes.iter().zip(&own) {
+            if let Some(secs) = secs {
+                let (sum, n) = by_stage.entry(node.stage.as_str()).or_default();
+                *sum += secs;
+                *n += 1;
+            }
+        }
+        let seconds = nodes
+            .iter()
+            .zip(&own)
+            .map(|(node, secs)| {
+                secs.or_else(|| {
+                    by_stage
+                        .get(node.stage.as_str())
+                        .map(|(sum, n)| sum / *n as f64)
                 })
             })
             .collect();

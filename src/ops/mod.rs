@@ -434,37 +434,8 @@ pub fn plot_rows(plan: &Plan, rows: &[ShowRow], spec: &str, out: &Path) -> Resul
         }
         _ => return Err(bad(format!("`{x}` is ambiguous: {}", labels.join(", ")))),
     };
-    let mut series: Vec<crate::report::plot::Series> = Vec::new();
-    for r in rows {
-        let (Some(xv), Some(yv)) = (
-            r.variant.get(&label).and_then(|v| v.as_f64()),
-            r.metrics.get(y),
-        ) else {
-            continue;
-        };
-        let others: Vec<String> = r
-            .variant
-            .iter()
-            .filter(|(l, _)| **l != label)
-            .map(|(l, v)| format!("{}={v}", l.split_once('.').map(|(_, p)| p).unwrap_or(l)))
-            .collect();
-        let name = if others.is_empty() {
-            r.stage.clone()
-        } else {
-            format!("{} {}", r.stage, others.join(" "))
-        };
-        let point = (xv, *yv, r.spread.get(y).copied());
-        match series.iter_mut().find(|s| s.name == name) {
-            Some(s) => s.points.push(point),
-            None => series.push(crate::report::plot::Series {
-                name,
-                points: vec![point],
-            }),
-        }
-    }
-    for s in &mut series {
-        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
-    }
+    let all: Vec<&ShowRow> = rows.iter().collect();
+    let series = show::series_by(&all, &label, y);
     let title = format!("{}: {y} by {x}", plan.experiment_name());
     crate::report::plot::line_plot_svg(out, &title, x, y, &series)
         .map_err(|e| Diags::from(crate::error::Diag::env("E-PLOT", e)))?;

@@ -9,13 +9,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::cache::Cache;
-use crate::dsl::Value;
 use crate::exec::{Plan, Status};
 use crate::report::html::{Page, bar_chart_svg, clip, dag_svg};
 use crate::report::plot::{Series, line_chart_svg};
 use crate::report::{Cell, Table, fmt_duration};
 
-use super::show::{ShowRow, aggregate, fitted_block, resolve_labels, show_rows};
+use super::show::{
+    ShowRow, aggregate, distinct, fitted_block, resolve_labels, series_by, show_rows,
+};
 
 /// Rows a table shows before it says how many more there are.
 const MAX_ROWS: usize = 200;
@@ -37,7 +38,7 @@ pub fn report(plan: &Plan, cache: &Cache) -> String {
     };
     let mut page = Page::new(&format!("efrlhf report: {}", plan.experiment_name()));
     overview(&mut page, plan, &rows);
-    stages(&mut page, plan);
+    stages(&mut page, plan, &rows);
     metrics(&mut page, &averaged, !seeds.is_empty());
     curves(&mut page, plan, cache, &rows);
     efficiency(&mut page, &averaged);
@@ -105,7 +106,7 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn stages(page: &mut Page, plan: &Plan) {
+fn stages(page: &mut Page, plan: &Plan, rows: &[ShowRow]) {
     page.section("stages", "Stages");
     let mut t = Table {
         columns: ["stage", "kind", "status", "time", "finished", "result"]
@@ -113,7 +114,6 @@ fn stages(page: &mut Page, plan: &Plan) {
             .to_vec(),
         rows: Vec::new(),
     };
-    let rows = show_rows(plan);
     for (i, r) in rows.iter().enumerate().take(MAX_ROWS) {
         let rec = match &plan.statuses[i] {
             Status::Cached(rec) => Some(&**rec),
@@ -164,17 +164,6 @@ fn metrics(page: &mut Page, rows: &[ShowRow], over_seeds: bool) {
         }
         more_rows(page, rows.iter().filter(|r| r.kind == kind).count());
     }
-}
-
-/// The distinct values of one field of `rows`, in order of first appearance.
-fn distinct(rows: &[ShowRow], field: impl Fn(&ShowRow) -> &String) -> Vec<String> {
-    let mut seen: Vec<String> = Vec::new();
-    for r in rows {
-        if !seen.contains(field(r)) {
-            seen.push(field(r).clone());
-        }
-    }
-    seen
 }
 
 /// A curve file's numeric fields, each as (x, value) points.
@@ -324,34 +313,9 @@ fn efficiency(page: &mut Page, rows: &[ShowRow]) {
             continue;
         };
         for label in numeric_labels(&of) {
-            let mut groups: BTreeMap<String, Vec<(f64, f64, Option<f64>)>> = BTreeMap::new();
-            for r in &of {
-                let (Some(x), Some(y)) = (number(r.variant.get(&label)), r.metrics.get(metric))
-                else {
-                    continue;
-                };
-                let rest: Vec<String> = r
-                    .variant
-                    .iter()
-                    .filter(|(l, _)| **l != label)
-                    .map(|(l, v)| format!("{l}={v}"))
-                    .collect();
-                groups.entry(rest.join(" ")).or_default().push((
-                    x,
-                    *y,
-                    r.spread.get(metric).copied(),
-                ));
-            }
-            let series: Vec<Series> = groups
+            let series: Vec<Series> = series_by(&of, &label, metric)
                 .into_iter()
                 .take(MAX_LINES)
-                .map(|(name, mut points)| {
-                    points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    Series {
-                        name: if name.is_empty() { stage.clone() } else { name },
-                        points,
-                    }
-                })
                 .collect();
             let title = format!("{stage}: {metric} by {}", short(&label));
             if let Ok(svg) =
@@ -372,7 +336,7 @@ fn numeric_labels(rows: &[&ShowRow]) -> Vec<String> {
     let mut values: BTreeMap<&String, Vec<f64>> = BTreeMap::new();
     for r in rows {
         for (l, v) in &r.variant {
-            if let Some(x) = number(Some(v)) {
+            if let Some(x) = v.as_f64() {
                 values.entry(l).or_default().push(x);
             }
         }
@@ -382,14 +346,6 @@ fn numeric_labels(rows: &[&ShowRow]) -> Vec<String> {
         .filter(|(_, xs)| xs.iter().any(|x| *x != xs[0]))
         .map(|(l, _)| l.clone())
         .collect()
-}
-
-fn number(v: Option<&Value>) -> Option<f64> {
-    match v? {
-        Value::Int(x) => Some(*x as f64),
-        Value::Float(x) => Some(*x),
-        _ => None,
-    }
 }
 
 fn short(label: &str) -> &str {

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::dsl::{Metrics, Value};
 use crate::exec::{Plan, Status};
+use crate::report::plot::Series;
 use crate::report::{Cell, Table};
 
 use super::variant_columns;
@@ -318,6 +319,55 @@ pub(super) fn fitted_block(rows: &[ShowRow], with_kind: bool, width: usize) -> V
     }
 }
 
+/// The distinct values of one field of `rows`, in order of first appearance.
+pub(super) fn distinct(rows: &[ShowRow], field: impl Fn(&ShowRow) -> &String) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for r in rows {
+        if !seen.contains(field(r)) {
+            seen.push(field(r).clone());
+        }
+    }
+    seen
+}
+
+/// The metric `y` of `rows` against their value of the variant `label`, one
+/// series per setting of the other varied parameters (`stage k=v ...`), x
+/// sorted; the points carry the rows' standard deviations.
+pub(super) fn series_by(rows: &[&ShowRow], label: &str, y: &str) -> Vec<Series> {
+    let mut series: Vec<Series> = Vec::new();
+    for r in rows {
+        let (Some(xv), Some(yv)) = (
+            r.variant.get(label).and_then(Value::as_f64),
+            r.metrics.get(y),
+        ) else {
+            continue;
+        };
+        let others: Vec<String> = r
+            .variant
+            .iter()
+            .filter(|(l, _)| *l != label)
+            .map(|(l, v)| format!("{}={v}", l.split_once('.').map(|(_, p)| p).unwrap_or(l)))
+            .collect();
+        let name = if others.is_empty() {
+            r.stage.clone()
+        } else {
+            format!("{} {}", r.stage, others.join(" "))
+        };
+        let point = (xv, *yv, r.spread.get(y).copied());
+        match series.iter_mut().find(|s| s.name == name) {
+            Some(s) => s.points.push(point),
+            None => series.push(Series {
+                name,
+                points: vec![point],
+            }),
+        }
+    }
+    for s in &mut series {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    series
+}
+
 /// `show`'s text: the one table when it fits in `width` columns; otherwise a
 /// block per stage kind (titled `kind (n stages)`), each fitted on its own.
 pub fn fitted_text(rows: &[ShowRow], width: usize) -> String {
@@ -325,12 +375,7 @@ pub fn fitted_text(rows: &[ShowRow], width: usize) -> String {
     if wide.text_width() <= width {
         return wide.to_text();
     }
-    let mut kinds: Vec<&str> = Vec::new();
-    for r in rows {
-        if !kinds.contains(&r.kind.as_str()) {
-            kinds.push(&r.kind);
-        }
-    }
+    let kinds = distinct(rows, |r| &r.kind);
     if kinds.len() == 1 {
         return pieces_text(&fitted_block(rows, true, width));
     }

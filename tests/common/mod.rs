@@ -45,6 +45,20 @@ impl Sandbox {
         std::fs::read_to_string(self.path(rel)).unwrap_or_default()
     }
 
+    /// The kind `twrap`: `tshout` run as a grandchild of the runner, by a
+    /// shell script that then runs `after` (shell lines).
+    pub fn wrapper_plugin(&self, after: &str) {
+        let manifest = self
+            .read("plugins/tshout.kdl")
+            .replacen("plugin \"tshout\"", "plugin \"twrap\"", 1)
+            .replace("run \"python3\" \"tshout.py\"", "run \"sh\" \"twrap.sh\"");
+        self.write("plugins/twrap.kdl", &manifest);
+        self.write(
+            "plugins/twrap.sh",
+            &format!("python3 \"$(dirname \"$0\")/tshout.py\"\n{after}"),
+        );
+    }
+
     /// Writes `exp.kdl` with the plugin folder declared, followed by `body`.
     pub fn experiment(&self, body: &str) {
         self.write(
