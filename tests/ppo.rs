@@ -37,30 +37,7 @@ fn experiment(s: &Sandbox, ppo: &Ppo) {
     } = ppo;
     s.experiment(&format!(
         r#"
-stage "train" kind="dataset" {{
-    source "opinpref" path="{p}"
-    split "train"
-    limit 64
-}}
-stage "tok" kind="tokenizer" {{
-    input "train"
-    vocab-size 400
-}}
-stage "sft" kind="sft" {{
-    input "train" "tok"
-    d-model 32
-    layers 1
-    heads 2
-    epochs 1
-    lr 0.003
-    max-source 64
-    max-target 32
-    train-split "train"
-    validation-split "train"
-    val-products 8
-    checkpoint-every 0
-}}
-stage "phi" kind="reward-model" {{
+{tiny}stage "phi" kind="reward-model" {{
     input "train" "val" "tok"
     method "{reward}"
     hidden 6 4 2
@@ -69,11 +46,6 @@ stage "phi" kind="reward-model" {{
     heads 2
     max-tokens 96
     epochs 1
-}}
-stage "val" kind="dataset" {{
-    source "opinpref" path="{p}"
-    split "validation"
-    limit 16
 }}
 stage "ppo" kind="ppo" {{
     input "sft" "phi" "train"
@@ -97,7 +69,7 @@ stage "eval" kind="eval" {{
     max-new-tokens 24
 }}
 "#,
-        p = data("opinpref").display()
+        tiny = tiny_summarizer()
     ));
 }
 

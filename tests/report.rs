@@ -8,43 +8,15 @@
 #![allow(clippy::print_stderr)]
 
 mod common;
+use common::browser::in_chromium;
 use common::*;
 
 use std::path::Path;
-use std::process::Command;
 
 fn experiment(s: &Sandbox) {
     s.experiment(&format!(
         r#"
-stage "train" kind="dataset" {{
-    source "opinpref" path="{p}"
-    split "train"
-    limit 64
-}}
-stage "val" kind="dataset" {{
-    source "opinpref" path="{p}"
-    split "validation"
-    limit 16
-}}
-stage "tok" kind="tokenizer" {{
-    input "train"
-    vocab-size 400
-}}
-stage "sft" kind="sft" {{
-    input "train" "tok"
-    d-model 32
-    layers 1
-    heads 2
-    epochs 1
-    lr 0.003
-    max-source 64
-    max-target 32
-    train-split "train"
-    validation-split "train"
-    val-products 8
-    checkpoint-every 0
-}}
-stage "phi" kind="reward-model" {{
+{tiny}stage "phi" kind="reward-model" {{
     input "train" "val"
     hidden 6 4 2
     epochs 5
@@ -78,7 +50,7 @@ sweep "seed" {{
     vary "rm.seed" 1 2
 }}
 "#,
-        p = data("opinpref").display()
+        tiny = tiny_summarizer()
     ));
 }
 
@@ -186,103 +158,5 @@ fn the_report_holds_every_stage_curve_and_evaluation_and_renders_in_chromium() {
     assert!(reward.abs() > 1e-3, "{reward}");
     assert!(html.contains(&format!("<td class=\"num\">{reward:.4}</td>")));
     assert!(html.contains("<td>reviews</td>") && html.contains("<td>reference</td>"));
-    in_chromium(&s, &html);
-}
-
-fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-}
-
-/// Opens the page headless: the DOM holds the same charts and tables, the
-/// console says nothing, and the screenshot is a page, not a blank.
-fn in_chromium(s: &Sandbox, html: &str) {
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var_os("EFRLHF_REQUIRE_BROWSER").is_none(),
-            "EFRLHF_REQUIRE_BROWSER is set but no Chromium is installed"
-        );
-        eprintln!("no Chromium here: the browser half of this test is skipped");
-        return;
-    };
-    let page = format!("file://{}", s.dir.join("r.html").display());
-    let run = |extra: &[&str]| {
-        let out = Command::new(browser)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--hide-scrollbars",
-            ])
-            .args([
-                "--enable-logging=stderr",
-                "--v=0",
-                "--window-size=1280,2000",
-            ])
-            .arg(format!(
-                "--user-data-dir={}",
-                s.dir.join("chromium").display()
-            ))
-            .args(extra)
-            .arg(&page)
-            .current_dir(&s.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
-    let dom = run(&["--dump-dom"]);
-    let text = String::from_utf8_lossy(&dom.stdout);
-    for tag in ["<svg", "<table", "<figure"] {
-        assert_eq!(
-            text.matches(tag).count(),
-            html.matches(tag).count(),
-            "{tag}"
-        );
-    }
-    let console: Vec<&str> = String::from_utf8_lossy(&dom.stderr)
-        .lines()
-        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
-        .map(|_| "console message")
-        .collect();
-    assert!(
-        console.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&dom.stderr)
-    );
-    run(&["--screenshot=shot.png"]);
-    let (w, h, pixels) = rgb(&s.dir.join("shot.png"));
-    assert_eq!((w, h), (1280, 2000));
-    let inked = pixels.iter().filter(|p| p.iter().any(|c| *c < 200)).count();
-    let colours: std::collections::BTreeSet<&[u8; 3]> = pixels.iter().collect();
-    assert!(
-        inked * 100 > pixels.len(),
-        "{inked} of {} pixels drawn",
-        pixels.len()
-    );
-    assert!(colours.len() > 50, "{} colours", colours.len());
-}
-
-fn rgb(path: &Path) -> (u32, u32, Vec<[u8; 3]>) {
-    let file = std::io::BufReader::new(std::fs::File::open(path).unwrap());
-    let mut reader = png::Decoder::new(file).read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let step = info.color_type.samples();
-    assert_eq!(info.bit_depth, png::BitDepth::Eight);
-    let pixels = buf[..info.buffer_size()]
-        .chunks(step)
-        .map(|p| [p[0], p[1], p[2]])
-        .collect();
-    (info.width, info.height, pixels)
+    in_chromium(&s.dir, &s.dir.join("r.html"), &html);
 }

@@ -41,6 +41,9 @@ enum Command {
         force: Vec<String>,
         #[arg(long, value_name = "BACKEND")]
         backend: Option<String>,
+        /// Change a parameter as if the file said so (`sft.epochs=1`, `'ppo*.updates=2'`)
+        #[arg(long, value_name = "STAGE.PARAM=VALUE")]
+        set: Vec<String>,
     },
     /// Say which parts of a stage's key changed since its last run
     Explain {
@@ -48,12 +51,18 @@ enum Command {
         stage: String,
         #[arg(long, value_name = "BACKEND")]
         backend: Option<String>,
+        /// Change a parameter as if the file said so (`sft.epochs=1`, `'ppo*.updates=2'`)
+        #[arg(long, value_name = "STAGE.PARAM=VALUE")]
+        set: Vec<String>,
     },
     /// Print the experiment's graph
     Graph {
         file: PathBuf,
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
+        /// Change a parameter as if the file said so (`sft.epochs=1`, `'ppo*.updates=2'`)
+        #[arg(long, value_name = "STAGE.PARAM=VALUE")]
+        set: Vec<String>,
     },
     /// Write the experiment as one self-contained HTML page (DAG, metrics, curves, evaluation)
     Report {
@@ -63,30 +72,12 @@ enum Command {
         output: PathBuf,
         #[arg(long, value_name = "BACKEND")]
         backend: Option<String>,
+        /// Change a parameter as if the file said so (`sft.epochs=1`, `'ppo*.updates=2'`)
+        #[arg(long, value_name = "STAGE.PARAM=VALUE")]
+        set: Vec<String>,
     },
     /// Metrics of every stage and sweep variant, side by side
-    Show {
-        file: PathBuf,
-        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
-        format: ShowFormat,
-        /// Average over these swept parameters (e.g. `seed`); adds `n` and `<metric> sd` columns
-        #[arg(long, value_name = "PARAM", value_delimiter = ',')]
-        aggregate: Vec<String>,
-        /// Show only these metrics: names, prefixes (`importance`) or globs (`'val_*,accuracy'`)
-        #[arg(long, value_name = "NAME", value_delimiter = ',')]
-        metrics: Vec<String>,
-        /// One table with every metric as a column, however wide
-        #[arg(long)]
-        wide: bool,
-        /// Plot METRIC against the swept PARAM, one line per other setting (SVG)
-        #[arg(long, value_name = "PARAM:METRIC")]
-        plot: Option<String>,
-        /// Where to write the plot [default: <experiment>-<metric>-by-<param>.svg]
-        #[arg(long, value_name = "FILE")]
-        plot_out: Option<PathBuf>,
-        #[arg(long, value_name = "BACKEND")]
-        backend: Option<String>,
-    },
+    Show(ShowArgs),
     /// Inspect and maintain the cache
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -124,6 +115,33 @@ enum Command {
 }
 
 #[derive(Args, Debug)]
+struct ShowArgs {
+    file: PathBuf,
+    #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+    format: ShowFormat,
+    /// Average over these swept parameters (e.g. `seed`); adds `n` and `<metric> sd` columns
+    #[arg(long, value_name = "PARAM", value_delimiter = ',')]
+    aggregate: Vec<String>,
+    /// Show only these metrics: names, prefixes (`importance`) or globs (`'val_*,accuracy'`)
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    metrics: Vec<String>,
+    /// One table with every metric as a column, however wide
+    #[arg(long)]
+    wide: bool,
+    /// Plot METRIC against the swept PARAM, one line per other setting (SVG)
+    #[arg(long, value_name = "PARAM:METRIC")]
+    plot: Option<String>,
+    /// Where to write the plot [default: <experiment>-<metric>-by-<param>.svg]
+    #[arg(long, value_name = "FILE")]
+    plot_out: Option<PathBuf>,
+    #[arg(long, value_name = "BACKEND")]
+    backend: Option<String>,
+    /// Change a parameter as if the file said so (`sft.epochs=1`, `'ppo*.updates=2'`)
+    #[arg(long, value_name = "STAGE.PARAM=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Args, Debug)]
 struct RunArgs {
     file: PathBuf,
     /// Run only these stages (and the stages they need)
@@ -138,9 +156,16 @@ struct RunArgs {
     /// Compute backend: auto, cpu or wgpu [default: the experiment's, else auto]
     #[arg(long, value_name = "BACKEND")]
     backend: Option<String>,
+    /// Change a parameter as if the file said so (`sft.epochs=1`, `'ppo*.updates=2'`)
+    #[arg(long, value_name = "STAGE.PARAM=VALUE")]
+    set: Vec<String>,
     /// Print one JSON object per event on stdout
     #[arg(long)]
     json: bool,
+    /// Also log each stage this run computes: `tensorboard=DIR`, `mlflow[=URI]`,
+    /// or `none` to drop the experiment's `tracking` block
+    #[arg(long, value_name = "TRACKER")]
+    track: Vec<String>,
     /// Stop starting stages after the first failure
     #[arg(long)]
     fail_fast: bool,
@@ -233,18 +258,26 @@ fn cache_for_plan(dir: &Option<PathBuf>) -> Result<Cache, Diags> {
     )?)
 }
 
+/// A command's request without `--force`.
+fn request<'a>(backend: Option<&'a str>, set: &'a [String]) -> ops::PlanRequest<'a> {
+    ops::PlanRequest {
+        backend,
+        force: &[],
+        set,
+    }
+}
+
 /// [`ops::load_plan`], rebuilding a damaged index (and saying so) first when
 /// the plan finds one.
 fn plan_at(
     file: &std::path::Path,
     cache: &Cache,
-    backend: Option<&str>,
-    force: &[String],
+    req: &ops::PlanRequest,
 ) -> Result<crate::exec::Plan, Diags> {
-    match ops::load_plan(file, cache, backend, force) {
+    match ops::load_plan(file, cache, req) {
         Err(d) if d.0.iter().any(|d| d.code == "E-INDEX-DAMAGED") => {
             repair_index(cache)?;
-            ops::load_plan(file, cache, backend, force)
+            ops::load_plan(file, cache, req)
         }
         other => other,
     }
@@ -280,9 +313,15 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             json,
             force,
             backend,
+            set,
         } => {
             let cache = cache_for_plan(&cli.cache_dir)?;
-            let plan = plan_at(&file, &cache, backend.as_deref(), &force)?;
+            let req = ops::PlanRequest {
+                backend: backend.as_deref(),
+                force: &force,
+                set: &set,
+            };
+            let plan = plan_at(&file, &cache, &req)?;
             if json {
                 out(&format!("{}\n", ops::plan_json(&plan)));
             } else {
@@ -294,14 +333,15 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             file,
             stage,
             backend,
+            set,
         } => {
             let cache = cache_for_plan(&cli.cache_dir)?;
-            let plan = plan_at(&file, &cache, backend.as_deref(), &[])?;
+            let plan = plan_at(&file, &cache, &request(backend.as_deref(), &set))?;
             out(&ops::explain(&plan, &stage)?);
             Ok(0)
         }
-        Command::Graph { file, format } => {
-            let p = ops::load_pipeline(&file)?;
+        Command::Graph { file, format, set } => {
+            let p = ops::load_pipeline(&file, &set)?;
             out(&match format {
                 GraphFormat::Dot => crate::graph::to_dot(&p),
                 GraphFormat::Mermaid => crate::graph::to_mermaid(&p),
@@ -312,40 +352,14 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             file,
             output,
             backend,
-        } => report_command(&cli.cache_dir, &file, &output, backend.as_deref()),
-        Command::Show {
-            file,
-            format,
-            backend,
-            aggregate,
-            metrics,
-            wide,
-            plot,
-            plot_out,
-        } => {
-            let cache = cache_for_plan(&cli.cache_dir)?;
-            let plan = plan_at(&file, &cache, backend.as_deref(), &[])?;
-            let request = ops::ShowRequest {
-                format: match format {
-                    ShowFormat::Table => ops::ShowFormat::Table,
-                    ShowFormat::Json => ops::ShowFormat::Json,
-                    ShowFormat::Csv => ops::ShowFormat::Csv,
-                    ShowFormat::Md => ops::ShowFormat::Md,
-                },
-                aggregate,
-                metrics,
-                wide,
-                width: table_width(),
-                plot,
-                plot_out,
-            };
-            let shown = ops::show(&plan, &cache, &request)?;
-            out(&shown.text);
-            if let Some(note) = shown.note {
-                err(&format!("{note}\n"));
-            }
-            Ok(0)
-        }
+            set,
+        } => report_command(
+            &cli.cache_dir,
+            &file,
+            &output,
+            &request(backend.as_deref(), &set),
+        ),
+        Command::Show(args) => show_command(&cli.cache_dir, args),
         Command::Cache(cmd) => cache_command(&cli.cache_dir, cmd),
         Command::Rouge {
             predictions,
@@ -383,15 +397,45 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
     }
 }
 
+/// `show FILE`: the metrics table (or JSON, CSV, Markdown, a plot).
+fn show_command(cache_dir: &Option<PathBuf>, args: ShowArgs) -> Result<i32, Diags> {
+    let cache = cache_for_plan(cache_dir)?;
+    let plan = plan_at(
+        &args.file,
+        &cache,
+        &request(args.backend.as_deref(), &args.set),
+    )?;
+    let request = ops::ShowRequest {
+        format: match args.format {
+            ShowFormat::Table => ops::ShowFormat::Table,
+            ShowFormat::Json => ops::ShowFormat::Json,
+            ShowFormat::Csv => ops::ShowFormat::Csv,
+            ShowFormat::Md => ops::ShowFormat::Md,
+        },
+        aggregate: args.aggregate,
+        metrics: args.metrics,
+        wide: args.wide,
+        width: table_width(),
+        plot: args.plot,
+        plot_out: args.plot_out,
+    };
+    let shown = ops::show(&plan, &cache, &request)?;
+    out(&shown.text);
+    if let Some(note) = shown.note {
+        err(&format!("{note}\n"));
+    }
+    Ok(0)
+}
+
 /// `report FILE -o OUTPUT`: writes the page, says where and how large.
 fn report_command(
     cache_dir: &Option<PathBuf>,
     file: &std::path::Path,
     output: &std::path::Path,
-    backend: Option<&str>,
+    req: &ops::PlanRequest,
 ) -> Result<i32, Diags> {
     let cache = cache_for_plan(cache_dir)?;
-    let plan = plan_at(file, &cache, backend, &[])?;
+    let plan = plan_at(file, &cache, req)?;
     let html = ops::report(&plan, &cache);
     std::fs::write(output, &html)
         .map_err(|e| crate::error::io_error("cannot write the report", output, e))?;
@@ -448,12 +492,12 @@ fn stop_on_signals() -> Result<std::sync::Arc<std::sync::atomic::AtomicUsize>, D
 fn run(cache_dir: &Option<PathBuf>, args: RunArgs) -> Result<i32, Diags> {
     let stop = stop_on_signals()?;
     let cache = cache_for_plan(cache_dir)?;
-    let plan = std::sync::Arc::new(plan_at(
-        &args.file,
-        &cache,
-        args.backend.as_deref(),
-        &args.force,
-    )?);
+    let req = ops::PlanRequest {
+        backend: args.backend.as_deref(),
+        force: &args.force,
+        set: &args.set,
+    };
+    let plan = std::sync::Arc::new(plan_at(&args.file, &cache, &req)?);
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -471,7 +515,9 @@ fn run(cache_dir: &Option<PathBuf>, args: RunArgs) -> Result<i32, Diags> {
         fail_fast: args.fail_fast,
         stop: Some(stop),
     };
-    let summary = crate::exec::run(&plan, &cache, &opts, &mut reporter)?;
+    let mut sink = ops::TrackingSink::new(&plan, &cache, &args.track, &mut reporter)?;
+    let summary = crate::exec::run(&plan, &cache, &opts, &mut sink)?;
+    sink.finish();
     reporter.finish(&summary);
     if let Some(sig) = summary.interrupted {
         // Built-in stages still computing end with the process.
@@ -479,12 +525,7 @@ fn run(cache_dir: &Option<PathBuf>, args: RunArgs) -> Result<i32, Diags> {
     }
     if mode != Mode::Json {
         // The comparison tables of evaluation stages, last thing on screen.
-        out(&ops::comparisons_after_run(
-            &args.file,
-            &cache,
-            args.backend.as_deref(),
-            &plan,
-        ));
+        out(&ops::comparisons_after_run(&args.file, &cache, &req, &plan));
     }
     Ok(if summary.failed > 0 || summary.skipped > 0 {
         Category::StageFailed.exit_code()

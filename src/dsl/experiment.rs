@@ -8,6 +8,7 @@ use kdl::{KdlNode, KdlValue};
 use miette::SourceSpan;
 
 use super::kdl_util as k;
+use super::tracking::{TrackTarget, parse_tracking};
 use crate::error::{Diag, Diags, SourceFile};
 
 /// Children of a stage that are not parameters.
@@ -23,6 +24,8 @@ pub struct Experiment {
     pub backend: Option<(String, SourceSpan)>,
     /// Extra manifest folders, resolved against the experiment's folder.
     pub plugin_dirs: Vec<PathBuf>,
+    /// Where finished stage executions are logged (`tracking { ... }`); not part of any key.
+    pub tracking: Vec<TrackTarget>,
     pub stages: Vec<StageDecl>,
     pub sweeps: Vec<SweepDecl>,
     pub source: SourceFile,
@@ -56,6 +59,8 @@ pub struct ParamAssign {
     pub name: String,
     pub span: SourceSpan,
     pub values: Vec<(KdlValue, SourceSpan)>,
+    /// The `--set` that gave it, when the file did not.
+    pub set_by: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -146,7 +151,7 @@ pub fn load_experiment(path: &Path) -> Result<Experiment, Diags> {
 }
 
 const TOP_NODES: &[&str] = &["experiment", "stage", "sweep"];
-const EXPERIMENT_NODES: &[&str] = &["seed", "backend", "plugins", "doc"];
+const EXPERIMENT_NODES: &[&str] = &["seed", "backend", "plugins", "tracking", "doc"];
 
 pub fn parse_experiment(src: &SourceFile, dir: &Path) -> Result<Experiment, Diags> {
     let doc = k::parse(src)?;
@@ -161,6 +166,7 @@ pub fn parse_experiment(src: &SourceFile, dir: &Path) -> Result<Experiment, Diag
         seed: 0,
         backend: None,
         plugin_dirs: Vec::new(),
+        tracking: Vec::new(),
         stages: Vec::new(),
         sweeps: Vec::new(),
         source: src.clone(),
@@ -270,6 +276,7 @@ fn parse_header(src: &SourceFile, node: &KdlNode, exp: &mut Experiment) -> Resul
                     exp.plugin_dirs.push(p);
                 }
             }
+            "tracking" => exp.tracking = parse_tracking(src, child, &exp.dir)?,
             "doc" => {
                 k::string_arg(src, child, "a description")?;
             }
@@ -390,6 +397,7 @@ fn parse_stage(src: &SourceFile, node: &KdlNode, earlier: &[StageDecl]) -> Resul
                     name: pname.to_string(),
                     span: k::name_span(child),
                     values,
+                    set_by: None,
                 });
                 // `source "opinpref" path="data/x"`: properties are further parameters.
                 for (key, e) in k::props(child) {
@@ -405,6 +413,7 @@ fn parse_stage(src: &SourceFile, node: &KdlNode, earlier: &[StageDecl]) -> Resul
                         name: key.to_string(),
                         span: e.span(),
                         values: vec![(e.value().clone(), e.span())],
+                        set_by: None,
                     });
                 }
             }

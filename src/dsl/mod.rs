@@ -8,12 +8,17 @@ mod experiment;
 pub(crate) mod kdl_util;
 mod limits;
 mod manifest;
+mod overrides;
+mod tracking;
 pub mod value;
 
 pub use experiment::{
-    Experiment, InputDecl, RESERVED_STAGE_CHILDREN, StageDecl, SweepDecl, VaryDecl, load_experiment,
+    Experiment, InputDecl, ParamAssign, RESERVED_STAGE_CHILDREN, StageDecl, SweepDecl, VaryDecl,
+    load_experiment,
 };
 #[cfg(test)]
 pub(crate) use manifest::ParamSpec;
 pub use manifest::{Exec, InputRole, Manifest, Registry};
+pub use overrides::{apply_sets, is_glob_set};
+pub use tracking::{TrackTarget, parse_track_flags};
 pub use value::{Metrics, ParamType, Value};

@@ -14,8 +14,8 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use super::roles::assign_roles;
 use super::sweep::{expand, read_sweeps};
 use crate::dsl::value::value_from_args;
-use crate::dsl::{Exec, Experiment, Manifest, Registry, StageDecl, Value};
-use crate::error::{Diag, Diags, did_you_mean};
+use crate::dsl::{Exec, Experiment, Manifest, ParamAssign, Registry, StageDecl, Value};
+use crate::error::{Diag, Diags, SourceFile, did_you_mean};
 
 /// One stage (or one sweep variant of a stage) to compute.
 #[derive(Debug, Clone)]
@@ -468,6 +468,22 @@ fn path_problem(dir: &Path, p: &str) -> Option<&'static str> {
     }
 }
 
+/// A parameter's diagnostic, at its place in the file or naming the `--set` that gave it.
+fn at_assign(d: Diag, src: &SourceFile, assign: &ParamAssign, span: SourceSpan) -> Diag {
+    match &assign.set_by {
+        Some(set) => from_flag(d, set),
+        None => d.at(src, span, "here"),
+    }
+}
+
+/// A diagnostic about a `--set` value: it names the flag, not a line of the file.
+fn from_flag(mut d: Diag, set: &str) -> Diag {
+    d.message = format!("{} (from `--set {set}`)", d.message);
+    d.source = None;
+    d.labels.clear();
+    d
+}
+
 fn check_params(
     exp: &Experiment,
     st: &StageDecl,
@@ -478,7 +494,13 @@ fn check_params(
     let mut out = BTreeMap::new();
     for assign in &st.params {
         let Some(spec) = kind.param(&assign.name) else {
-            diags.push(unknown_param_diag(exp, &assign.name, assign.span, kind));
+            let d = unknown_param_diag(exp, &assign.name, assign.span, kind);
+            match &assign.set_by {
+                // `--set '*.lr=...'` sets it where the kind has it (checked to be somewhere).
+                Some(set) if crate::dsl::is_glob_set(set) => {}
+                Some(set) => diags.push(from_flag(d, set)),
+                None => diags.push(d),
+            }
             continue;
         };
         let raw: Vec<&kdl::KdlValue> = assign.values.iter().map(|(v, _)| v).collect();
@@ -491,12 +513,16 @@ fn check_params(
                         .map(|(_, s)| *s)
                         .unwrap_or(assign.span);
                     diags.push(
-                        Diag::input("E-VALUE", format!("bad value for `{}`: {msg}", spec.name))
-                            .at(src, span, "here")
-                            .with_help(format!(
-                                "`efrlhf plugins {}` lists the allowed values",
-                                kind.name
-                            )),
+                        at_assign(
+                            Diag::input("E-VALUE", format!("bad value for `{}`: {msg}", spec.name)),
+                            src,
+                            assign,
+                            span,
+                        )
+                        .with_help(format!(
+                            "`efrlhf plugins {}` lists the allowed values",
+                            kind.name
+                        )),
                     );
                     continue;
                 }
@@ -532,12 +558,16 @@ fn check_params(
             Err((i, msg)) => {
                 let span = assign.values.get(i).map(|(_, s)| *s).unwrap_or(assign.span);
                 diags.push(
-                    Diag::input("E-TYPE", format!("wrong type for `{}`: {msg}", spec.name))
-                        .at(src, span, "here")
-                        .with_help(format!(
-                            "`{}` is declared as {} by kind `{}`",
-                            spec.name, spec.ty, kind.name
-                        )),
+                    at_assign(
+                        Diag::input("E-TYPE", format!("wrong type for `{}`: {msg}", spec.name)),
+                        src,
+                        assign,
+                        span,
+                    )
+                    .with_help(format!(
+                        "`{}` is declared as {} by kind `{}`",
+                        spec.name, spec.ty, kind.name
+                    )),
                 );
             }
         }

@@ -203,14 +203,15 @@ pub(super) fn comparison(m: &crate::dsl::Metrics, models: &[String]) -> crate::r
 pub fn comparisons_after_run(
     file: &Path,
     cache: &Cache,
-    backend: Option<&str>,
+    req: &super::PlanRequest,
     ran: &Plan,
 ) -> String {
     let has_eval = ran.pipeline.nodes.iter().any(|n| n.kind.name == "eval");
     if !has_eval {
         return String::new();
     }
-    match load_plan(file, cache, backend, &[]) {
+    let req = super::PlanRequest { force: &[], ..*req };
+    match load_plan(file, cache, &req) {
         Ok(after) => eval_comparisons(&after, cache, false),
         Err(_) => String::new(),
     }
@@ -270,7 +271,7 @@ pub fn cache_gc_report(
     };
     let mut plans = Vec::new();
     for f in files {
-        plans.push(load_plan(f, cache, None, &[])?);
+        plans.push(load_plan(f, cache, &super::PlanRequest::default())?);
     }
     let r = super::cache_gc(cache, &plans, dry_run)?;
     let verb = if dry_run { "would remove" } else { "removed" };

@@ -9,6 +9,7 @@ mod explain;
 mod report_cmd;
 mod rouge_cmd;
 mod show;
+mod tracking;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,10 +27,11 @@ pub use show::{
     ShowRow, aggregate, fitted_text, resolve_labels, rows_table, select_metrics, show_json_rows,
     show_rows,
 };
+pub use tracking::TrackingSink;
 
 use crate::cache::Cache;
-use crate::dsl::{Manifest, Registry, load_experiment};
-use crate::error::Diags;
+use crate::dsl::{Manifest, Registry, apply_sets, is_glob_set, load_experiment};
+use crate::error::{Diag, Diags};
 use crate::exec::{Plan, PlanOptions, Status, plan, resolve_backend};
 use crate::graph::{Pipeline, build};
 
@@ -54,22 +56,67 @@ pub fn registry_for(extra: &[PathBuf]) -> Result<Registry, Diags> {
     Registry::load(&crate::stages::builtins::builtin_manifests(), &dirs)
 }
 
-/// Reads, validates and expands an experiment.
-pub fn load_pipeline(file: &Path) -> Result<Pipeline, Diags> {
-    let exp = load_experiment(file)?;
+/// What a command asks of an experiment besides its file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanRequest<'a> {
+    /// `--backend`: else the experiment's, else `auto`.
+    pub backend: Option<&'a str>,
+    /// `--force`: stages planned as if their results were not stored.
+    pub force: &'a [String],
+    /// `--set STAGE.PARAM=VALUE`, applied as if the file said so.
+    pub set: &'a [String],
+}
+
+/// Reads, validates and expands an experiment, with its `--set` values.
+pub fn load_pipeline(file: &Path, set: &[String]) -> Result<Pipeline, Diags> {
+    let mut exp = load_experiment(file)?;
+    apply_sets(&mut exp, set)?;
     let registry = registry_for(&exp.plugin_dirs)?;
-    build(exp, registry)
+    let pipeline = build(exp, registry)?;
+    check_glob_sets(&pipeline, set)?;
+    Ok(pipeline)
+}
+
+/// A `--set` over a glob of stages must reach at least one stage whose kind
+/// has the parameter (else a typo would change nothing).
+fn check_glob_sets(pipeline: &Pipeline, sets: &[String]) -> Result<(), Diags> {
+    for set in sets.iter().filter(|s| is_glob_set(s)) {
+        let Some((stages, param)) = set.split_once('=').and_then(|(t, _)| t.rsplit_once('.'))
+        else {
+            continue;
+        };
+        let pattern = glob::Pattern::new(stages).ok();
+        let matched: Vec<_> = pipeline
+            .nodes
+            .iter()
+            .filter(|n| pattern.as_ref().is_some_and(|p| p.matches(&n.stage)))
+            .collect();
+        if matched.iter().any(|n| n.kind.param(param).is_some()) {
+            continue;
+        }
+        let known: Vec<&str> = matched
+            .iter()
+            .flat_map(|n| n.kind.params.iter().map(|p| p.name.as_str()))
+            .collect();
+        let help = match crate::error::did_you_mean(param, known.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => "`efrlhf plugins KIND` lists a kind's parameters".to_string(),
+        };
+        return Err(Diag::input(
+            "E-UNKNOWN-PARAM",
+            format!("`--set {set}`: no stage matching `{stages}` has a parameter `{param}`"),
+        )
+        .with_help(help)
+        .into());
+    }
+    Ok(())
 }
 
 /// Loads an experiment and computes its plan against `cache`.
-pub fn load_plan(
-    file: &Path,
-    cache: &Cache,
-    backend: Option<&str>,
-    force: &[String],
-) -> Result<Plan, Diags> {
-    let pipeline = load_pipeline(file)?;
-    let requested = backend
+pub fn load_plan(file: &Path, cache: &Cache, req: &PlanRequest) -> Result<Plan, Diags> {
+    let pipeline = load_pipeline(file, req.set)?;
+    let requested = req
+        .backend
         .map(str::to_string)
         .or_else(|| pipeline.experiment.backend.as_ref().map(|(b, _)| b.clone()));
     let backend = resolve_backend(requested.as_deref())?;
@@ -78,7 +125,7 @@ pub fn load_plan(
         cache,
         backend,
         &PlanOptions {
-            force: force.to_vec(),
+            force: req.force.to_vec(),
         },
     )
 }

@@ -2,8 +2,10 @@
 
 use std::fmt::Write;
 
+pub mod curves;
 pub mod html;
 pub mod plot;
+pub mod tracking;
 
 /// Formats a metric for people: integers plainly, others with 4 decimals or in
 /// scientific notation when very small or large.

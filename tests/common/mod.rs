@@ -2,12 +2,62 @@
 //! cache, and a call log that the plugin appends each stage it computes to.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A file or folder of the datasets that ship in `data/`.
 pub fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(rel)
+}
+
+/// The first stages of the small ML pipelines of the tests: OpinPref's
+/// train (64) and validation (16) products, a 400-token tokenizer and a
+/// one-epoch, one-layer, 32-wide SFT (KDL text).
+pub fn tiny_summarizer() -> String {
+    format!(
+        r#"
+stage "train" kind="dataset" {{
+    source "opinpref" path="{p}"
+    split "train"
+    limit 64
+}}
+stage "val" kind="dataset" {{
+    source "opinpref" path="{p}"
+    split "validation"
+    limit 16
+}}
+stage "tok" kind="tokenizer" {{
+    input "train"
+    vocab-size 400
+}}
+stage "sft" kind="sft" {{
+    input "train" "tok"
+    d-model 32
+    layers 1
+    heads 2
+    epochs 1
+    lr 0.003
+    max-source 64
+    max-target 32
+    train-split "train"
+    validation-split "train"
+    val-products 8
+    checkpoint-every 0
+}}
+"#,
+        p = data("opinpref").display()
+    )
+}
+
+/// Asserts that a command succeeded, showing its stderr when not.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_efrlhf");
