@@ -16,32 +16,10 @@ use std::path::Path;
 fn experiment(s: &Sandbox) {
     s.experiment(&format!(
         r#"
-{tiny}stage "phi" kind="reward-model" {{
-    input "train" "val"
-    hidden 6 4 2
-    epochs 5
-}}
-stage "rm" kind="reward-model" {{
+{tiny}stage "rm" kind="reward-model" {{
     input "train" "val"
     hidden
     epochs 5
-}}
-stage "ppo" kind="ppo" {{
-    input "sft" "phi" "train"
-    updates 3
-    batch 4
-    minibatch 2
-    max-source 64
-    max-new-tokens 16
-    checkpoint-every 0
-}}
-stage "eval" kind="eval" {{
-    input "sft" "ppo" "phi" "val"
-    split "validation"
-    reference "preferred"
-    max-products 4
-    max-source 64
-    max-new-tokens 16
 }}
 sweep "pairs" {{
     vary "rm.train-pairs" 16 32 64
@@ -50,7 +28,7 @@ sweep "seed" {{
     vary "rm.seed" 1 2
 }}
 "#,
-        tiny = tiny_summarizer()
+        tiny = tiny_rlhf()
     ));
 }
 

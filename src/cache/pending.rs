@@ -102,6 +102,10 @@ impl Cache {
 }
 
 impl Pending<'_> {
+    /// The key being computed.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
     /// The scratch folder (the stage description goes here).
     pub fn scratch(&self) -> &Path {
         &self.scratch

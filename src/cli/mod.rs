@@ -99,6 +99,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compute one resolved stage (what a cluster job of `run --executor slurm` runs)
+    #[command(hide = true)]
+    ExecStage { spec: PathBuf },
     /// Run a stage program under supervision (used by `run`)
     #[command(hide = true)]
     Supervise {
@@ -166,6 +169,12 @@ struct RunArgs {
     /// or `none` to drop the experiment's `tracking` block
     #[arg(long, value_name = "TRACKER")]
     track: Vec<String>,
+    /// Where stages compute: `local` (this machine) or `slurm` (one job per stage)
+    #[arg(long, value_enum, default_value_t = ExecutorArg::Local)]
+    executor: ExecutorArg,
+    /// The cluster's settings [default: $EFRLHF_EXECUTOR_CONFIG, else ~/.config/efrlhf/executor.kdl]
+    #[arg(long, value_name = "FILE")]
+    executor_config: Option<PathBuf>,
     /// Stop starting stages after the first failure
     #[arg(long)]
     fail_fast: bool,
@@ -197,6 +206,12 @@ enum MultiRefArg {
     Max,
     Mean,
     First,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum ExecutorArg {
+    Local,
+    Slurm,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -381,6 +396,7 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             }
             Ok(0)
         }
+        Command::ExecStage { spec } => Ok(crate::exec::exec_stage(&spec)),
         Command::Supervise { command } => {
             match crate::exec::supervise(&command[0], &command[1..]) {
                 Ok(code) => Ok(code),
@@ -498,10 +514,18 @@ fn run(cache_dir: &Option<PathBuf>, args: RunArgs) -> Result<i32, Diags> {
         set: &args.set,
     };
     let plan = std::sync::Arc::new(plan_at(&args.file, &cache, &req)?);
-    let jobs = args.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
+    let executor = match args.executor {
+        ExecutorArg::Local => crate::exec::Executor::Local,
+        ExecutorArg::Slurm => {
+            let cfg = crate::exec::slurm::SlurmConfig::load(args.executor_config.as_deref())?;
+            crate::exec::Executor::Slurm(std::sync::Arc::new(crate::exec::slurm::Slurm::new(cfg)?))
+        }
+    };
+    let jobs = args.jobs.unwrap_or_else(|| match &executor {
+        crate::exec::Executor::Slurm(s) => s.max_jobs(),
+        crate::exec::Executor::Local => std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or(1)
+            .unwrap_or(1),
     });
     let mode = Mode::detect(args.json);
     let selected = ops::selected_nodes(&plan, &args.only)?;
@@ -514,6 +538,7 @@ fn run(cache_dir: &Option<PathBuf>, args: RunArgs) -> Result<i32, Diags> {
         only: args.only,
         fail_fast: args.fail_fast,
         stop: Some(stop),
+        executor,
     };
     let mut sink = ops::TrackingSink::new(&plan, &cache, &args.track, &mut reporter)?;
     let summary = crate::exec::run(&plan, &cache, &opts, &mut sink)?;

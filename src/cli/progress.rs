@@ -179,7 +179,10 @@ impl Reporter {
         match self.mode {
             Mode::Json => self.json(&ev.json(plan)),
             Mode::Plain | Mode::Live => match ev {
-                Event::Start { node: n, log } => self.started(plan, *n, log),
+                Event::Start { node: n, log, job } => self.started(plan, *n, log, job.as_ref()),
+                Event::Queued { node: n, job } => {
+                    self.line("Queued", &format!("{} as Slurm job {job}", node(*n).id))
+                }
                 Event::Waiting { node: n } => self.line(
                     "Waiting",
                     &format!("{}: another run is computing it", node(*n).id),
@@ -264,9 +267,12 @@ impl Reporter {
 
     /// A stage starts: a spinner on a terminal, a line otherwise; both say
     /// what it took last time and when the run should end.
-    fn started(&mut self, plan: &Plan, n: usize, log: &Path) {
+    fn started(&mut self, plan: &Plan, n: usize, log: &Path, job: Option<&(String, String)>) {
         let node = &plan.pipeline.nodes[n];
         let mut label = format!("{} ({})", node.id, node.kind.name);
+        if let Some((id, host)) = job {
+            label = format!("{label}, job {id} on {host}");
+        }
         if let Some(secs) = self.eta.of(n) {
             label = format!("{label}, {} last time", fmt_duration(secs));
         }

@@ -8,11 +8,12 @@ use kdl::{KdlNode, KdlValue};
 use miette::SourceSpan;
 
 use super::kdl_util as k;
+use super::requests::{Requests, parse_requests};
 use super::tracking::{TrackTarget, parse_tracking};
 use crate::error::{Diag, Diags, SourceFile};
 
 /// Children of a stage that are not parameters.
-pub const RESERVED_STAGE_CHILDREN: &[&str] = &["input", "seed"];
+pub const RESERVED_STAGE_CHILDREN: &[&str] = &["input", "seed", "resources"];
 
 /// Backends a user may name.
 pub const BACKENDS: &[&str] = &["auto", "cpu", "wgpu"];
@@ -42,6 +43,8 @@ pub struct StageDecl {
     pub inputs: Vec<InputDecl>,
     pub params: Vec<ParamAssign>,
     pub seed: Option<(i64, SourceSpan)>,
+    /// `resources gpus=1 ...`: what it asks of the machine (not part of its key).
+    pub requests: Requests,
 }
 
 /// One stage named on an `input` line: `input "sft" "phi"` or `input "phi" role="reward-model"`.
@@ -374,11 +377,13 @@ fn parse_stage(src: &SourceFile, node: &KdlNode, earlier: &[StageDecl]) -> Resul
         inputs: Vec::new(),
         params: Vec::new(),
         seed: None,
+        requests: Requests::default(),
     };
     for child in k::children(node) {
         match k::name(child) {
             "input" => stage.inputs.extend(parse_input(src, child)?),
             "seed" => stage.seed = Some(int_arg(src, child)?),
+            "resources" => stage.requests = parse_requests(src, child)?,
             pname => {
                 k::no_children(src, child)?;
                 if let Some(prev) = stage.params.iter().find(|p| p.name == pname) {

@@ -11,6 +11,7 @@
 //!     // input "datasets" format="dataset" many=#true     one or more (optional=#true: zero too)
 //!     produces "dataset"                // the format of its result (default: files)
 //!     resource "gpu"                    // stages holding the same resource never overlap
+//!     requests gpus=1 cpus=8 mem="32G" time="4h"  // what a cluster job asks for (not identity)
 //!     depends "helpers.py"              // extra files whose content is part of the kind's identity
 //!     output "text.txt" doc="the shouted text"
 //! }
@@ -149,6 +150,8 @@ pub struct Manifest {
     /// The format of the kind's result.
     pub produces: Format,
     pub resources: Vec<String>,
+    /// Default machine requests of its stages (`requests gpus=1 ...`; not part of its identity).
+    pub requests: super::Requests,
     pub outputs: Vec<OutputDoc>,
     /// Local files whose content identifies the kind (program, scripts, `depends`).
     pub files: Vec<PathBuf>,
@@ -213,8 +216,8 @@ impl Manifest {
 }
 
 const MANIFEST_NODES: &[&str] = &[
-    "doc", "run", "builtin", "param", "inputs", "input", "produces", "resource", "depends",
-    "output",
+    "doc", "run", "builtin", "param", "inputs", "input", "produces", "resource", "requests",
+    "depends", "output",
 ];
 
 /// Parses one manifest file. `dir` is `None` for built-ins.
@@ -243,6 +246,7 @@ pub fn parse_manifest(src: &SourceFile, dir: Option<&Path>) -> Result<Manifest, 
         roles: Vec::new(),
         produces: Format::Files,
         resources: Vec::new(),
+        requests: super::Requests::default(),
         outputs: Vec::new(),
         files: Vec::new(),
         source: src.clone(),
@@ -369,6 +373,7 @@ fn parse_child(
         "resource" => {
             k::string_arg(src, child, "a resource name").map(|(s, _)| m.resources.push(s))
         }
+        "requests" => super::parse_requests(src, child).map(|r| m.requests = r),
         "depends" => parse_depends(src, child, dir).map(|f| m.files.extend(f)),
         "output" => k::string_arg(src, child, "the output file's name").and_then(|(s, _)| {
             let doc = k::string_prop(src, child, "doc")?

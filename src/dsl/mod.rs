@@ -9,6 +9,7 @@ pub(crate) mod kdl_util;
 mod limits;
 mod manifest;
 mod overrides;
+mod requests;
 mod tracking;
 pub mod value;
 
@@ -20,5 +21,6 @@ pub use experiment::{
 pub(crate) use manifest::ParamSpec;
 pub use manifest::{Exec, InputRole, Manifest, Registry};
 pub use overrides::{apply_sets, is_glob_set};
+pub use requests::{Requests, parse_requests};
 pub use tracking::{TrackTarget, parse_track_flags};
 pub use value::{Metrics, ParamType, Value};

@@ -18,6 +18,13 @@ pub enum Event {
     Start {
         node: usize,
         log: PathBuf,
+        /// A cluster job: its id and the node it runs on.
+        job: Option<(String, String)>,
+    },
+    /// Submitted to the cluster as this job; waiting in its queue.
+    Queued {
+        node: usize,
+        job: String,
     },
     /// Another process is computing the same key; this run waits for it.
     Waiting {
@@ -70,6 +77,16 @@ pub enum RunEvent<'a> {
     StageStart {
         stage: &'a str,
         kind: &'a str,
+        /// The Slurm job, when the stage runs as one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        job: Option<&'a str>,
+        /// The node that job runs on.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<&'a str>,
+    },
+    StageQueued {
+        stage: &'a str,
+        job: &'a str,
     },
     StageWaiting {
         stage: &'a str,
@@ -120,9 +137,15 @@ impl Event {
     pub fn json<'a>(&'a self, plan: &'a Plan) -> RunEvent<'a> {
         let id = |n: &usize| plan.pipeline.nodes[*n].id.as_str();
         match self {
-            Event::Start { node, .. } => RunEvent::StageStart {
+            Event::Start { node, job, .. } => RunEvent::StageStart {
                 stage: id(node),
                 kind: &plan.pipeline.nodes[*node].kind.name,
+                job: job.as_ref().map(|(j, _)| j.as_str()),
+                host: job.as_ref().map(|(_, h)| h.as_str()),
+            },
+            Event::Queued { node, job } => RunEvent::StageQueued {
+                stage: id(node),
+                job,
             },
             Event::Waiting { node } => RunEvent::StageWaiting { stage: id(node) },
             Event::Cached {

@@ -10,13 +10,18 @@
 
 mod backend;
 mod events;
+mod executor;
 mod plan;
 mod run;
+pub mod slurm;
+mod spec;
 mod subprocess;
 mod supervise;
 
 pub use backend::resolve_backend;
 pub use events::{Event, EventSink, RunEvent, signal_name};
+pub use executor::Executor;
 pub use plan::{Plan, PlanOptions, Reason, ReasonItem, Status, plan};
 pub use run::{RunOptions, RunSummary, run};
+pub use spec::exec_stage;
 pub use supervise::supervise;

@@ -23,13 +23,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use crate::cache::{Cache, Claim, Failed, KeyComponents, Outcome, Pending, RunRecord, StageKey};
-use crate::dsl::{Exec, Manifest, Metrics};
+use crate::cache::{Cache, Claim, Failed, KeyComponents, Outcome, RunRecord, StageKey};
+use crate::dsl::{Exec, Metrics};
 use crate::error::{Diag, Diags};
 
 use super::events::{Event, EventSink};
+use super::executor::Executor;
 use super::plan::{Plan, Reason, Status};
-use super::subprocess::run_program;
+use super::spec::{InputDir, StageSpec};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -41,6 +42,8 @@ pub struct RunOptions {
     pub fail_fast: bool,
     /// Set (to the signal's number) to stop the run.
     pub stop: Option<Arc<AtomicUsize>>,
+    /// Where stages compute.
+    pub executor: Executor,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -85,14 +88,6 @@ enum State {
     Skipped,
 }
 
-/// An input folder as a stage sees it.
-struct InputDir {
-    /// The upstream's declared name (the name in the key).
-    stage: String,
-    dir: PathBuf,
-    role: Option<String>,
-}
-
 /// Executes the plan. Returns the counts; a failed stage is counted, not an `Err`.
 pub fn run(
     plan: &Arc<Plan>,
@@ -128,6 +123,7 @@ struct Scheduler<'p> {
     jobs: usize,
     fail_fast: bool,
     stop_signal: Option<Arc<AtomicUsize>>,
+    executor: Executor,
     /// Running nodes and their scratch folders (known from their start event).
     scratch: BTreeMap<usize, Option<PathBuf>>,
     selected: BTreeSet<usize>,
@@ -167,6 +163,7 @@ impl<'p> Scheduler<'p> {
             jobs: opts.jobs.max(1),
             fail_fast: opts.fail_fast,
             stop_signal: opts.stop.clone(),
+            executor: opts.executor.clone(),
             scratch: BTreeMap::new(),
             selected,
             state: vec![State::Pending; nodes.len()],
@@ -196,7 +193,7 @@ impl<'p> Scheduler<'p> {
             }
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(Msg::Event(ev)) => {
-                    if let Event::Start { node, log } = &ev {
+                    if let Event::Start { node, log, .. } = &ev {
                         self.scratch
                             .insert(*node, log.parent().map(Path::to_path_buf));
                     }
@@ -217,11 +214,12 @@ impl<'p> Scheduler<'p> {
     fn pick(&self) -> Option<usize> {
         let nodes = &self.plan.pipeline.nodes;
         self.ready.iter().copied().find(|&n| {
-            nodes[n]
-                .kind
-                .resources
-                .iter()
-                .all(|r| !self.held.contains_key(r))
+            self.executor.is_remote(&nodes[n].kind)
+                || nodes[n]
+                    .kind
+                    .resources
+                    .iter()
+                    .all(|r| !self.held.contains_key(r))
         })
     }
 
@@ -237,6 +235,7 @@ impl<'p> Scheduler<'p> {
     fn interrupt(&mut self, sig: i32, rx: &mpsc::Receiver<Msg>, sink: &mut dyn EventSink) {
         STOPPED.store(true, Ordering::SeqCst);
         super::subprocess::stop_all();
+        self.executor.cancel_all();
         let deadline = Instant::now() + Duration::from_secs(2);
         let programs = |s: &Self| {
             s.scratch
@@ -337,16 +336,19 @@ impl<'p> Scheduler<'p> {
                 role: role.clone(),
             })
             .collect();
-        for r in &nodes[n].kind.resources {
-            self.held.insert(r.clone(), n);
+        if !self.executor.is_remote(&nodes[n].kind) {
+            for r in &nodes[n].kind.resources {
+                self.held.insert(r.clone(), n);
+            }
         }
         self.state[n] = State::Running;
         self.running += 1;
         self.scratch.insert(n, None);
         let (plan, cache, tx) = (Arc::clone(&self.shared), self.cache.clone(), tx.clone());
+        let executor = self.executor.clone();
         std::thread::spawn(move || {
             let started = Instant::now();
-            let result = compute(&plan, &cache, n, comps, key, &inputs, &tx);
+            let result = compute(&plan, &cache, &executor, n, (comps, key), inputs, &tx);
             let seconds = started.elapsed().as_secs_f64();
             // Fails only when the run has returned (stopped): nobody listens then.
             let _ = tx.send(Msg::Finished {
@@ -486,10 +488,10 @@ fn notify(tx: &mpsc::Sender<Msg>, ev: Event) {
 fn compute(
     plan: &Plan,
     cache: &Cache,
+    executor: &Executor,
     n: usize,
-    comps: KeyComponents,
-    key: StageKey,
-    inputs: &[InputDir],
+    (comps, key): (KeyComponents, StageKey),
+    inputs: Vec<InputDir>,
     tx: &mpsc::Sender<Msg>,
 ) -> Result<Finished, Failed> {
     let node = &plan.pipeline.nodes[n];
@@ -517,15 +519,21 @@ fn compute(
         }
         Claim::Pending(p) => p,
     };
-    notify(
-        tx,
-        Event::Start {
-            node: n,
-            log: pending.log(),
-        },
-    );
+    let spec = match StageSpec::new(plan, cache, n, &pending, comps.backend.as_deref(), inputs) {
+        Ok(s) => s,
+        Err(message) => return Err(pending.fail(message)),
+    };
     let started = Instant::now();
-    let result = execute(plan, cache, n, &pending, comps.backend.as_deref(), inputs)
+    let stopped = || STOPPED.load(Ordering::SeqCst);
+    let result = executor
+        .compute(
+            n,
+            &node.kind,
+            &node.requests,
+            &spec,
+            &|ev| notify(tx, ev),
+            &stopped,
+        )
         .and_then(finite_metrics);
     let seconds = started.elapsed().as_secs_f64();
     if STOPPED.load(Ordering::SeqCst) {
@@ -551,110 +559,6 @@ fn compute(
     }
 }
 
-/// Runs the stage's program or built-in into the pending output folder.
-fn execute(
-    plan: &Plan,
-    cache: &Cache,
-    n: usize,
-    pending: &Pending<'_>,
-    backend: Option<&str>,
-    inputs: &[InputDir],
-) -> Result<Metrics, String> {
-    let node = &plan.pipeline.nodes[n];
-    match &node.kind.exec {
-        Exec::Program { program, args, .. } => {
-            let spec = stage_json(plan, n, inputs, &pending.out(), backend);
-            let spec_path = pending.scratch().join("stage.json");
-            let text = serde_json::to_vec_pretty(&spec).map_err(|e| e.to_string())?;
-            std::fs::write(&spec_path, text)
-                .map_err(|e| format!("cannot write stage description: {e}"))?;
-            run_program(
-                program,
-                args,
-                &plan.pipeline.experiment.dir,
-                &spec_path,
-                &pending.log(),
-            )?;
-            read_metrics(&pending.out())
-        }
-        Exec::Builtin { name } => {
-            let b = crate::stages::builtins::builtin(name)
-                .ok_or_else(|| format!("no built-in stage `{name}` in this build"))?;
-            run_builtin(plan, cache, n, pending, backend, inputs, b)
-        }
-    }
-}
-
-/// Runs a built-in kind in this process; a panic fails the stage, not the run.
-fn run_builtin(
-    plan: &Plan,
-    cache: &Cache,
-    n: usize,
-    pending: &Pending<'_>,
-    backend: Option<&str>,
-    inputs: &[InputDir],
-    b: &crate::stages::builtins::Builtin,
-) -> Result<Metrics, String> {
-    let node = &plan.pipeline.nodes[n];
-    let mut logf = std::fs::File::options()
-        .append(true)
-        .open(pending.log())
-        .map_err(|e| format!("cannot open log: {e}"))?;
-    let out = pending.out();
-    let memo = cache.root().join("memo").join(&node.kind.name);
-    let checkpoints = pending.checkpoint_dir();
-    let mut ctx = crate::stages::kind::StageContext {
-        stage_id: &node.id,
-        output: &out,
-        seed: node.seed,
-        backend,
-        memo_dir: &memo,
-        checkpoint_dir: &checkpoints,
-        log: &mut logf,
-    };
-    let params = node.params_json(Some(&plan.pipeline.experiment.dir));
-    let inputs = inputs_by_role(&node.kind, inputs);
-    let metrics = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        b.stage.run_json(params, inputs, &mut ctx)
-    }))
-    .unwrap_or_else(|p| {
-        let what = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        Err(format!("internal error (a bug, please report it): {what}"))
-    })?;
-    // Built-ins return metrics; store them like external stages do.
-    let json = serde_json::to_vec_pretty(&metrics).map_err(|e| e.to_string())?;
-    std::fs::write(out.join("metrics.json"), json)
-        .map_err(|e| format!("cannot write metrics.json: {e}"))?;
-    Ok(metrics)
-}
-
-/// `{"role": {"stage", "path"}, "many-role": [...], "optional-role": null}`.
-fn inputs_by_role(kind: &Manifest, inputs: &[InputDir]) -> serde_json::Value {
-    let mut obj = serde_json::Map::new();
-    for r in &kind.roles {
-        let empty = if r.is_many() {
-            serde_json::Value::Array(Vec::new())
-        } else {
-            serde_json::Value::Null
-        };
-        obj.insert(r.name.clone(), empty);
-    }
-    for i in inputs {
-        let Some(role) = &i.role else { continue };
-        let entry = serde_json::json!({"stage": i.stage, "path": i.dir});
-        match obj.get_mut(role) {
-            Some(serde_json::Value::Array(list)) => list.push(entry),
-            Some(slot) => *slot = entry,
-            None => {}
-        }
-    }
-    serde_json::Value::Object(obj)
-}
-
 /// A result whose metrics are not all finite numbers is a failure: a loss
 /// that became NaN means the computation diverged, and must not be stored.
 fn finite_metrics(m: Metrics) -> Result<Metrics, String> {
@@ -664,52 +568,4 @@ fn finite_metrics(m: Metrics) -> Result<Metrics, String> {
         ));
     }
     Ok(m)
-}
-
-/// Reads `metrics.json` if the stage wrote one: a flat object of numbers.
-fn read_metrics(out: &Path) -> Result<Metrics, String> {
-    let p = out.join("metrics.json");
-    if !p.exists() {
-        return Ok(Metrics::new());
-    }
-    let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read metrics.json: {e}"))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("metrics.json is not valid JSON: {e}"))?;
-    let obj = v
-        .as_object()
-        .ok_or("metrics.json must be a JSON object of numbers")?;
-    let mut m = Metrics::new();
-    for (k, v) in obj {
-        let x = v.as_f64().ok_or_else(|| format!("metrics.json: value of `{k}` is not a number (metrics are a flat object of numbers)"))?;
-        m.insert(k.clone(), x);
-    }
-    Ok(m)
-}
-
-/// The description an external program reads from `$EFRLHF_STAGE`.
-fn stage_json(
-    plan: &Plan,
-    n: usize,
-    inputs: &[InputDir],
-    out: &Path,
-    backend: Option<&str>,
-) -> serde_json::Value {
-    let node = &plan.pipeline.nodes[n];
-    let inputs: Vec<serde_json::Value> = inputs
-        .iter()
-        .map(|i| match &i.role {
-            Some(role) => serde_json::json!({"stage": i.stage, "path": i.dir, "role": role}),
-            None => serde_json::json!({"stage": i.stage, "path": i.dir}),
-        })
-        .collect();
-    serde_json::json!({
-        "stage": node.id,
-        "kind": node.kind.name,
-        "params": node.params_json(Some(&plan.pipeline.experiment.dir)),
-        "inputs": inputs,
-        "output": out,
-        "seed": node.seed,
-        "backend": backend,
-        "experiment": plan.pipeline.experiment.name,
-    })
 }

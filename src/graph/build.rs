@@ -34,6 +34,8 @@ pub struct Node {
     pub seed: i64,
     /// What this variant sets, for labels and reports.
     pub variant: Vec<(String, Value)>,
+    /// What it asks of the machine (its `resources` over its kind's `requests`; not in its key).
+    pub requests: crate::dsl::Requests,
     pub span: SourceSpan,
 }
 

@@ -309,6 +309,7 @@ pub(super) fn expand(
                 roles: declared[s].roles.clone(),
                 seed,
                 variant,
+                requests: st.requests.or(&kind.requests),
                 span: st.name_span,
             });
         }

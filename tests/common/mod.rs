@@ -51,6 +51,46 @@ stage "sft" kind="sft" {{
     )
 }
 
+/// [`tiny_summarizer`], then φ on the stored scores, three PPO updates of
+/// the SFT model against it, and the evaluation of both on 4 validation products.
+pub fn tiny_rlhf() -> String {
+    tiny_summarizer()
+        + r#"stage "phi" kind="reward-model" {
+    input "train" "val"
+    hidden 6 4 2
+    epochs 5
+}
+stage "ppo" kind="ppo" {
+    input "sft" "phi" "train"
+    updates 3
+    batch 4
+    minibatch 2
+    max-source 64
+    max-new-tokens 16
+    checkpoint-every 0
+}
+stage "eval" kind="eval" {
+    input "sft" "ppo" "phi" "val"
+    split "validation"
+    reference "preferred"
+    max-products 4
+    max-source 64
+    max-new-tokens 16
+}
+"#
+}
+
+/// The stages of `run --json` events of one kind (`stage-done`, ...), sorted.
+pub fn stages_with(events: &[serde_json::Value], event: &str) -> Vec<String> {
+    let mut v: Vec<String> = events
+        .iter()
+        .filter(|e| e["event"] == event)
+        .map(|e| e["stage"].as_str().unwrap_or_default().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
 /// Asserts that a command succeeded, showing its stderr when not.
 pub fn assert_success(out: &Output) {
     assert!(
