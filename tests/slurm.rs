@@ -106,6 +106,17 @@ fn free_port_pair() -> u16 {
     panic!("no free pair of ports");
 }
 
+/// `run exp.kdl` on the cluster, as a background process.
+const SLURM_RUN: [&str; 7] = [
+    "run",
+    "exp.kdl",
+    "--json",
+    "--executor",
+    "slurm",
+    "--executor-config",
+    "executor.kdl",
+];
+
 fn executor_config(s: &Sandbox) {
     s.write(
         "executor.kdl",
@@ -153,6 +164,7 @@ fn stages_run_as_slurm_jobs_on_a_real_cluster() {
     small_ml_pipeline_matches_local(&c);
     failures_end_as_they_should(&c);
     ctrl_c_cancels_the_jobs(&c);
+    a_killed_coordinators_job_is_adopted(&c);
 }
 
 fn demo_matches_local_and_reruns_submit_only_what_changed(c: &Cluster) {
@@ -233,18 +245,7 @@ fn ctrl_c_cancels_the_jobs(c: &Cluster) {
     executor_config(&s);
     s.experiment(r#"stage "a" kind="tshout" { sleep 60.0; }"#);
     let mut child = c
-        .cmd(
-            &s,
-            &[
-                "run",
-                "exp.kdl",
-                "--json",
-                "--executor",
-                "slurm",
-                "--executor-config",
-                "executor.kdl",
-            ],
-        )
+        .cmd(&s, &SLURM_RUN)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -262,7 +263,12 @@ fn ctrl_c_cancels_the_jobs(c: &Cluster) {
     let code = child.wait().unwrap().code();
     assert_eq!(code, Some(130));
     let start = Instant::now();
-    while running(c) {
+    let ending = |c: &Cluster| {
+        c.jobs()
+            .iter()
+            .any(|j| j.ends_with("|RUNNING") || j.ends_with("|COMPLETING"))
+    };
+    while ending(c) {
         assert!(
             start.elapsed() < Duration::from_secs(40),
             "still running: {:?}",
@@ -273,6 +279,44 @@ fn ctrl_c_cancels_the_jobs(c: &Cluster) {
     assert!(
         c.jobs().iter().any(|j| j.ends_with("|CANCELLED")),
         "{:?}",
+        c.jobs()
+    );
+}
+
+fn a_killed_coordinators_job_is_adopted(c: &Cluster) {
+    let s = Sandbox::new("slurm-adopt");
+    executor_config(&s);
+    s.experiment(r#"stage "a" kind="tshout" { sleep 4.0; }"#);
+    let before = c.jobs().len();
+    let mut child = c
+        .cmd(&s, &SLURM_RUN)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !c
+        .jobs()
+        .iter()
+        .skip(before)
+        .any(|j| j.ends_with("|RUNNING"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the job never ran: {:?}",
+            c.jobs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (code, events) = run(c, &s, "exp.kdl", "slurm", &[]);
+    assert_eq!(code, Some(0), "{events:?}");
+    assert_eq!(stages_with(&events, "stage-done"), ["a"]);
+    assert!(format!("{events:?}").contains("adopted job"), "{events:?}");
+    assert_eq!(
+        c.jobs().len(),
+        before + 1,
+        "the stage was submitted again: {:?}",
         c.jobs()
     );
 }

@@ -292,6 +292,112 @@ stage "flaky" kind="tshout" { times 2; }
     );
 }
 
+/// Starts a run of stage `stage`'s job, waits until the job is submitted
+/// and recorded, and kills the coordinator (`kill -9`): its job stays queued.
+fn kill_coordinator_after_submitting(c: &Cluster, stage: &str) -> String {
+    let mut child = c
+        .run_cmd(&["--only", stage])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let job = loop {
+        let recorded = std::fs::read_dir(c.s.path("cache/locks"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".job"))
+            .filter_map(|e| {
+                serde_json::from_str::<Json>(&std::fs::read_to_string(e.path()).ok()?).ok()
+            })
+            .map(|r| r["job"].as_str().unwrap_or_default().to_string())
+            .find(|j| c.s.read("slurm/sbatch.log").contains(&format!("{stage}@")) && !j.is_empty());
+        if let Some(j) = recorded {
+            break j;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{stage} was not submitted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    job
+}
+
+#[test]
+fn a_restarted_coordinator_adopts_its_predecessors_jobs() {
+    let c = Cluster::new("slurm-fake-adopt");
+    c.s.experiment(
+        r#"
+stage "queued" kind="tshout" { times 1; }
+stage "finished" kind="tshout" { times 2; }
+stage "vanished" kind="tshout" { times 3; }
+"#,
+    );
+    c.modes(r#"{"@": "hold_once"}"#);
+    // Still queued when the next run starts: it waits for that job.
+    let job = kill_coordinator_after_submitting(&c, "queued");
+    let release = c.s.path(&format!("slurm/release-{job}"));
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(800));
+        std::fs::write(release, "").unwrap();
+    });
+    let (code, events) = c.run(&["--only", "queued"]);
+    releaser.join().unwrap();
+    assert_eq!(code, Some(0), "{events:?}");
+    assert_eq!(stages_with(&events, "stage-done"), ["queued"]);
+    let said = format!("{events:?}");
+    assert!(
+        said.contains(&format!("adopted job {job} of an earlier run")),
+        "{said}"
+    );
+    // Finished while no coordinator ran: its result is taken as it is.
+    let job = kill_coordinator_after_submitting(&c, "finished");
+    std::fs::write(c.s.path(&format!("slurm/release-{job}")), "").unwrap();
+    let start = Instant::now();
+    while c.s.read(&format!("slurm/state-{job}")).trim() != "COMPLETED" {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, events) = c.run(&["--only", "finished"]);
+    assert_eq!(code, Some(0), "{events:?}");
+    assert!(format!("{events:?}").contains(&format!("took the result of job {job}")));
+    // Gone from the queue without a result: forgotten, submitted again.
+    let job = kill_coordinator_after_submitting(&c, "vanished");
+    std::fs::remove_file(c.s.path(&format!("slurm/state-{job}"))).unwrap();
+    let (code, events) = c.run(&["--only", "vanished"]);
+    assert_eq!(code, Some(0), "{events:?}");
+    // One job each for the adopted two; the vanished one twice.
+    let names: Vec<String> = c.submissions().iter().map(|a| a[1].clone()).collect();
+    assert_eq!(
+        names,
+        [
+            "--job-name=queued@t",
+            "--job-name=finished@t",
+            "--job-name=vanished@t",
+            "--job-name=vanished@t"
+        ]
+    );
+    // Every stage's result is the same as a local run's.
+    let local = Sandbox::new("slurm-fake-adopt-local");
+    local.experiment(&c.s.read("exp.kdl").replacen(
+        "experiment \"t\" {\n    seed 7\n    plugins \"plugins\"\n}\n",
+        "",
+        1,
+    ));
+    local.ok(&["run", "exp.kdl"]);
+    assert_eq!(outputs(&c.s), outputs(&local));
+    assert!(
+        !c.s.path("cache/locks")
+            .read_dir()
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".job"))
+    );
+}
+
 #[test]
 fn ctrl_c_cancels_every_job_in_flight_with_one_scancel() {
     let c = Cluster::new("slurm-fake-ctrl-c");

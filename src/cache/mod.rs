@@ -15,6 +15,7 @@
 
 mod digest;
 mod index;
+pub mod jobs;
 mod key;
 mod lease;
 mod pending;
@@ -35,7 +36,7 @@ use lease::Mode;
 pub use pending::{Claim, Failed, Outcome, Pending};
 pub use records::RepairReport;
 pub use store::dir_size;
-use store::make_writable;
+pub(crate) use store::make_writable;
 
 use crate::dsl::Metrics;
 use crate::error::{Diag, io_error};
@@ -231,14 +232,23 @@ impl Cache {
         std::fs::remove_dir_all(dir)
     }
 
-    /// Removes scratch folders left by killed runs (those whose key nobody holds).
+    /// Removes scratch folders left by killed runs (those whose key nobody
+    /// holds and no recorded cluster job writes into).
     pub fn clean_scratch(&self) -> u64 {
         let mut freed = 0;
         let Ok(rd) = std::fs::read_dir(self.root.join("tmp")) else {
             return 0;
         };
+        // A cluster job of a killed coordinator may still write into its folder.
+        let in_use: Vec<std::ffi::OsString> = jobs::scratch_in_use(&self.root)
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
+            .collect();
         for entry in rd.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            if in_use.contains(&entry.file_name()) {
+                continue;
+            }
             // `<key>.<pid>.<n>`: an attempt whose key nobody holds is over.
             let key = name.split('.').next().unwrap_or_default();
             let lock = if name.starts_with("trash-") {

@@ -50,7 +50,7 @@ impl Executor {
                         log: spec.log.clone(),
                         job: job.lock().ok().map(|j| (j.clone(), host)),
                     }),
-                    JobEvent::Resubmitted(message) => notify(Event::Warning { node, message }),
+                    JobEvent::Note(message) => notify(Event::Warning { node, message }),
                 };
                 s.run(spec, &requests, &events, stopped)
             }

@@ -65,6 +65,8 @@ pub struct StageSpec {
     pub log: PathBuf,
     pub memo_dir: PathBuf,
     pub checkpoint_dir: PathBuf,
+    /// The cache the result goes to (the coordinator's; workers only write files in it).
+    pub cache_root: PathBuf,
 }
 
 impl StageSpec {
@@ -106,6 +108,7 @@ impl StageSpec {
             log: pending.log(),
             memo_dir: cache.root().join("memo").join(&node.kind.name),
             checkpoint_dir: pending.checkpoint_dir(),
+            cache_root: cache.root().to_path_buf(),
         })
     }
 }

@@ -22,6 +22,7 @@ use crate::dsl::{Metrics, Requests};
 use crate::error::Diag;
 
 use super::spec::{StageSpec, WorkerResult, read_result};
+use crate::cache::jobs;
 pub use config::{GpuFlag, SlurmConfig};
 use queue::{JobState, Queue};
 
@@ -31,8 +32,8 @@ pub enum JobEvent {
     Queued(String),
     /// Running, on this node.
     Running(String),
-    /// It ended without a result and was submitted again: why.
-    Resubmitted(String),
+    /// Something to say about the job (resubmitted, adopted): what.
+    Note(String),
 }
 
 /// How often a job that was stopped from outside (time limit with a
@@ -117,12 +118,30 @@ impl Slurm {
         let text = serde_json::to_vec_pretty(spec).map_err(|e| e.to_string())?;
         std::fs::write(&spec_path, text)
             .map_err(|e| format!("cannot write {}: {e}", spec_path.display()))?;
+        if let Some(adopted) = self.adopt(spec, events, stopped) {
+            return adopted;
+        }
+        let result = self.submit_and_wait(spec, &spec_path, requests, events, stopped);
+        jobs::remove(&spec.cache_root, &spec.key);
+        result
+    }
+
+    /// Submits the stage (again, where that helps) until it has a result.
+    fn submit_and_wait(
+        &self,
+        spec: &StageSpec,
+        spec_path: &Path,
+        requests: &Requests,
+        events: &dyn Fn(JobEvent),
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<Metrics, String> {
         let mut exclude: Vec<String> = Vec::new();
         for attempt in 0.. {
-            let job = self.submit(spec, &spec_path, requests, &exclude)?;
+            let job = self.submit(spec, spec_path, requests, &exclude)?;
+            self.record(spec, &job);
             self.track(&job, true);
             events(JobEvent::Queued(job.clone()));
-            let waited = self.wait(spec, &spec_path, &job, events, stopped);
+            let waited = self.wait(&spec.scratch, spec_path, &job, events, stopped);
             self.track(&job, false);
             append_slurm_log(spec, &job);
             let state = match waited {
@@ -134,12 +153,67 @@ impl Slurm {
                     if state.name == "NODE_FAIL" || state.name == "BOOT_FAIL" {
                         exclude.push(state.node.clone());
                     }
-                    events(JobEvent::Resubmitted(why));
+                    events(JobEvent::Note(why));
                 }
                 _ => return Err(ended_without_result(spec, &job, &state, requests)),
             }
         }
         unreachable!("the loop returns")
+    }
+
+    /// Notes in the cache that `job` computes the spec's key, so a run after
+    /// this coordinator's death adopts it rather than submitting it again.
+    fn record(&self, spec: &StageSpec, job: &str) {
+        let rec = jobs::JobRecord {
+            job: job.to_string(),
+            scratch: spec.scratch.clone(),
+            host: host_name(),
+            pid: std::process::id(),
+            since: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        // Without the record a restarted run submits the stage again: slower, not wrong.
+        let _ = jobs::write(&spec.cache_root, &spec.key, &rec);
+    }
+
+    /// The job an earlier coordinator (killed meanwhile) submitted for this
+    /// key: its result when it left one, else the wait for it while it is in
+    /// the queue. Its output then becomes this attempt's. `None` when there
+    /// is no such job, or it is gone without a result (it is then forgotten).
+    fn adopt(
+        &self,
+        spec: &StageSpec,
+        events: &dyn Fn(JobEvent),
+        stopped: &dyn Fn() -> bool,
+    ) -> Option<Result<Metrics, String>> {
+        let rec = jobs::read(&spec.cache_root, &spec.key)?;
+        let old_spec = rec.scratch.join("spec.json");
+        self.track(&rec.job, true);
+        let active = self.queue.state(&rec.job).is_active();
+        if active {
+            events(JobEvent::Queued(rec.job.clone()));
+            events(JobEvent::Note(format!(
+                "adopted job {} of an earlier run (its coordinator stopped) instead of submitting again",
+                rec.job
+            )));
+        }
+        // Also when it looks gone: its result may still be on its way (NFS).
+        let result = self.wait(&rec.scratch, &old_spec, &rec.job, events, stopped);
+        self.track(&rec.job, false);
+        if !active && matches!(result, Waited::Result(_)) {
+            events(JobEvent::Note(format!(
+                "took the result of job {} of an earlier run (its coordinator stopped)",
+                rec.job
+            )));
+        }
+        let taken = match result {
+            Waited::Result(r) => Some(r.and_then(|m| take_output(&rec.scratch, spec).map(|()| m))),
+            Waited::Ended(_) => None,
+        };
+        discard(&rec.scratch);
+        jobs::remove(&spec.cache_root, &spec.key);
+        taken
     }
 
     fn track(&self, job: &str, on: bool) {
@@ -238,7 +312,7 @@ impl Slurm {
     /// Waits for the worker's result; explains a job that ended without one.
     fn wait(
         &self,
-        spec: &StageSpec,
+        scratch: &Path,
         spec_path: &Path,
         job: &str,
         events: &dyn Fn(JobEvent),
@@ -251,17 +325,14 @@ impl Slurm {
                 return Waited::Result(Err("interrupted".into()));
             }
             // Listing the folder makes NFS look again before the file is read.
-            let _ = std::fs::read_dir(&spec.scratch).map(|d| d.count());
+            let _ = std::fs::read_dir(scratch).map(|d| d.count());
             let result = read_result(spec_path);
             if result.is_some() && !running {
                 // Finished between two looks at the queue: it did start.
                 events(JobEvent::Running(self.queue.state(job).node));
             }
-            match result {
-                Some(Ok(WorkerResult::Ok { metrics, .. })) => return Waited::Result(Ok(metrics)),
-                Some(Ok(WorkerResult::Failed { error, .. })) => return Waited::Result(Err(error)),
-                Some(Err(e)) => return Waited::Result(Err(e)),
-                None => {}
+            if let Some(r) = result {
+                return Waited::Result(r.and_then(worker_metrics));
             }
             let state = self.queue.state(job);
             if state.is_running() && !running {
@@ -291,6 +362,54 @@ impl Slurm {
             let _ = Command::new("scancel").args(chunk).output();
         }
     }
+}
+
+/// A worker's result as the stage's: its metrics, or its error.
+fn worker_metrics(r: WorkerResult) -> Result<Metrics, String> {
+    match r {
+        WorkerResult::Ok { metrics, .. } => Ok(metrics),
+        WorkerResult::Failed { error, .. } => Err(error),
+    }
+}
+
+/// An adopted job's output and log become this attempt's.
+fn take_output(old_scratch: &Path, spec: &StageSpec) -> Result<(), String> {
+    let _ = std::fs::remove_dir(&spec.out);
+    std::fs::rename(old_scratch.join("out"), &spec.out)
+        .map_err(|e| format!("cannot take the adopted job's output: {e}"))?;
+    if let Ok(text) = std::fs::read_to_string(old_scratch.join("log.txt")) {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::File::options()
+            .append(true)
+            .create(true)
+            .open(&spec.log)
+        {
+            let _ = f.write_all(text.as_bytes());
+        }
+    }
+    for entry in std::fs::read_dir(old_scratch)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("slurm-") {
+            let _ = std::fs::rename(entry.path(), spec.scratch.join(&name));
+        }
+    }
+    Ok(())
+}
+
+/// Removes an attempt's folder (read-only files included).
+fn discard(dir: &Path) {
+    crate::cache::make_writable(dir);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// `sft@quickstart` (Slurm job names are plain text; no spaces or commas).
