@@ -4,7 +4,8 @@
 //! ML experiment (dataset, tokenizer, SFT, φ, PPO, eval) give byte-identical
 //! artifacts with `--executor slurm` and `local`; a rerun submits nothing; a
 //! changed parameter submits only what changed; a failing stage, a stage
-//! over its memory and Ctrl-C end as they should. A time limit takes Slurm
+//! over its memory, Ctrl-C, a killed coordinator (its job is adopted) and a
+//! preemption (the job is requeued, the run waits for it) end as they should. A time limit takes Slurm
 //! 80 s to enforce, and a node failure needs a second node: those endings
 //! are covered by tests/slurm_fake.rs. Skipped where Slurm's daemons are not
 //! installed or this is not root, unless `EFRLHF_REQUIRE_SLURM` is set (CI).
@@ -165,6 +166,7 @@ fn stages_run_as_slurm_jobs_on_a_real_cluster() {
     failures_end_as_they_should(&c);
     ctrl_c_cancels_the_jobs(&c);
     a_killed_coordinators_job_is_adopted(&c);
+    a_preempted_job_is_requeued_and_still_counts_once(&c);
 }
 
 fn demo_matches_local_and_reruns_submit_only_what_changed(c: &Cluster) {
@@ -294,12 +296,7 @@ fn a_killed_coordinators_job_is_adopted(c: &Cluster) {
         .spawn()
         .unwrap();
     let start = Instant::now();
-    while !c
-        .jobs()
-        .iter()
-        .skip(before)
-        .any(|j| j.ends_with("|RUNNING"))
-    {
+    while !c.jobs().iter().any(|j| j.ends_with("|RUNNING")) {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "the job never ran: {:?}",
@@ -319,4 +316,104 @@ fn a_killed_coordinators_job_is_adopted(c: &Cluster) {
         "the stage was submitted again: {:?}",
         c.jobs()
     );
+}
+
+fn a_preempted_job_is_requeued_and_still_counts_once(c: &Cluster) {
+    let s = Sandbox::new("slurm-preempt");
+    executor_config(&s);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Its first attempt runs until it is preempted; the requeued one ends at once.
+    s.write(
+        "plugins/once.kdl",
+        "plugin \"once\" version=\"1\" {\n    run \"python3\" \"once.py\"\n    param \"flag\" type=\"string\" default=\"\"\n}\n",
+    );
+    s.write(
+        "plugins/once.py",
+        "import json, os, time\nspec = json.load(open(os.environ['EFRLHF_STAGE']))\nflag = spec['params']['flag']\nif not os.path.exists(flag):\n    open(flag, 'w').close()\n    time.sleep(300)\nopen(os.path.join(spec['output'], 'text.txt'), 'w').write('done')\n",
+    );
+    let flag = s.path("first-attempt");
+    s.experiment(&format!(
+        r#"stage "p" kind="once" {{ flag "{}"; resources cpus={cpus}; }}"#,
+        flag.display()
+    ));
+    let child = c
+        .cmd(&s, &SLURM_RUN)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let job = loop {
+        if let Some(j) = c.jobs().iter().find(|j| j.ends_with("|RUNNING")) {
+            break j.split('|').next().unwrap().to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never ran: {:?}",
+            c.jobs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // A job of the higher-priority partition takes every CPU: `p` is preempted and requeued.
+    let blocker = Command::new("sbatch")
+        .args([
+            "--parsable",
+            "-p",
+            "urgent",
+            "-c",
+            &cpus.to_string(),
+            "--wrap",
+            "sleep 1",
+        ])
+        .env("SLURM_CONF", &c.conf)
+        .output()
+        .unwrap();
+    assert!(blocker.status.success());
+    let start = Instant::now();
+    let mut requeued = false;
+    while !requeued {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "not preempted: {:?}",
+            c.jobs()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+        let state = Command::new("squeue")
+            .args(["-h", "-j", &job, "-o", "%T|%r"])
+            .env("SLURM_CONF", &c.conf)
+            .output()
+            .unwrap();
+        let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
+        requeued = state == "PENDING|BeginTime";
+    }
+    // Slurm holds a requeued job for two minutes; release it now.
+    let released = Command::new("scontrol")
+        .args(["update", &format!("JobId={job}"), "StartTime=now"])
+        .env("SLURM_CONF", &c.conf)
+        .status()
+        .unwrap();
+    assert!(released.success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let events: Vec<Json> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(
+        stages_with(&events, "stage-queued"),
+        ["p"],
+        "one job, requeued in place"
+    );
+    assert_eq!(stages_with(&events, "stage-done"), ["p"]);
+    let text = std::fs::read_to_string(artifacts_with(&s.path("cache"), "text.txt")).unwrap();
+    assert_eq!(text, "done");
+}
+
+/// The file `name` of the one stored artifact that has it.
+fn artifacts_with(cache: &Path, name: &str) -> PathBuf {
+    std::fs::read_dir(cache.join("artifacts"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no artifact has {name}"))
 }

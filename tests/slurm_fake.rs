@@ -399,6 +399,47 @@ stage "vanished" kind="tshout" { times 3; }
 }
 
 #[test]
+fn two_coordinators_on_one_cache_submit_each_key_once() {
+    let c = Cluster::new("slurm-fake-two");
+    c.s.experiment(CHAIN);
+    c.modes(r#"{"a@": "hold"}"#);
+    let first = c
+        .run_cmd(&[])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while c.submissions().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = c
+        .run_cmd(&[])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(c.s.path("slurm/release-100"), "").unwrap();
+    let outs = [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ];
+    assert!(outs.iter().all(|o| o.status.success()));
+    let names: Vec<String> = c.submissions().iter().map(|a| a[1].clone()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    // The second waited for the first, and used what it stored.
+    let second_events = String::from_utf8_lossy(&outs[1].stdout).into_owned();
+    assert!(
+        second_events.contains("\"event\":\"stage-waiting\""),
+        "{second_events}"
+    );
+    assert!(
+        !second_events.contains("\"event\":\"stage-queued\""),
+        "{second_events}"
+    );
+}
+
+#[test]
 fn ctrl_c_cancels_every_job_in_flight_with_one_scancel() {
     let c = Cluster::new("slurm-fake-ctrl-c");
     c.s.experiment(
