@@ -339,19 +339,32 @@ stage "vanished" kind="tshout" { times 3; }
     c.modes(r#"{"@": "hold_once"}"#);
     // Still queued when the next run starts: it waits for that job.
     let job = kill_coordinator_after_submitting(&c, "queued");
-    let release = c.s.path(&format!("slurm/release-{job}"));
-    let releaser = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(800));
-        std::fs::write(release, "").unwrap();
-    });
-    let (code, events) = c.run(&["--only", "queued"]);
-    releaser.join().unwrap();
-    assert_eq!(code, Some(0), "{events:?}");
-    assert_eq!(stages_with(&events, "stage-done"), ["queued"]);
-    let said = format!("{events:?}");
+    // Released only once the new coordinator has said it adopts the job.
+    let mut second = c
+        .run_cmd(&["--only", "queued"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(second.stdout.take().unwrap()));
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        if line.contains(&format!("adopted job {job} of an earlier run")) {
+            break;
+        }
+    }
+    std::fs::write(c.s.path(&format!("slurm/release-{job}")), "").unwrap();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(second.wait().unwrap().success(), "{said} {rest:?}");
     assert!(
         said.contains(&format!("adopted job {job} of an earlier run")),
         "{said}"
+    );
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("\"event\":\"stage-done\",\"stage\":\"queued\"")),
+        "{rest:?}"
     );
     // Finished while no coordinator ran: its result is taken as it is.
     let job = kill_coordinator_after_submitting(&c, "finished");
@@ -413,29 +426,44 @@ fn two_coordinators_on_one_cache_submit_each_key_once() {
         assert!(start.elapsed() < Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(50));
     }
-    let second = c
+    let mut second = c
         .run_cmd(&[])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // The second waits for the first's `a` (its key's lock); then `a` may finish.
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(second.stdout.take().unwrap()));
+    let mut said: Vec<String> = Vec::new();
+    for line in lines.by_ref() {
+        said.push(line.unwrap());
+        if said
+            .last()
+            .is_some_and(|l| l.contains("{\"event\":\"stage-waiting\",\"stage\":\"a\"}"))
+        {
+            break;
+        }
+    }
     std::fs::write(c.s.path("slurm/release-100"), "").unwrap();
-    let outs = [
-        first.wait_with_output().unwrap(),
-        second.wait_with_output().unwrap(),
-    ];
-    assert!(outs.iter().all(|o| o.status.success()));
-    let names: Vec<String> = c.submissions().iter().map(|a| a[1].clone()).collect();
-    assert_eq!(names.len(), 3, "{names:?}");
-    // The second waited for the first, and used what it stored.
-    let second_events = String::from_utf8_lossy(&outs[1].stdout).into_owned();
-    assert!(
-        second_events.contains("\"event\":\"stage-waiting\""),
-        "{second_events}"
+    said.extend(lines.map(|l| l.unwrap()));
+    assert!(first.wait_with_output().unwrap().status.success());
+    assert!(second.wait().unwrap().success(), "{said:?}");
+    // Each key once: the two share the work, neither repeats the other's.
+    let mut names: Vec<String> = c.submissions().iter().map(|a| a[1].clone()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "--job-name=a@t",
+            "--job-name=b[times=1]@t",
+            "--job-name=b[times=2]@t"
+        ]
     );
+    // The second used the `a` the first stored.
     assert!(
-        !second_events.contains("\"event\":\"stage-queued\""),
-        "{second_events}"
+        said.iter()
+            .any(|l| l.contains("\"event\":\"stage-cached\",\"stage\":\"a\"")
+                && l.contains("\"by_other_run\":true")),
+        "{said:?}"
     );
 }
 
@@ -522,5 +550,63 @@ fn without_slurm_the_executor_says_so_before_anything_runs() {
     );
     assert!(
         !s.path("cache/artifacts").exists() || files_below(&s.path("cache/artifacts")).is_empty()
+    );
+}
+
+#[test]
+fn a_stage_asking_for_gpus_has_a_gpu_key_and_fails_loudly_on_a_node_without_one() {
+    let c = Cluster::new("slurm-fake-gpu");
+    let with_gpus = |n: u32| {
+        tiny_summarizer().replace(
+            "    checkpoint-every 0\n}",
+            &format!("    checkpoint-every 0\n    resources gpus={n}\n}}"),
+        )
+    };
+    c.s.experiment(&with_gpus(1));
+    c.s.ok(&["run", "exp.kdl", "--backend", "cpu"]);
+    let slurm_plan = |c: &Cluster| -> Json {
+        let out = c
+            .cmd(&[
+                "plan",
+                "exp.kdl",
+                "--json",
+                "--executor",
+                "slurm",
+                "--executor-config",
+                "executor.kdl",
+            ])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // On the cluster SFT computes on a GPU: another key than this machine's CPU run.
+    let plan = slurm_plan(&c);
+    let sft = plan["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "sft")
+        .unwrap();
+    assert_eq!(sft["status"], "run", "{plan}");
+    assert_eq!(sft["reasons"][0]["kind"], "backend-changed", "{plan}");
+    assert_eq!(sft["reasons"][0]["to"], "gpu", "{plan}");
+    // This machine is the fake cluster's node, and it has no GPU efrlhf may use.
+    let (code, events) = c.run(&[]);
+    assert_eq!(code, Some(1), "{events:?}");
+    let e = error_of(&events, "sft");
+    assert!(
+        e.contains("this stage asked for a GPU (`resources gpus=...`), but node"),
+        "{e}"
+    );
+    // Without GPUs, the cluster's key is the local one: nothing to run.
+    c.s.experiment(&with_gpus(0));
+    let plan = slurm_plan(&c);
+    assert!(
+        plan["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "cached"),
+        "{plan}"
     );
 }

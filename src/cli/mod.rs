@@ -39,21 +39,15 @@ enum Command {
         /// Plan as if these stages were forced
         #[arg(long, value_name = "STAGE")]
         force: Vec<String>,
-        #[arg(long, value_name = "BACKEND")]
-        backend: Option<String>,
-        /// Change a parameter as if the file said so (`sft.epochs=1`, `'ppo*.updates=2'`)
-        #[arg(long, value_name = "STAGE.PARAM=VALUE")]
-        set: Vec<String>,
+        #[command(flatten)]
+        target: Target,
     },
     /// Say which parts of a stage's key changed since its last run
     Explain {
         file: PathBuf,
         stage: String,
-        #[arg(long, value_name = "BACKEND")]
-        backend: Option<String>,
-        /// Change a parameter as if the file said so (`sft.epochs=1`, `'ppo*.updates=2'`)
-        #[arg(long, value_name = "STAGE.PARAM=VALUE")]
-        set: Vec<String>,
+        #[command(flatten)]
+        target: Target,
     },
     /// Print the experiment's graph
     Graph {
@@ -70,11 +64,8 @@ enum Command {
         /// Where to write it
         #[arg(short, long, value_name = "FILE", default_value = "report.html")]
         output: PathBuf,
-        #[arg(long, value_name = "BACKEND")]
-        backend: Option<String>,
-        /// Change a parameter as if the file said so (`sft.epochs=1`, `'ppo*.updates=2'`)
-        #[arg(long, value_name = "STAGE.PARAM=VALUE")]
-        set: Vec<String>,
+        #[command(flatten)]
+        target: Target,
     },
     /// Metrics of every stage and sweep variant, side by side
     Show(ShowArgs),
@@ -137,11 +128,48 @@ struct ShowArgs {
     /// Where to write the plot [default: <experiment>-<metric>-by-<param>.svg]
     #[arg(long, value_name = "FILE")]
     plot_out: Option<PathBuf>,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// What every planning command takes besides the file: the backend,
+/// `--set` values and the executor (whose nodes decide a stage's backend class).
+#[derive(Args, Debug)]
+struct Target {
+    /// Compute backend: auto, cpu or wgpu [default: the experiment's, else auto]
     #[arg(long, value_name = "BACKEND")]
     backend: Option<String>,
     /// Change a parameter as if the file said so (`sft.epochs=1`, `'ppo*.updates=2'`)
     #[arg(long, value_name = "STAGE.PARAM=VALUE")]
     set: Vec<String>,
+    /// Where stages compute: `local` (this machine) or `slurm` (one job per stage)
+    #[arg(long, value_enum, default_value_t = ExecutorArg::Local)]
+    executor: ExecutorArg,
+    /// The cluster's settings [default: $EFRLHF_EXECUTOR_CONFIG, else ~/.config/efrlhf/executor.kdl]
+    #[arg(long, value_name = "FILE")]
+    executor_config: Option<PathBuf>,
+}
+
+impl Target {
+    /// The cluster's settings, under `--executor slurm`.
+    fn cluster(&self) -> Result<Option<crate::exec::slurm::SlurmConfig>, Diags> {
+        match self.executor {
+            ExecutorArg::Local => Ok(None),
+            ExecutorArg::Slurm => {
+                crate::exec::slurm::SlurmConfig::load(self.executor_config.as_deref()).map(Some)
+            }
+        }
+    }
+
+    /// The backend class of stages computed on the cluster's nodes.
+    fn class_of(&self) -> Result<Option<crate::exec::ClassOf>, Diags> {
+        Ok(self.cluster()?.map(|cfg| {
+            let f: crate::exec::ClassOf = std::sync::Arc::new(move |n: &crate::graph::Node| {
+                cfg.class_of(&n.kind.name, &n.requests)
+            });
+            f
+        }))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -156,12 +184,8 @@ struct RunArgs {
     /// Stages run at once [default: number of CPUs]
     #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
-    /// Compute backend: auto, cpu or wgpu [default: the experiment's, else auto]
-    #[arg(long, value_name = "BACKEND")]
-    backend: Option<String>,
-    /// Change a parameter as if the file said so (`sft.epochs=1`, `'ppo*.updates=2'`)
-    #[arg(long, value_name = "STAGE.PARAM=VALUE")]
-    set: Vec<String>,
+    #[command(flatten)]
+    target: Target,
     /// Print one JSON object per event on stdout
     #[arg(long)]
     json: bool,
@@ -169,12 +193,6 @@ struct RunArgs {
     /// or `none` to drop the experiment's `tracking` block
     #[arg(long, value_name = "TRACKER")]
     track: Vec<String>,
-    /// Where stages compute: `local` (this machine) or `slurm` (one job per stage)
-    #[arg(long, value_enum, default_value_t = ExecutorArg::Local)]
-    executor: ExecutorArg,
-    /// The cluster's settings [default: $EFRLHF_EXECUTOR_CONFIG, else ~/.config/efrlhf/executor.kdl]
-    #[arg(long, value_name = "FILE")]
-    executor_config: Option<PathBuf>,
     /// Stop starting stages after the first failure
     #[arg(long)]
     fail_fast: bool,
@@ -274,11 +292,16 @@ fn cache_for_plan(dir: &Option<PathBuf>) -> Result<Cache, Diags> {
 }
 
 /// A command's request without `--force`.
-fn request<'a>(backend: Option<&'a str>, set: &'a [String]) -> ops::PlanRequest<'a> {
+fn request<'a>(
+    t: &'a Target,
+    class_of: Option<&'a crate::exec::ClassOf>,
+    force: &'a [String],
+) -> ops::PlanRequest<'a> {
     ops::PlanRequest {
-        backend,
-        force: &[],
-        set,
+        backend: t.backend.as_deref(),
+        force,
+        set: &t.set,
+        class_of,
     }
 }
 
@@ -327,16 +350,11 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             file,
             json,
             force,
-            backend,
-            set,
+            target,
         } => {
             let cache = cache_for_plan(&cli.cache_dir)?;
-            let req = ops::PlanRequest {
-                backend: backend.as_deref(),
-                force: &force,
-                set: &set,
-            };
-            let plan = plan_at(&file, &cache, &req)?;
+            let class_of = target.class_of()?;
+            let plan = plan_at(&file, &cache, &request(&target, class_of.as_ref(), &force))?;
             if json {
                 out(&format!("{}\n", ops::plan_json(&plan)));
             } else {
@@ -347,11 +365,11 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
         Command::Explain {
             file,
             stage,
-            backend,
-            set,
+            target,
         } => {
             let cache = cache_for_plan(&cli.cache_dir)?;
-            let plan = plan_at(&file, &cache, &request(backend.as_deref(), &set))?;
+            let class_of = target.class_of()?;
+            let plan = plan_at(&file, &cache, &request(&target, class_of.as_ref(), &[]))?;
             out(&ops::explain(&plan, &stage)?);
             Ok(0)
         }
@@ -366,14 +384,16 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
         Command::Report {
             file,
             output,
-            backend,
-            set,
-        } => report_command(
-            &cli.cache_dir,
-            &file,
-            &output,
-            &request(backend.as_deref(), &set),
-        ),
+            target,
+        } => {
+            let class_of = target.class_of()?;
+            report_command(
+                &cli.cache_dir,
+                &file,
+                &output,
+                &request(&target, class_of.as_ref(), &[]),
+            )
+        }
         Command::Show(args) => show_command(&cli.cache_dir, args),
         Command::Cache(cmd) => cache_command(&cli.cache_dir, cmd),
         Command::Rouge {
@@ -416,10 +436,11 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
 /// `show FILE`: the metrics table (or JSON, CSV, Markdown, a plot).
 fn show_command(cache_dir: &Option<PathBuf>, args: ShowArgs) -> Result<i32, Diags> {
     let cache = cache_for_plan(cache_dir)?;
+    let class_of = args.target.class_of()?;
     let plan = plan_at(
         &args.file,
         &cache,
-        &request(args.backend.as_deref(), &args.set),
+        &request(&args.target, class_of.as_ref(), &[]),
     )?;
     let request = ops::ShowRequest {
         format: match args.format {
@@ -508,19 +529,15 @@ fn stop_on_signals() -> Result<std::sync::Arc<std::sync::atomic::AtomicUsize>, D
 fn run(cache_dir: &Option<PathBuf>, args: RunArgs) -> Result<i32, Diags> {
     let stop = stop_on_signals()?;
     let cache = cache_for_plan(cache_dir)?;
-    let req = ops::PlanRequest {
-        backend: args.backend.as_deref(),
-        force: &args.force,
-        set: &args.set,
-    };
-    let plan = std::sync::Arc::new(plan_at(&args.file, &cache, &req)?);
-    let executor = match args.executor {
-        ExecutorArg::Local => crate::exec::Executor::Local,
-        ExecutorArg::Slurm => {
-            let cfg = crate::exec::slurm::SlurmConfig::load(args.executor_config.as_deref())?;
+    let executor = match args.target.cluster()? {
+        None => crate::exec::Executor::Local,
+        Some(cfg) => {
             crate::exec::Executor::Slurm(std::sync::Arc::new(crate::exec::slurm::Slurm::new(cfg)?))
         }
     };
+    let class_of = args.target.class_of()?;
+    let req = request(&args.target, class_of.as_ref(), &args.force);
+    let plan = std::sync::Arc::new(plan_at(&args.file, &cache, &req)?);
     let jobs = args.jobs.unwrap_or_else(|| match &executor {
         crate::exec::Executor::Slurm(s) => s.max_jobs(),
         crate::exec::Executor::Local => std::thread::available_parallelism()

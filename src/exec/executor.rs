@@ -48,7 +48,12 @@ impl Executor {
                     JobEvent::Running(host) => notify(Event::Start {
                         node,
                         log: spec.log.clone(),
-                        job: job.lock().ok().map(|j| (j.clone(), host)),
+                        // A result taken from an earlier run's job was never queued here.
+                        job: job
+                            .lock()
+                            .ok()
+                            .filter(|j| !j.is_empty())
+                            .map(|j| (j.clone(), host)),
                     }),
                     JobEvent::Note(message) => notify(Event::Warning { node, message }),
                 };

@@ -21,7 +21,7 @@ mod supervise;
 pub use backend::resolve_backend;
 pub use events::{Event, EventSink, RunEvent, signal_name};
 pub use executor::Executor;
-pub use plan::{Plan, PlanOptions, Reason, ReasonItem, Status, plan};
+pub use plan::{ClassOf, Plan, PlanOptions, Reason, ReasonItem, Status, plan};
 pub use run::{RunOptions, RunSummary, run};
 pub use spec::exec_stage;
 pub use supervise::supervise;

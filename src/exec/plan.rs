@@ -14,14 +14,20 @@ use crate::cache::{
 };
 use crate::dsl::{Exec, Manifest, Value};
 use crate::error::{Diag, Diags, display_path};
-use crate::graph::Pipeline;
+use crate::graph::{Node, Pipeline};
 
 use super::backend::Backend;
 
-#[derive(Debug, Clone, Default)]
+/// A stage's backend class where it is not the run's (`None`: the run's).
+pub type ClassOf = std::sync::Arc<dyn Fn(&Node) -> Option<&'static str> + Send + Sync>;
+
+#[derive(Clone, Default)]
 pub struct PlanOptions {
     /// Stage names or ids to recompute even when cached.
     pub force: Vec<String>,
+    /// Under a cluster executor, the class of stages computed on its nodes
+    /// (from the GPUs they request), not this machine's.
+    pub class_of: Option<ClassOf>,
 }
 
 /// Why a stage must be computed.
@@ -363,6 +369,7 @@ fn prepare(
     pipeline: &Pipeline,
     idx: &IndexSession,
     backend: &Backend,
+    class_of: Option<&ClassOf>,
     stat: &mut StatCache,
 ) -> Result<Vec<Prepared>, Diag> {
     let exp_dir = pipeline.experiment.dir.clone();
@@ -395,7 +402,8 @@ fn prepare(
             })?;
             files.insert(name, d);
         }
-        let backend_class = node.kind.uses_backend().then(|| backend.class.to_string());
+        let class = class_of.and_then(|f| f(node)).unwrap_or(backend.class);
+        let backend_class = node.kind.uses_backend().then(|| class.to_string());
         prepared.push(Prepared {
             implementation,
             files,
@@ -592,7 +600,7 @@ pub fn plan(
         stat.entries.insert(p, e);
     }
     stat.dirty = false;
-    let prepared = prepare(&pipeline, &idx, &backend, &mut stat)?;
+    let prepared = prepare(&pipeline, &idx, &backend, opts.class_of.as_ref(), &mut stat)?;
     let exp_name = pipeline.experiment.name.clone();
     let n = pipeline.nodes.len();
     let mut plan = Plan {

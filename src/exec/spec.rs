@@ -67,6 +67,10 @@ pub struct StageSpec {
     pub checkpoint_dir: PathBuf,
     /// The cache the result goes to (the coordinator's; workers only write files in it).
     pub cache_root: PathBuf,
+    /// Computed on a cluster node that was asked for GPUs: it must have a
+    /// real one (never the CPU, or a software renderer, under a `gpu` key).
+    #[serde(default)]
+    pub require_gpu: bool,
 }
 
 impl StageSpec {
@@ -109,6 +113,7 @@ impl StageSpec {
             memo_dir: cache.root().join("memo").join(&node.kind.name),
             checkpoint_dir: pending.checkpoint_dir(),
             cache_root: cache.root().to_path_buf(),
+            require_gpu: false,
         })
     }
 }
@@ -135,6 +140,9 @@ pub fn execute(spec: &StageSpec) -> Result<Metrics, String> {
         SpecExec::Builtin { name, source } => {
             let b = crate::stages::builtins::builtin(name)
                 .ok_or_else(|| format!("no built-in stage `{name}` in this build"))?;
+            if spec.require_gpu {
+                check_gpu()?;
+            }
             let here = builtin_source(name)?;
             if &here != source {
                 return Err(format!(
@@ -146,6 +154,22 @@ pub fn execute(spec: &StageSpec) -> Result<Metrics, String> {
             }
             run_builtin(spec, b)
         }
+    }
+}
+
+/// A stage that asked for GPUs fails here, loudly, on a node without a real one.
+fn check_gpu() -> Result<(), String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    match crate::ml::gpu() {
+        Ok(g) if !g.software => Ok(()),
+        Ok(g) => Err(format!(
+            "this stage asked for a GPU (`resources gpus=...`), but node {host} has only a software renderer ({}): is the GPU's Vulkan driver (for NVIDIA, its ICD file) installed there?",
+            g.adapter
+        )),
+        Err(e) => Err(format!(
+            "this stage asked for a GPU (`resources gpus=...`), but node {host} has none that efrlhf can use: {e}"
+        )),
     }
 }
 

@@ -12,5 +12,5 @@ mod export;
 mod roles;
 mod sweep;
 
-pub use build::{Pipeline, build};
+pub use build::{Node, Pipeline, build};
 pub use export::{to_dot, to_mermaid};

@@ -57,7 +57,7 @@ pub fn registry_for(extra: &[PathBuf]) -> Result<Registry, Diags> {
 }
 
 /// What a command asks of an experiment besides its file.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Copy, Default)]
 pub struct PlanRequest<'a> {
     /// `--backend`: else the experiment's, else `auto`.
     pub backend: Option<&'a str>,
@@ -65,6 +65,8 @@ pub struct PlanRequest<'a> {
     pub force: &'a [String],
     /// `--set STAGE.PARAM=VALUE`, applied as if the file said so.
     pub set: &'a [String],
+    /// Under a cluster executor, the backend class of the stages its nodes compute.
+    pub class_of: Option<&'a crate::exec::ClassOf>,
 }
 
 /// Reads, validates and expands an experiment, with its `--set` values.
@@ -126,6 +128,7 @@ pub fn load_plan(file: &Path, cache: &Cache, req: &PlanRequest) -> Result<Plan, 
         backend,
         &PlanOptions {
             force: req.force.to_vec(),
+            class_of: req.class_of.cloned(),
         },
     )
 }

@@ -77,6 +77,33 @@ impl Default for SlurmConfig {
 }
 
 impl SlurmConfig {
+    /// Whether stages of `kind` run on the coordinator.
+    pub fn runs_locally(&self, kind: &str) -> bool {
+        self.local_kinds.iter().any(|k| k == kind)
+    }
+
+    /// A stage's requests on this cluster: its own, else the site's for its kind.
+    pub fn requests(&self, kind: &str, stage: &Requests) -> Requests {
+        match self.kind_requests.get(kind) {
+            Some(site) => stage.or(site),
+            None => stage.clone(),
+        }
+    }
+
+    /// The backend class of a stage computed on the cluster: `gpu` when it
+    /// asks for GPUs, else `cpu` (the coordinator's own adapters do not
+    /// matter); `None` for stages that run on the coordinator.
+    pub fn class_of(&self, kind: &str, stage: &Requests) -> Option<&'static str> {
+        if self.runs_locally(kind) {
+            return None;
+        }
+        Some(if self.requests(kind, stage).gpus.unwrap_or(0) > 0 {
+            "gpu"
+        } else {
+            "cpu"
+        })
+    }
+
     /// The settings from `explicit`, else the environment's or the user's file, else defaults.
     pub fn load(explicit: Option<&Path>) -> Result<SlurmConfig, Diags> {
         let from_env = std::env::var_os("EFRLHF_EXECUTOR_CONFIG").map(PathBuf::from);

@@ -95,15 +95,12 @@ impl Slurm {
 
     /// Whether stages of `kind` run on the coordinator.
     pub fn runs_locally(&self, kind: &str) -> bool {
-        self.cfg.local_kinds.iter().any(|k| k == kind)
+        self.cfg.runs_locally(kind)
     }
 
-    /// A stage's requests on this cluster: its own, else the site's for its kind.
+    /// A stage's requests on this cluster.
     pub fn requests(&self, kind: &str, stage: &Requests) -> Requests {
-        match self.cfg.kind_requests.get(kind) {
-            Some(site) => stage.or(site),
-            None => stage.clone(),
-        }
+        self.cfg.requests(kind, stage)
     }
 
     /// Submits the stage as a job and waits for its result.
