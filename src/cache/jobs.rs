@@ -36,11 +36,11 @@ pub fn read(root: &Path, key: &str) -> Option<JobRecord> {
 
 /// Records that `rec.job` computes `key`.
 pub fn write(root: &Path, key: &str, rec: &JobRecord) -> std::io::Result<()> {
-    let p = path(root, key);
     std::fs::create_dir_all(root.join("locks"))?;
-    let tmp = p.with_extension(format!("job.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(rec).unwrap_or_default())?;
-    std::fs::rename(&tmp, &p)
+    super::write_durably(
+        &path(root, key),
+        &serde_json::to_vec_pretty(rec).unwrap_or_default(),
+    )
 }
 
 /// The key is no longer held by a job.

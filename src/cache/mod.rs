@@ -35,8 +35,9 @@ pub use lease::Lease;
 use lease::Mode;
 pub use pending::{Claim, Failed, Outcome, Pending};
 pub use records::RepairReport;
+pub(crate) use records::write_durably;
 pub use store::dir_size;
-pub(crate) use store::make_writable;
+pub(crate) use store::remove_tree;
 
 use crate::dsl::Metrics;
 use crate::error::{Diag, io_error};
@@ -228,8 +229,7 @@ impl Cache {
 
     /// Removes one attempt's scratch folder.
     pub(crate) fn discard_scratch(&self, dir: &Path) -> std::io::Result<()> {
-        make_writable(dir);
-        std::fs::remove_dir_all(dir)
+        remove_tree(dir)
     }
 
     /// Removes scratch folders left by killed runs (those whose key nobody
@@ -258,8 +258,7 @@ impl Cache {
             };
             if lock.is_some() || name.starts_with("trash-") {
                 freed += dir_size(&entry.path());
-                make_writable(&entry.path());
-                let _ = std::fs::remove_dir_all(entry.path());
+                let _ = remove_tree(&entry.path());
             }
         }
         freed

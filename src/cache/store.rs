@@ -177,7 +177,13 @@ fn set_readonly(p: &Path) {
 }
 
 /// Gives write permission back to read-only artifact files so they can be deleted by non-root users.
-pub(crate) fn make_writable(dir: &Path) {
+/// Removes a folder and everything in it, read-only files (results) included.
+pub(crate) fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    make_writable(dir);
+    std::fs::remove_dir_all(dir)
+}
+
+fn make_writable(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;

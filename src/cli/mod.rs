@@ -163,13 +163,13 @@ impl Target {
 
     /// The backend class of stages computed on the cluster's nodes.
     fn class_of(&self) -> Result<Option<crate::exec::ClassOf>, Diags> {
-        Ok(self.cluster()?.map(|cfg| {
-            let f: crate::exec::ClassOf = std::sync::Arc::new(move |n: &crate::graph::Node| {
-                cfg.class_of(&n.kind.name, &n.requests)
-            });
-            f
-        }))
+        Ok(self.cluster()?.map(class_on))
     }
+}
+
+/// The backend class of stages computed on the nodes of this cluster.
+fn class_on(cfg: crate::exec::slurm::SlurmConfig) -> crate::exec::ClassOf {
+    std::sync::Arc::new(move |n: &crate::graph::Node| cfg.class_of(&n.kind.name, &n.requests))
 }
 
 #[derive(Args, Debug)]
@@ -529,13 +529,14 @@ fn stop_on_signals() -> Result<std::sync::Arc<std::sync::atomic::AtomicUsize>, D
 fn run(cache_dir: &Option<PathBuf>, args: RunArgs) -> Result<i32, Diags> {
     let stop = stop_on_signals()?;
     let cache = cache_for_plan(cache_dir)?;
-    let executor = match args.target.cluster()? {
+    let cluster = args.target.cluster()?;
+    let class_of = cluster.clone().map(class_on);
+    let executor = match cluster {
         None => crate::exec::Executor::Local,
         Some(cfg) => {
             crate::exec::Executor::Slurm(std::sync::Arc::new(crate::exec::slurm::Slurm::new(cfg)?))
         }
     };
-    let class_of = args.target.class_of()?;
     let req = request(&args.target, class_of.as_ref(), &args.force);
     let plan = std::sync::Arc::new(plan_at(&args.file, &cache, &req)?);
     let jobs = args.jobs.unwrap_or_else(|| match &executor {

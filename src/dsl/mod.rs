@@ -20,7 +20,7 @@ pub use experiment::{
 #[cfg(test)]
 pub(crate) use manifest::ParamSpec;
 pub use manifest::{Exec, InputRole, Manifest, Registry};
-pub use overrides::{apply_sets, is_glob_set};
+pub use overrides::{apply_sets, glob_set};
 pub use requests::{Requests, parse_requests};
 pub use tracking::{TrackTarget, parse_track_flags};
 pub use value::{Metrics, ParamType, Value};

@@ -28,11 +28,7 @@ fn apply_one(exp: &mut Experiment, set: &str) -> Result<(), Diag> {
         Diag::input("E-SET", format!("`--set {set}` is not STAGE.PARAM=VALUE"))
             .with_help("for example `--set sft.epochs=1`, `--set 'ppo*.updates=2'` or `--set 'phi.hidden=6 4 2'`")
     };
-    let (target, value) = set.split_once('=').ok_or_else(usage)?;
-    let (stage, param) = target.rsplit_once('.').ok_or_else(usage)?;
-    if stage.is_empty() || param.is_empty() {
-        return Err(usage());
-    }
+    let (stage, param, value) = split_set(set).ok_or_else(usage)?;
     let pattern = glob::Pattern::new(stage).map_err(|e| {
         Diag::input(
             "E-SET",
@@ -90,12 +86,20 @@ fn apply_one(exp: &mut Experiment, set: &str) -> Result<(), Diag> {
     Ok(())
 }
 
-/// Whether a `--set` names its stages by a glob (`'ppo*.updates=2'`): the
-/// stages whose kind lacks the parameter are then left alone.
-pub fn is_glob_set(set: &str) -> bool {
-    set.split_once('=')
-        .and_then(|(t, _)| t.rsplit_once('.'))
-        .is_some_and(|(stage, _)| stage.contains(['*', '?', '[']))
+/// `STAGE.PARAM=VALUE` as its three parts (the stage may hold dots).
+fn split_set(set: &str) -> Option<(&str, &str, &str)> {
+    let (target, value) = set.split_once('=')?;
+    let (stage, param) = target.rsplit_once('.')?;
+    (!stage.is_empty() && !param.is_empty()).then_some((stage, param, value))
+}
+
+/// The (stage glob, parameter) of a `--set` that names its stages by a glob
+/// (`'ppo*.updates=2'`): the stages whose kind lacks the parameter are then
+/// left alone. `None` for a plain stage name.
+pub fn glob_set(set: &str) -> Option<(&str, &str)> {
+    split_set(set)
+        .filter(|(stage, _, _)| stage.contains(['*', '?', '[']))
+        .map(|(stage, param, _)| (stage, param))
 }
 
 /// `1 2`, `0.5`, `true`, `"a b"`, `text`: the values of one `--set`.

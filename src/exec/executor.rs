@@ -37,23 +37,12 @@ impl Executor {
         match self {
             Executor::Slurm(s) if !s.runs_locally(&kind.name) => {
                 let requests = s.requests(&kind.name, requests);
-                let job = std::sync::Mutex::new(String::new());
                 let events = |e: JobEvent| match e {
-                    JobEvent::Queued(id) => {
-                        if let Ok(mut j) = job.lock() {
-                            j.clone_from(&id);
-                        }
-                        notify(Event::Queued { node, job: id });
-                    }
-                    JobEvent::Running(host) => notify(Event::Start {
+                    JobEvent::Queued(job) => notify(Event::Queued { node, job }),
+                    JobEvent::Running { job, host } => notify(Event::Start {
                         node,
                         log: spec.log.clone(),
-                        // A result taken from an earlier run's job was never queued here.
-                        job: job
-                            .lock()
-                            .ok()
-                            .filter(|j| !j.is_empty())
-                            .map(|j| (j.clone(), host)),
+                        job: Some((job, host)),
                     }),
                     JobEvent::Note(message) => notify(Event::Warning { node, message }),
                 };

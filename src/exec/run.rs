@@ -519,12 +519,10 @@ fn compute(
         }
         Claim::Pending(p) => p,
     };
-    let mut spec = match StageSpec::new(plan, cache, n, &pending, comps.backend.as_deref(), inputs)
-    {
+    let spec = match StageSpec::new(plan, cache, n, &pending, comps.backend.as_deref(), inputs) {
         Ok(s) => s,
         Err(message) => return Err(pending.fail(message)),
     };
-    spec.require_gpu = executor.is_remote(&node.kind) && spec.backend.as_deref() == Some("gpu");
     let started = Instant::now();
     let stopped = || STOPPED.load(Ordering::SeqCst);
     let result = executor

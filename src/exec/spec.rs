@@ -67,8 +67,8 @@ pub struct StageSpec {
     pub checkpoint_dir: PathBuf,
     /// The cache the result goes to (the coordinator's; workers only write files in it).
     pub cache_root: PathBuf,
-    /// Computed on a cluster node that was asked for GPUs: it must have a
-    /// real one (never the CPU, or a software renderer, under a `gpu` key).
+    /// Computed on a cluster node under a `gpu` key: the node must have a
+    /// real GPU (never the CPU, or a software renderer). Set by the Slurm executor.
     #[serde(default)]
     pub require_gpu: bool,
 }
@@ -159,8 +159,7 @@ pub fn execute(spec: &StageSpec) -> Result<Metrics, String> {
 
 /// A stage that asked for GPUs fails here, loudly, on a node without a real one.
 fn check_gpu() -> Result<(), String> {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host = host.trim();
+    let host = host_name();
     match crate::ml::gpu() {
         Ok(g) if !g.software => Ok(()),
         Ok(g) => Err(format!(
@@ -171,6 +170,13 @@ fn check_gpu() -> Result<(), String> {
             "this stage asked for a GPU (`resources gpus=...`), but node {host} has none that efrlhf can use: {e}"
         )),
     }
+}
+
+/// This machine's name (empty where the kernel does not say).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Runs a built-in kind in this process; a panic fails the stage, not the run.
@@ -331,13 +337,8 @@ pub fn exec_stage(spec_path: &Path) -> i32 {
 }
 
 fn write_result(spec_path: &Path, result: &WorkerResult) -> std::io::Result<()> {
-    use std::io::Write;
-    let path = result_path(spec_path);
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(result).unwrap_or_default())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)
+    let bytes = serde_json::to_vec_pretty(result).unwrap_or_default();
+    crate::cache::write_durably(&result_path(spec_path), &bytes)
 }
 
 /// A worker's result, once it is there.

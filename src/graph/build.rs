@@ -499,7 +499,7 @@ fn check_params(
             let d = unknown_param_diag(exp, &assign.name, assign.span, kind);
             match &assign.set_by {
                 // `--set '*.lr=...'` sets it where the kind has it (checked to be somewhere).
-                Some(set) if crate::dsl::is_glob_set(set) => {}
+                Some(set) if crate::dsl::glob_set(set).is_some() => {}
                 Some(set) => diags.push(from_flag(d, set)),
                 None => diags.push(d),
             }

@@ -30,7 +30,7 @@ pub use show::{
 pub use tracking::TrackingSink;
 
 use crate::cache::Cache;
-use crate::dsl::{Manifest, Registry, apply_sets, is_glob_set, load_experiment};
+use crate::dsl::{Manifest, Registry, apply_sets, glob_set, load_experiment};
 use crate::error::{Diag, Diags};
 use crate::exec::{Plan, PlanOptions, Status, plan, resolve_backend};
 use crate::graph::{Pipeline, build};
@@ -82,11 +82,7 @@ pub fn load_pipeline(file: &Path, set: &[String]) -> Result<Pipeline, Diags> {
 /// A `--set` over a glob of stages must reach at least one stage whose kind
 /// has the parameter (else a typo would change nothing).
 fn check_glob_sets(pipeline: &Pipeline, sets: &[String]) -> Result<(), Diags> {
-    for set in sets.iter().filter(|s| is_glob_set(s)) {
-        let Some((stages, param)) = set.split_once('=').and_then(|(t, _)| t.rsplit_once('.'))
-        else {
-            continue;
-        };
+    for (set, (stages, param)) in sets.iter().filter_map(|s| Some((s, glob_set(s)?))) {
         let pattern = glob::Pattern::new(stages).ok();
         let matched: Vec<_> = pipeline
             .nodes

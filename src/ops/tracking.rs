@@ -9,7 +9,7 @@ use crate::cache::{Cache, RunRecord};
 use crate::dsl::parse_track_flags;
 use crate::error::Diags;
 use crate::exec::{Event, EventSink, Plan};
-use crate::report::tracking::{StageRun, Tracker};
+use crate::report::tracking::{StageRun, Tracker, Warning};
 
 /// The display, with tracking in front of it when the run has any.
 pub struct TrackingSink<'a> {
@@ -39,20 +39,12 @@ impl<'a> TrackingSink<'a> {
 
     /// Waits until everything is logged; the last warnings go to the display.
     pub fn finish(mut self) {
-        if let Some(t) = self.tracker.take() {
-            for (node, message) in t.finish() {
-                self.inner
-                    .event(self.plan, &Event::Warning { node, message });
-            }
-        }
+        let last = self.tracker.take().map(Tracker::finish).unwrap_or_default();
+        self.show(last);
     }
 
-    fn forward_warnings(&mut self) {
-        let warnings = self
-            .tracker
-            .as_ref()
-            .map(Tracker::warnings)
-            .unwrap_or_default();
+    /// The tracker's warnings, as warnings of the stages they are about.
+    fn show(&mut self, warnings: Vec<Warning>) {
         for (node, message) in warnings {
             self.inner
                 .event(self.plan, &Event::Warning { node, message });
@@ -95,7 +87,12 @@ impl EventSink for TrackingSink<'_> {
         self.inner.event(plan, ev);
     }
     fn tick(&mut self) {
-        self.forward_warnings();
+        let so_far = self
+            .tracker
+            .as_ref()
+            .map(Tracker::warnings)
+            .unwrap_or_default();
+        self.show(so_far);
         self.inner.tick();
     }
     fn note(&mut self, text: &str) {

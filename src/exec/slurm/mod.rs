@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::dsl::{Metrics, Requests};
 use crate::error::Diag;
 
-use super::spec::{StageSpec, WorkerResult, read_result};
+use super::spec::{StageSpec, WorkerResult, host_name, read_result};
 use crate::cache::jobs;
 pub use config::{GpuFlag, SlurmConfig};
 use queue::{JobState, Queue};
@@ -30,8 +30,8 @@ use queue::{JobState, Queue};
 pub enum JobEvent {
     /// Submitted: its Slurm job id.
     Queued(String),
-    /// Running, on this node.
-    Running(String),
+    /// Running (the job, the node it runs on).
+    Running { job: String, host: String },
     /// Something to say about the job (resubmitted, adopted): what.
     Note(String),
 }
@@ -111,6 +111,11 @@ impl Slurm {
         events: &dyn Fn(JobEvent),
         stopped: &dyn Fn() -> bool,
     ) -> Result<Metrics, String> {
+        // On a node, a `gpu` key must be computed on a real GPU.
+        let spec = &StageSpec {
+            require_gpu: spec.backend.as_deref() == Some("gpu"),
+            ..spec.clone()
+        };
         let spec_path = spec.scratch.join("spec.json");
         let text = serde_json::to_vec_pretty(spec).map_err(|e| e.to_string())?;
         std::fs::write(&spec_path, text)
@@ -208,7 +213,7 @@ impl Slurm {
             Waited::Result(r) => Some(r.and_then(|m| take_output(&rec.scratch, spec).map(|()| m))),
             Waited::Ended(_) => None,
         };
-        discard(&rec.scratch);
+        let _ = crate::cache::remove_tree(&rec.scratch);
         jobs::remove(&spec.cache_root, &spec.key);
         taken
     }
@@ -326,7 +331,10 @@ impl Slurm {
             let result = read_result(spec_path);
             if result.is_some() && !running {
                 // Finished between two looks at the queue: it did start.
-                events(JobEvent::Running(self.queue.state(job).node));
+                events(JobEvent::Running {
+                    job: job.to_string(),
+                    host: self.queue.state(job).node,
+                });
             }
             if let Some(r) = result {
                 return Waited::Result(r.and_then(worker_metrics));
@@ -334,7 +342,10 @@ impl Slurm {
             let state = self.queue.state(job);
             if state.is_running() && !running {
                 running = true;
-                events(JobEvent::Running(state.node.clone()));
+                events(JobEvent::Running {
+                    job: job.to_string(),
+                    host: state.node.clone(),
+                });
             }
             if state.is_active() {
                 ended = None;
@@ -375,14 +386,7 @@ fn take_output(old_scratch: &Path, spec: &StageSpec) -> Result<(), String> {
     std::fs::rename(old_scratch.join("out"), &spec.out)
         .map_err(|e| format!("cannot take the adopted job's output: {e}"))?;
     if let Ok(text) = std::fs::read_to_string(old_scratch.join("log.txt")) {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::File::options()
-            .append(true)
-            .create(true)
-            .open(&spec.log)
-        {
-            let _ = f.write_all(text.as_bytes());
-        }
+        append_log(spec, &text);
     }
     for entry in std::fs::read_dir(old_scratch)
         .into_iter()
@@ -395,18 +399,6 @@ fn take_output(old_scratch: &Path, spec: &StageSpec) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Removes an attempt's folder (read-only files included).
-fn discard(dir: &Path) {
-    crate::cache::make_writable(dir);
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
 }
 
 /// `sft@quickstart` (Slurm job names are plain text; no spaces or commas).
@@ -525,17 +517,24 @@ fn oom(job: &str, spec: &StageSpec, r: &Requests) -> String {
 
 /// Slurm's log of the job goes into the stage's log, which the cache keeps.
 fn append_slurm_log(spec: &StageSpec, job: &str) {
-    use std::io::Write;
     let log: PathBuf = spec.scratch.join(format!("slurm-{job}.log"));
-    let Ok(text) = std::fs::read_to_string(&log) else {
-        return;
-    };
+    if let Ok(text) = std::fs::read_to_string(&log) {
+        append_log(
+            spec,
+            &format!("\n--- Slurm job {job} ({}) ---\n{text}", log.display()),
+        );
+    }
+}
+
+/// Adds `text` to the stage's log.
+fn append_log(spec: &StageSpec, text: &str) {
+    use std::io::Write;
     if let Ok(mut f) = std::fs::File::options()
         .append(true)
         .create(true)
         .open(&spec.log)
     {
-        let _ = write!(f, "\n--- Slurm job {job} ({}) ---\n{text}", log.display());
+        let _ = f.write_all(text.as_bytes());
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 
-use super::{StageRun, final_step, scalars};
+use super::{Scalar, StageRun, final_step};
 
 /// MLflow's limits per `log-batch` request.
 const MAX_METRICS: usize = 1000;
@@ -50,13 +50,13 @@ impl Client {
     }
 
     /// Logs one stage execution as one finished MLflow run.
-    pub fn log(&mut self, run: &StageRun) -> Result<(), String> {
-        let r = self.log_run(run);
+    pub fn log(&mut self, run: &StageRun, curves: &[Scalar]) -> Result<(), String> {
+        let r = self.log_run(run, curves);
         self.down = r.is_err();
         r
     }
 
-    fn log_run(&mut self, run: &StageRun) -> Result<(), String> {
+    fn log_run(&mut self, run: &StageRun, curves: &[Scalar]) -> Result<(), String> {
         let experiment_id = self.experiment_id()?;
         let tag = |k: &str, v: &str| json!({"key": k, "value": v});
         let created = self.post(
@@ -80,7 +80,7 @@ impl Client {
             .ok_or("the server's answer to runs/create has no run_id")?
             .to_string();
         self.log_params(&run_id, run)?;
-        self.log_metrics(&run_id, run)?;
+        self.log_metrics(&run_id, run, curves)?;
         if let Some(path) = info["artifact_uri"]
             .as_str()
             .and_then(proxied_artifact_path)
@@ -137,9 +137,8 @@ impl Client {
 
     /// Curves as `<curve>/<field>` at their steps; final metrics by their own
     /// names at the last step.
-    fn log_metrics(&self, run_id: &str, run: &StageRun) -> Result<(), String> {
-        let curves = scalars(run);
-        let step = final_step(&curves);
+    fn log_metrics(&self, run_id: &str, run: &StageRun, curves: &[Scalar]) -> Result<(), String> {
+        let step = final_step(curves);
         let metric = |key: &str, value: f64, step: i64| json!({"key": key, "value": value, "timestamp": run.finished_ms, "step": step});
         let mut all: Vec<Json> = curves
             .iter()

@@ -204,13 +204,15 @@ fn log_all(
     let mut last_node = 0;
     for (node, run) in rx {
         last_node = node;
+        // Read once: every tracker logs the same curves.
+        let curves = scalars(&run);
         for (i, target) in targets.iter().enumerate() {
             let failed = match (target, &mut servers[i]) {
-                (Target::TensorBoard(dir), _) => tensorboard::write_run(dir, &run)
+                (Target::TensorBoard(dir), _) => tensorboard::write_run(dir, &run, &curves)
                     .err()
                     .map(|e| format!("TensorBoard: cannot write under {}: {e}", dir.display())),
                 (Target::Mlflow { .. }, Some(client)) if !client.is_down() => client
-                    .log(&run)
+                    .log(&run, &curves)
                     .err()
                     .map(|e| format!("MLflow: {e}; the rest of this run is not logged there")),
                 _ => {

@@ -8,11 +8,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{StageRun, final_step, scalars};
+use super::{Scalar, StageRun, final_step};
 
 /// Writes `run` as a new TensorBoard run under `root` and returns its folder:
 /// `root/<experiment>/<stage>/<key prefix>` (`-2`, `-3`... for a forced rerun).
-pub fn write_run(root: &Path, run: &StageRun) -> std::io::Result<PathBuf> {
+pub fn write_run(root: &Path, run: &StageRun, curves: &[Scalar]) -> std::io::Result<PathBuf> {
     let base = root
         .join(file_name(&run.experiment))
         .join(file_name(&run.stage));
@@ -28,12 +28,11 @@ pub fn write_run(root: &Path, run: &StageRun) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     let wall = run.finished_ms as f64 / 1000.0;
     let mut bytes = record(&event_header(wall));
-    let curves = scalars(run);
-    for s in &curves {
+    for s in curves {
         bytes.extend(record(&scalar_event(wall, s.step, &s.tag, s.value)));
     }
     // Final metrics under `metrics/`, at the last step any curve reached.
-    let step = final_step(&curves);
+    let step = final_step(curves);
     for (name, value) in &run.metrics {
         let tag = format!("metrics/{name}");
         bytes.extend(record(&scalar_event(wall, step, &tag, *value)));
