@@ -5,9 +5,10 @@
 //! artifacts with `--executor slurm` and `local`; a rerun submits nothing; a
 //! changed parameter submits only what changed; a failing stage, a stage
 //! over its memory, Ctrl-C, a killed coordinator (its job is adopted) and a
-//! preemption (the job is requeued, the run waits for it) end as they should. A time limit takes Slurm
-//! 80 s to enforce, and a node failure needs a second node: those endings
-//! are covered by tests/slurm_fake.rs. Skipped where Slurm's daemons are not
+//! preemption (the job is requeued, the run waits for it, each attempt in a
+//! folder of its own) end as they should, and a stage over its time limit
+//! is submitted again and resumes from its checkpoint. A node failure needs
+//! a second node: that ending is covered by tests/slurm_fake.rs. Skipped where Slurm's daemons are not
 //! installed or this is not root, unless `EFRLHF_REQUIRE_SLURM` is set (CI).
 
 #![allow(clippy::print_stderr)]
@@ -78,6 +79,19 @@ impl Cluster {
             .lines()
             .map(str::to_string)
             .collect()
+    }
+
+    /// How many jobs of experiment `name` the controller knows (tests run alongside).
+    fn jobs_of(&self, name: &str) -> usize {
+        let out = Command::new("squeue")
+            .args(["-h", "--states=all", "-o", "%j"])
+            .env("SLURM_CONF", &self.conf)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|j| j.ends_with(&format!("@{name}")))
+            .count()
     }
 
     fn cmd(&self, s: &Sandbox, args: &[&str]) -> Command {
@@ -161,9 +175,13 @@ fn stages_run_as_slurm_jobs_on_a_real_cluster() {
     let Some(c) = Cluster::up() else {
         return;
     };
-    demo_matches_local_and_reruns_submit_only_what_changed(&c);
-    small_ml_pipeline_matches_local(&c);
-    failures_end_as_they_should(&c);
+    // Slurm enforces a time limit only after 60-90 s: that case runs alongside the next three.
+    std::thread::scope(|scope| {
+        scope.spawn(|| a_time_limit_is_resubmitted_and_resumes_from_its_checkpoint(&c));
+        demo_matches_local_and_reruns_submit_only_what_changed(&c);
+        small_ml_pipeline_matches_local(&c);
+        failures_end_as_they_should(&c);
+    });
     ctrl_c_cancels_the_jobs(&c);
     a_killed_coordinators_job_is_adopted(&c);
     a_preempted_job_is_requeued_and_still_counts_once(&c);
@@ -174,21 +192,21 @@ fn demo_matches_local_and_reruns_submit_only_what_changed(c: &Cluster) {
     let demo = demo.to_str().unwrap();
     let s = Sandbox::new("slurm-demo");
     executor_config(&s);
-    let before = c.jobs().len();
+    let before = c.jobs_of("demo");
     let (code, events) = run(c, &s, demo, "slurm", &[]);
     assert_eq!(code, Some(0), "{events:?}");
     assert_eq!(stages_with(&events, "stage-queued").len(), 4, "{events:?}");
-    assert_eq!(c.jobs().len(), before + 4);
+    assert_eq!(c.jobs_of("demo"), before + 4);
     let local = Sandbox::new("slurm-demo-local");
     let (code, _) = run(c, &local, demo, "local", &[]);
     assert_eq!(code, Some(0));
     assert_eq!(artifacts(&s.path("cache")), artifacts(&local.path("cache")));
     let (_, events) = run(c, &s, demo, "slurm", &[]);
     assert_eq!(stages_with(&events, "stage-cached").len(), 4);
-    assert_eq!(c.jobs().len(), before + 4, "a rerun submitted jobs");
+    assert_eq!(c.jobs_of("demo"), before + 4, "a rerun submitted jobs");
     let (_, events) = run(c, &s, demo, "slurm", &["--set", "b.times=1 2 4"]);
     assert_eq!(stages_with(&events, "stage-queued"), ["b[times=4]"]);
-    assert_eq!(c.jobs().len(), before + 5);
+    assert_eq!(c.jobs_of("demo"), before + 5);
 }
 
 fn small_ml_pipeline_matches_local(c: &Cluster) {
@@ -318,6 +336,38 @@ fn a_killed_coordinators_job_is_adopted(c: &Cluster) {
     );
 }
 
+fn a_time_limit_is_resubmitted_and_resumes_from_its_checkpoint(c: &Cluster) {
+    let s = Sandbox::new("slurm-timeout");
+    executor_config(&s);
+    // The first attempt checkpoints and overruns its minute; the next one resumes.
+    s.write(
+        "plugins/resume.kdl",
+        "plugin \"resume\" version=\"1\" {\n    run \"python3\" \"resume.py\"\n}\n",
+    );
+    s.write(
+        "plugins/resume.py",
+        "import json, os, time\nspec = json.load(open(os.environ['EFRLHF_STAGE']))\nck = os.path.join(spec['checkpoint'], 'step')\nif os.path.exists(ck):\n    text = 'resumed from step ' + open(ck).read()\nelse:\n    os.makedirs(spec['checkpoint'], exist_ok=True)\n    open(ck, 'w').write('5')\n    time.sleep(600)\n    text = 'never'\nopen(os.path.join(spec['output'], 'text.txt'), 'w').write(text)\n",
+    );
+    s.experiment(r#"stage "t" kind="resume" { resources time="1m"; }"#);
+    let (code, events) = run(c, &s, "exp.kdl", "slurm", &[]);
+    assert_eq!(code, Some(0), "{events:?}");
+    let said = format!("{events:?}");
+    assert!(
+        said.contains("reached its time limit; submitted again, it resumes from its checkpoint"),
+        "{said}"
+    );
+    assert_eq!(stages_with(&events, "stage-queued"), ["t", "t"], "{said}");
+    let text = std::fs::read_to_string(artifacts_with(&s.path("cache"), "text.txt")).unwrap();
+    assert_eq!(text, "resumed from step 5");
+    // The checkpoint goes once the result is stored.
+    assert_eq!(
+        std::fs::read_dir(s.path("cache/checkpoints"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+}
+
 fn a_preempted_job_is_requeued_and_still_counts_once(c: &Cluster) {
     let s = Sandbox::new("slurm-preempt");
     executor_config(&s);
@@ -407,6 +457,17 @@ fn a_preempted_job_is_requeued_and_still_counts_once(c: &Cluster) {
     assert_eq!(stages_with(&events, "stage-done"), ["p"]);
     let text = std::fs::read_to_string(artifacts_with(&s.path("cache"), "text.txt")).unwrap();
     assert_eq!(text, "done");
+    // Each attempt of the job computed in a folder of its own.
+    let log = std::fs::read_dir(s.path("cache/logs"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
+    for attempt in [0, 1] {
+        assert!(
+            log.contains(&format!("efrlhf: attempt-{job}.{attempt} on ")),
+            "{log}"
+        );
+    }
 }
 
 /// The file `name` of the one stored artifact that has it.

@@ -312,7 +312,10 @@ fn kill_coordinator_after_submitting(c: &Cluster, stage: &str) -> String {
             })
             .map(|r| r["job"].as_str().unwrap_or_default().to_string())
             .find(|j| c.s.read("slurm/sbatch.log").contains(&format!("{stage}@")) && !j.is_empty());
-        if let Some(j) = recorded {
+        // The key's lease names the job too (for waiters on other hosts).
+        if let Some(j) = recorded
+            && lease_owners(c).iter().any(|o| o["job"] == j.as_str())
+        {
             break j;
         }
         assert!(
@@ -324,6 +327,67 @@ fn kill_coordinator_after_submitting(c: &Cluster, stage: &str) -> String {
     child.kill().unwrap();
     child.wait().unwrap();
     job
+}
+
+/// The owners of the keys' leases (`locks/<key>.lease/owner.json`).
+fn lease_owners(c: &Cluster) -> Vec<Json> {
+    std::fs::read_dir(c.s.path("cache/locks"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".lease"))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("owner.json")).ok())
+        .filter_map(|t| serde_json::from_str(&t).ok())
+        .collect()
+}
+
+#[test]
+fn a_coordinator_on_another_host_that_died_has_its_lease_taken_over_and_its_job_adopted() {
+    let c = Cluster::new("slurm-fake-adopt-elsewhere");
+    c.s.experiment(r#"stage "queued" kind="tshout" { times 1; }"#);
+    c.modes(r#"{"@": "hold_once"}"#);
+    let job = kill_coordinator_after_submitting(&c, "queued");
+    // As if that coordinator had run on login2: its process cannot be checked from here.
+    let locks = c.s.path("cache/locks");
+    let lease = std::fs::read_dir(&locks)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".lease"))
+        .unwrap()
+        .path()
+        .join("owner.json");
+    let mut owner: Json = serde_json::from_str(&std::fs::read_to_string(&lease).unwrap()).unwrap();
+    owner["host"] = "login2".into();
+    std::fs::write(&lease, owner.to_string()).unwrap();
+    let pid = owner["pid"].clone();
+    let mut second = c.run_cmd(&[]);
+    second.env("EFRLHF_LEASE_TTL", "1");
+    let mut second = second.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut said = String::new();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(second.stdout.take().unwrap()));
+    for line in lines.by_ref() {
+        said.push_str(&line.unwrap());
+        if said.contains(&format!("adopted job {job}")) {
+            break;
+        }
+    }
+    std::fs::write(c.s.path(&format!("slurm/release-{job}")), "").unwrap();
+    said.extend(lines.map(|l| l.unwrap()));
+    assert!(second.wait().unwrap().success(), "{said}");
+    let holder = format!("Slurm job {job} of the run with pid {pid} on login2");
+    assert!(said.contains(&format!("\"holder\":\"{holder}\"")), "{said}");
+    assert!(
+        said.contains(&format!(
+            "took the key over from {holder}, which stopped renewing its lease"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("\"event\":\"stage-done\",\"stage\":\"queued\""),
+        "{said}"
+    );
+    assert_eq!(c.submissions().len(), 1, "submitted again");
+    assert!(lease_owners(&c).is_empty());
 }
 
 #[test]
@@ -438,7 +502,7 @@ fn two_coordinators_on_one_cache_submit_each_key_once() {
         said.push(line.unwrap());
         if said
             .last()
-            .is_some_and(|l| l.contains("{\"event\":\"stage-waiting\",\"stage\":\"a\"}"))
+            .is_some_and(|l| l.contains("{\"event\":\"stage-waiting\",\"stage\":\"a\","))
         {
             break;
         }

@@ -5,7 +5,9 @@
 //! artifacts/<digest>/...   finished outputs, immutable (files read-only), named by content
 //! tmp/<key>/out            a stage being computed (only while its key lock is held)
 //! logs/<key>.log           stdout+stderr of a finished stage (`.failed.log` for failures)
-//! locks/<key>.lock         one computation per key across processes
+//! locks/<key>.lock         one computation per key across processes (flock, within a host)
+//! locks/<key>.lease/       the same across hosts (a mkdir lease naming its holder and job)
+//! locks/runs/, gc.lease/   live runs, and a `gc` or `repair` at work (see `lease.rs`)
 //! index/, index.lock       the sled index (see `index.rs`)
 //! ```
 //! Invariants: an artifact folder appears only by an atomic rename of a
@@ -13,6 +15,7 @@
 //! place, so a kill at any moment leaves no partial result visible; a failed
 //! stage writes a failure record, never a run record.
 
+mod cross_host;
 mod digest;
 mod index;
 pub mod jobs;
@@ -28,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use cross_host::{Owner, host_name};
 pub use digest::{FileEntry, StatCache};
 pub use index::IndexSession;
 pub use key::{Change, InputDigest, KEY_FORMAT, KeyComponents, StageKey, diff};
@@ -102,9 +106,33 @@ impl std::fmt::Display for ArtifactProblem {
     }
 }
 
-/// Holds a key's lock; dropping it releases the lock.
+/// Holds a key's lock; dropping it releases the lock: the lease (across
+/// hosts) first, then the `flock` (within one host, where it works).
 pub(crate) struct KeyLock {
-    _file: File,
+    lease: cross_host::Hold,
+    _file: Option<File>,
+}
+
+impl KeyLock {
+    /// The lease, to name the job that computes the key.
+    pub(crate) fn lease(&self) -> &cross_host::Hold {
+        &self.lease
+    }
+}
+
+/// Whether `flock` is used: not where `EFRLHF_FLOCK=0` says the cache's
+/// filesystem mishandles it (hangs, or errors not recognised below).
+fn flock_wanted() -> bool {
+    std::env::var("EFRLHF_FLOCK").map_or(true, |v| v != "0")
+}
+
+/// `flock` errors that mean the filesystem has none (Lustre without
+/// `-o flock`, NFS without a lock daemon): the leases alone then hold.
+fn flock_unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) | Some(libc::ENOLCK)
+    )
 }
 
 pub fn now_unix() -> u64 {
@@ -184,26 +212,64 @@ impl Cache {
             .map_err(|e| io_error("cannot open lock", &p, e))
     }
 
-    /// Takes the key's lock if no other process holds it.
-    pub(crate) fn try_lock_key(&self, key: &str) -> Result<Option<KeyLock>, Diag> {
+    fn lease_dir(&self, key: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{key}.lease"))
+    }
+
+    /// Takes the key's `flock` if no other process holds it (`Some(None)`
+    /// where the filesystem has no `flock`).
+    fn try_flock_key(&self, key: &str) -> Result<Option<Option<File>>, Diag> {
+        if !flock_wanted() {
+            return Ok(Some(None));
+        }
         let f = self.lock_file(key)?;
         match f.try_lock() {
-            Ok(()) => Ok(Some(KeyLock { _file: f })),
+            Ok(()) => Ok(Some(Some(f))),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(io_error(
-                "cannot lock",
-                &self.root.join("locks").join(key),
-                e,
-            )),
+            Err(std::fs::TryLockError::Error(e)) if flock_unsupported(&e) => Ok(Some(None)),
+            Err(std::fs::TryLockError::Error(e)) => Err(self.lock_error(key, e)),
         }
     }
 
-    /// Waits for the key's lock.
-    pub(crate) fn lock_key(&self, key: &str) -> Result<KeyLock, Diag> {
-        let f = self.lock_file(key)?;
-        f.lock()
-            .map_err(|e| io_error("cannot lock", &self.root.join("locks").join(key), e))?;
-        Ok(KeyLock { _file: f })
+    fn lock_error(&self, key: &str, e: std::io::Error) -> Diag {
+        io_error("cannot lock", &self.root.join("locks").join(key), e)
+            .with_help("where the cache's filesystem mishandles `flock`, set EFRLHF_FLOCK=0")
+    }
+
+    /// Takes the key's lock if no other process holds it.
+    pub(crate) fn try_lock_key(&self, key: &str) -> Result<Option<KeyLock>, Diag> {
+        let Some(file) = self.try_flock_key(key)? else {
+            return Ok(None);
+        };
+        let tried =
+            cross_host::try_lease(&self.lease_dir(key)).map_err(|e| self.lock_error(key, e))?;
+        Ok(match tried {
+            cross_host::Tried::Held(lease) => Some(KeyLock { lease, _file: file }),
+            cross_host::Tried::Busy { .. } => None,
+        })
+    }
+
+    /// Waits for the key's lock; `on_wait` is told who holds it first when
+    /// it must wait.
+    pub(crate) fn lock_key(&self, key: &str, on_wait: impl FnOnce(&str)) -> Result<KeyLock, Diag> {
+        let mut on_wait = Some(on_wait);
+        let mut tell = |owner: Option<cross_host::Owner>| {
+            if let Some(f) = on_wait.take() {
+                f(&owner.map_or_else(|| "another run".to_string(), |o| o.describe()));
+            }
+        };
+        let file = match self.try_flock_key(key)? {
+            Some(file) => file,
+            None => {
+                tell(cross_host::holder(&self.lease_dir(key)));
+                let f = self.lock_file(key)?;
+                f.lock().map_err(|e| self.lock_error(key, e))?;
+                Some(f)
+            }
+        };
+        let lease = cross_host::lease(&self.lease_dir(key), |o| tell(o.cloned()))
+            .map_err(|e| self.lock_error(key, e))?;
+        Ok(KeyLock { lease, _file: file })
     }
 
     /// Where a stage computing `key` keeps checkpoints; it outlives a killed

@@ -19,7 +19,7 @@ pub enum Claim<'c> {
     /// Another run stored it since the plan was made.
     Stored(Box<RunRecord>),
     /// This run computes it.
-    Pending(Pending<'c>),
+    Pending(Box<Pending<'c>>),
 }
 
 /// A computation in progress: holds the key's lock and its scratch folder.
@@ -30,7 +30,7 @@ pub struct Pending<'c> {
     experiment: String,
     stage_id: String,
     scratch: PathBuf,
-    _lock: KeyLock,
+    lock: KeyLock,
 }
 
 /// What a successful computation reports, besides its output folder.
@@ -58,19 +58,17 @@ impl Cache {
     /// Takes `key`'s lock (calling `on_wait` first when another process holds
     /// it), then, unless `recompute`, looks the key up again. `owner` is the
     /// (experiment, stage id) the result or failure is recorded under.
+    /// `on_wait` is told who holds the key.
     pub fn claim(
         &self,
         key: &str,
         owner: (&str, &str),
         recompute: bool,
-        on_wait: impl FnOnce(),
+        on_wait: impl FnOnce(&str),
     ) -> Result<Claim<'_>, Diag> {
         let lock = match self.try_lock_key(key)? {
             Some(l) => l,
-            None => {
-                on_wait();
-                self.lock_key(key)?
-            }
+            None => self.lock_key(key, on_wait)?,
         };
         if !recompute && let Some(rec) = self.lookup(key)? {
             return Ok(Claim::Stored(Box::new(rec)));
@@ -78,14 +76,14 @@ impl Cache {
         let scratch = self.scratch(key)?;
         let log = scratch.join("log.txt");
         std::fs::write(&log, "").map_err(|e| io_error("cannot create the log", &log, e))?;
-        Ok(Claim::Pending(Pending {
+        Ok(Claim::Pending(Box::new(Pending {
             cache: self,
             key: key.to_string(),
             experiment: owner.0.to_string(),
             stage_id: owner.1.to_string(),
             scratch,
-            _lock: lock,
-        }))
+            lock,
+        })))
     }
 
     /// The stored run of `key`, if its artifact is intact (a damaged one counts as absent).
@@ -118,6 +116,19 @@ impl Pending<'_> {
     pub fn log(&self) -> PathBuf {
         self.scratch.join("log.txt")
     }
+    /// Names the cluster job computing the key in its lease (for waiters).
+    pub fn name_job(&self, job: &str) {
+        self.lock.lease().name_job(job);
+    }
+    /// The holder this claim took the key over from: one on another host
+    /// that stopped renewing its lease (a dead process on this host is not news).
+    pub fn took_over(&self) -> Option<&super::Owner> {
+        self.lock
+            .lease()
+            .took_over
+            .as_ref()
+            .filter(|o| o.host != super::host_name())
+    }
     /// Where the stage keeps checkpoints to resume from.
     pub fn checkpoint_dir(&self) -> PathBuf {
         self.cache.checkpoint_dir(&self.key)
@@ -131,6 +142,11 @@ impl Pending<'_> {
             Err(d) => return Err(self.fail(d.to_string())),
         };
         let mut warnings = Vec::new();
+        if self.lock.lease().lost() {
+            warnings.push(
+                "another run took this key's lease for abandoned while it was computed (was this process paused for longer than EFRLHF_LEASE_TTL?); the result is stored all the same".to_string(),
+            );
+        }
         let final_log = self.cache.log_path(&self.key, false);
         if let Err(e) = std::fs::rename(self.log(), &final_log) {
             warnings.push(format!("the log was not kept: {e}"));

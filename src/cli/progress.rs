@@ -183,9 +183,9 @@ impl Reporter {
                 Event::Queued { node: n, job } => {
                     self.line("Queued", &format!("{} as Slurm job {job}", node(*n).id))
                 }
-                Event::Waiting { node: n } => self.line(
+                Event::Waiting { node: n, holder } => self.line(
                     "Waiting",
-                    &format!("{}: another run is computing it", node(*n).id),
+                    &format!("{}: {holder} is computing it", node(*n).id),
                 ),
                 Event::Cached {
                     node: n,

@@ -29,6 +29,8 @@ pub enum Event {
     /// Another process is computing the same key; this run waits for it.
     Waiting {
         node: usize,
+        /// Who computes it ("Slurm job 12 of the run with pid 345 on login1").
+        holder: String,
     },
     Cached {
         node: usize,
@@ -90,6 +92,7 @@ pub enum RunEvent<'a> {
     },
     StageWaiting {
         stage: &'a str,
+        holder: &'a str,
     },
     StageCached {
         stage: &'a str,
@@ -147,7 +150,10 @@ impl Event {
                 stage: id(node),
                 job,
             },
-            Event::Waiting { node } => RunEvent::StageWaiting { stage: id(node) },
+            Event::Waiting { node, holder } => RunEvent::StageWaiting {
+                stage: id(node),
+                holder,
+            },
             Event::Cached {
                 node,
                 record,

@@ -505,8 +505,14 @@ fn compute(
         && plan.keys[n].as_deref() == Some(key.as_str());
     let recompute = plan.forced.contains(&n) || damaged;
     let claim = cache
-        .claim(&key, owner, recompute, || {
-            notify(tx, Event::Waiting { node: n })
+        .claim(&key, owner, recompute, |holder| {
+            notify(
+                tx,
+                Event::Waiting {
+                    node: n,
+                    holder: holder.to_string(),
+                },
+            )
         })
         .map_err(env_fail)?;
     let pending = match claim {
@@ -517,23 +523,29 @@ fn compute(
                 warnings: Vec::new(),
             });
         }
-        Claim::Pending(p) => p,
+        Claim::Pending(p) => *p,
     };
     let spec = match StageSpec::new(plan, cache, n, &pending, comps.backend.as_deref(), inputs) {
         Ok(s) => s,
         Err(message) => return Err(pending.fail(message)),
     };
+    if let Some(gone) = pending.took_over() {
+        let message = format!(
+            "took the key over from {}, which stopped renewing its lease",
+            gone.describe()
+        );
+        notify(tx, Event::Warning { node: n, message });
+    }
     let started = Instant::now();
     let stopped = || STOPPED.load(Ordering::SeqCst);
+    let events = |ev: Event| {
+        if let Event::Queued { job, .. } = &ev {
+            pending.name_job(job);
+        }
+        notify(tx, ev)
+    };
     let result = executor
-        .compute(
-            n,
-            &node.kind,
-            &node.requests,
-            &spec,
-            &|ev| notify(tx, ev),
-            &stopped,
-        )
+        .compute(n, &node.kind, &node.requests, &spec, &events, &stopped)
         .and_then(finite_metrics);
     let seconds = started.elapsed().as_secs_f64();
     if STOPPED.load(Ordering::SeqCst) {

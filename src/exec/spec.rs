@@ -172,12 +172,7 @@ fn check_gpu() -> Result<(), String> {
     }
 }
 
-/// This machine's name (empty where the kernel does not say).
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
-}
+pub use crate::cache::host_name;
 
 /// Runs a built-in kind in this process; a panic fails the stage, not the run.
 fn run_builtin(spec: &StageSpec, b: &crate::stages::builtins::Builtin) -> Result<Metrics, String> {
@@ -276,6 +271,7 @@ fn stage_json(spec: &StageSpec) -> serde_json::Value {
         "seed": spec.seed,
         "backend": spec.backend,
         "experiment": spec.experiment,
+        "checkpoint": spec.checkpoint_dir,
     })
 }
 
@@ -313,19 +309,18 @@ pub fn exec_stage(spec_path: &Path) -> i32 {
         }
     };
     let started = std::time::Instant::now();
-    // A requeued attempt starts from an empty output folder.
-    let _ = std::fs::remove_dir_all(&spec.out);
     let result = if spec.format != SPEC_FORMAT {
         Err(format!(
             "stage spec format {} (this efrlhf reads {SPEC_FORMAT})",
             spec.format
         ))
     } else {
-        std::fs::create_dir_all(&spec.out)
-            .map_err(|e| format!("cannot create {}: {e}", spec.out.display()))
-            .and_then(|()| execute(&spec))
+        execute_attempt(&spec)
     };
     let seconds = started.elapsed().as_secs_f64();
+    if matches!(result, Err(ref e) if e == ANOTHER_ATTEMPT_FINISHED) {
+        return 0; // Its result is the stage's; this attempt adds nothing.
+    }
     let (result, code) = match result {
         Ok(metrics) => (WorkerResult::Ok { metrics, seconds }, 0),
         Err(error) => (WorkerResult::Failed { error, seconds }, 1),
@@ -333,6 +328,58 @@ pub fn exec_stage(spec_path: &Path) -> i32 {
     match write_result(spec_path, &result) {
         Ok(()) => code,
         Err(_) => 3,
+    }
+}
+
+const ANOTHER_ATTEMPT_FINISHED: &str = "another attempt of this stage finished first";
+
+/// Computes the stage in a folder of this attempt's own
+/// (`attempt-<job>.<restart>/`), then moves its output into place: an
+/// attempt Slurm requeued, or a resubmission, never writes into the folder
+/// of an earlier one that may still be running on a node cut off from the
+/// controller, and only the first to finish supplies the output.
+fn execute_attempt(spec: &StageSpec) -> Result<Metrics, String> {
+    let name = attempt_name();
+    let dir = spec.scratch.join(&name);
+    let _ = crate::cache::remove_tree(&dir);
+    if let Ok(mut log) = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(&spec.log)
+    {
+        use std::io::Write;
+        let _ = writeln!(log, "efrlhf: {name} on {}", host_name());
+    }
+    let attempt = StageSpec {
+        out: dir.join("out"),
+        scratch: dir.clone(),
+        ..spec.clone()
+    };
+    std::fs::create_dir_all(&attempt.out)
+        .map_err(|e| format!("cannot create {}: {e}", attempt.out.display()))?;
+    let metrics = execute(&attempt)?;
+    // Onto the coordinator's empty folder; a filled one means another attempt won.
+    match std::fs::rename(&attempt.out, &spec.out) {
+        Ok(()) => Ok(metrics),
+        Err(_) if std::fs::read_dir(&spec.out).is_ok_and(|mut d| d.next().is_some()) => {
+            Err(ANOTHER_ATTEMPT_FINISHED.into())
+        }
+        Err(e) => Err(format!(
+            "cannot move the output into {}: {e}",
+            spec.out.display()
+        )),
+    }
+}
+
+/// `attempt-<job>.<restart>` under Slurm, `attempt-<host>.<pid>` elsewhere.
+fn attempt_name() -> String {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match var("SLURM_JOB_ID") {
+        Some(job) => format!(
+            "attempt-{job}.{}",
+            var("SLURM_RESTART_COUNT").unwrap_or_else(|| "0".into())
+        ),
+        None => format!("attempt-{}.{}", host_name(), std::process::id()),
     }
 }
 
