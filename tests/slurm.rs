@@ -411,6 +411,7 @@ fn a_preempted_job_is_requeued_and_still_counts_once(c: &Cluster) {
             "urgent",
             "-c",
             &cpus.to_string(),
+            "--output=/dev/null",
             "--wrap",
             "sleep 1",
         ])
