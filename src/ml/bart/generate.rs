@@ -1,11 +1,12 @@
-//! Batched autoregressive decoding with a key/value cache: greedy or
-//! sampled (temperature, top-k, top-p), EOS handling, optional n-gram
+//! Batched autoregressive decoding with a key/value cache: greedy,
+//! sampled (temperature, top-k, top-p) or beam search (`beam.rs`), EOS handling, optional n-gram
 //! blocking; padding is never generated, nor `<s>` after the first
 //! token (neither is ever a label there). Token choice happens on the host with the project's seeded
 //! RNG, so sampled outputs are reproducible on every backend.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use super::config::BartConfig;
 use super::model::{Bart, Batch};
 use crate::rng::Rng;
 
@@ -26,6 +27,27 @@ pub struct GenerateOptions {
     pub no_repeat_ngram: usize,
     /// `min_new_tokens`: EOS is banned before this many tokens.
     pub min_new_tokens: usize,
+    /// `num_beams`; 1 is no beam search.
+    pub num_beams: usize,
+    /// `length_penalty`: a finished beam's score is its log-probability over
+    /// its length to this power (above 0 favours longer summaries).
+    pub length_penalty: f64,
+    /// `early_stopping`.
+    pub early_stopping: EarlyStopping,
+}
+
+/// When beam search stops (HF's `early_stopping`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EarlyStopping {
+    /// `False`: when the best running beam, at its current length, cannot
+    /// beat the worst of the `num_beams` finished ones.
+    #[default]
+    Heuristic,
+    /// `True`: as soon as `num_beams` beams have finished.
+    Done,
+    /// `"never"`: only when no running beam can improve even at the longest
+    /// length (the canonical bound).
+    Never,
 }
 
 impl GenerateOptions {
@@ -39,6 +61,9 @@ impl GenerateOptions {
             top_p: 1.0,
             no_repeat_ngram: 0,
             min_new_tokens: 0,
+            num_beams: 1,
+            length_penalty: 1.0,
+            early_stopping: EarlyStopping::Heuristic,
         }
     }
 
@@ -52,6 +77,17 @@ impl GenerateOptions {
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(format!("top-p must be in (0, 1], got {}", self.top_p));
+        }
+        if self.num_beams == 0 {
+            return Err("num-beams must be at least 1".into());
+        }
+        if self.num_beams > 1 && self.sample {
+            return Err(
+                "beam search samples nothing: set `sample #false` with `num-beams` above 1".into(),
+            );
+        }
+        if !self.length_penalty.is_finite() {
+            return Err("length-penalty must be a finite number".into());
         }
         Ok(())
     }
@@ -81,6 +117,9 @@ pub fn generate(
     if b == 0 {
         return Vec::new();
     }
+    if opts.num_beams > 1 {
+        return super::beam::beam_search(model, sources, opts, device);
+    }
     let source = Batch::new(sources, cfg.pad_token_id, device);
     let encoded = model.encode(&source);
     let mut cache = model.start_cache(&encoded);
@@ -106,28 +145,10 @@ pub fn generate(
                 continue;
             }
             let mut row = logits[i * v..(i + 1) * v].to_vec();
-            let forced = if step == 0 {
-                cfg.forced_bos_token_id
-            } else if step + 1 == opts.max_new_tokens {
-                cfg.forced_eos_token_id
-            } else {
-                None
-            };
-            let token = match forced {
+            let token = match forced_token(cfg, step, opts) {
                 Some(t) => t,
                 None => {
-                    // Never labels after the first position: generating them
-                    // only stalls a weak model (`<s><s><s>...`).
-                    row[cfg.pad_token_id as usize] = f32::NEG_INFINITY;
-                    if step > 0 && cfg.bos_token_id != cfg.eos_token_id {
-                        row[cfg.bos_token_id as usize] = f32::NEG_INFINITY;
-                    }
-                    if step < opts.min_new_tokens {
-                        row[cfg.eos_token_id as usize] = f32::NEG_INFINITY;
-                    }
-                    if opts.no_repeat_ngram > 0 {
-                        block_repeats(&mut row, &g.tokens, cfg.decoder_start_token_id, opts);
-                    }
+                    ban(&mut row, &g.tokens, step, opts, cfg);
                     choose(&mut row, opts, rng)
                 }
             };
@@ -156,6 +177,40 @@ pub fn generate_batched(
         .chunks(batch.max(1))
         .flat_map(|chunk| generate(model, chunk, opts, rng, device))
         .collect()
+}
+
+/// The token the model's config forces at `step`: `forced_bos_token_id`
+/// first, `forced_eos_token_id` last.
+pub(super) fn forced_token(cfg: &BartConfig, step: usize, opts: &GenerateOptions) -> Option<u32> {
+    if step == 0 {
+        cfg.forced_bos_token_id
+    } else if step + 1 == opts.max_new_tokens {
+        cfg.forced_eos_token_id
+    } else {
+        None
+    }
+}
+
+/// Bans what may not come next after `tokens`: padding, and `<s>` after the
+/// first position (never labels there; generating them only stalls a weak
+/// model: `<s><s><s>...`), EOS before `min_new_tokens`, repeated n-grams.
+pub(super) fn ban(
+    row: &mut [f32],
+    tokens: &[u32],
+    step: usize,
+    opts: &GenerateOptions,
+    cfg: &BartConfig,
+) {
+    row[cfg.pad_token_id as usize] = f32::NEG_INFINITY;
+    if step > 0 && cfg.bos_token_id != cfg.eos_token_id {
+        row[cfg.bos_token_id as usize] = f32::NEG_INFINITY;
+    }
+    if step < opts.min_new_tokens {
+        row[cfg.eos_token_id as usize] = f32::NEG_INFINITY;
+    }
+    if opts.no_repeat_ngram > 0 {
+        block_repeats(row, tokens, cfg.decoder_start_token_id, opts);
+    }
 }
 
 /// Bans tokens that would repeat an n-gram already in the sequence

@@ -2,6 +2,7 @@
 //! `transformers` defines them, so a local `facebook/bart-large` folder
 //! loads as is and everything saved here loads back in `transformers`.
 
+mod beam;
 pub mod config;
 pub mod generate;
 pub mod io;
@@ -9,5 +10,5 @@ pub mod model;
 pub mod train;
 
 pub use config::BartConfig;
-pub use generate::{GenerateOptions, Generated, generate, generate_batched};
+pub use generate::{EarlyStopping, GenerateOptions, Generated, generate, generate_batched};
 pub use model::{Bart, Batch, Targets, ValueHead, cross_entropy, label_logprobs};
