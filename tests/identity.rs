@@ -306,8 +306,10 @@ const PINNED: &[(&str, &[&str])] = &[
     (
         "stages::sft",
         &[
+            "src/ml/bart/beam.rs",
             "src/ml/bart/config.rs",
             "src/ml/bart/generate.rs",
+            "src/ml/bart/generation_config.rs",
             "src/ml/bart/io.rs",
             "src/ml/bart/mod.rs",
             "src/ml/bart/model.rs",
@@ -326,8 +328,10 @@ const PINNED: &[(&str, &[&str])] = &[
     (
         "stages::ppo",
         &[
+            "src/ml/bart/beam.rs",
             "src/ml/bart/config.rs",
             "src/ml/bart/generate.rs",
+            "src/ml/bart/generation_config.rs",
             "src/ml/bart/io.rs",
             "src/ml/bart/mod.rs",
             "src/ml/bart/model.rs",
@@ -353,8 +357,10 @@ const PINNED: &[(&str, &[&str])] = &[
     (
         "stages::eval",
         &[
+            "src/ml/bart/beam.rs",
             "src/ml/bart/config.rs",
             "src/ml/bart/generate.rs",
+            "src/ml/bart/generation_config.rs",
             "src/ml/bart/io.rs",
             "src/ml/bart/mod.rs",
             "src/ml/bart/model.rs",

@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 /// Who holds a lease or a registration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Owner {
+    /// The holder's host name.
     pub host: String,
+    /// Its process on that host.
     pub pid: u32,
     /// Unique to this hold (a pid can recur on another host).
     pub token: String,
@@ -32,6 +34,7 @@ pub struct Owner {
     pub job: Option<String>,
     /// Unix seconds.
     pub since: u64,
+    /// The heartbeat: counts the renewals.
     pub beat: u64,
 }
 

@@ -19,7 +19,7 @@ use crate::rng::Rng;
 use crate::stages::formats::dataset::{
     DOMAIN_KEYS, DatasetInput, GoodTarget, Product, products_of,
 };
-use crate::stages::formats::model::{ModelInput, Sampling, decode, encode};
+use crate::stages::formats::model::{Decoding, ModelInput, Sampling, decode, encode};
 use crate::stages::formats::reward::{RewardModelInput, Scorer, ToScore};
 use crate::stages::kind::{Kind, Metrics, StageContext};
 use crate::stats::mean;
@@ -49,6 +49,9 @@ pub struct Params {
     /// Source tokens kept.
     #[schemars(range(min = 8, max = 1000000))]
     pub max_source: i64,
+    /// Beam search and length controls (with `sample #false`).
+    #[serde(flatten)]
+    pub decoding: Decoding,
 }
 
 impl Default for Params {
@@ -60,13 +63,21 @@ impl Default for Params {
             sample: true,
             sampling: Sampling::default(),
             max_source: 512,
+            decoding: Decoding::default(),
         }
     }
 }
 
 impl Params {
     fn generation(&self) -> GenerateOptions {
-        self.sampling.options(self.sample)
+        self.decoding.options(self.sampling.options(self.sample))
+    }
+
+    /// The decoding of `model`: these settings, and its `generation_config.json` where they are defaults.
+    fn generation_for(&self, model: &Bart) -> GenerateOptions {
+        let base_default = Sampling::default().options(self.sample);
+        self.decoding
+            .options_for(self.sampling.options(self.sample), &base_default, model)
     }
 }
 
@@ -143,7 +154,8 @@ impl Bench<'_> {
             .iter()
             .map(|(x, _)| encode(&tk, &x.source_text(), self.p.max_source as usize, eos))
             .collect::<Result<_, _>>()?;
-        let opts = self.p.generation();
+        let opts = self.p.generation_for(&model);
+        opts.check().map_err(|e| format!("input `{name}`: {e}"))?;
         let mut rng = Rng::new(self.seed);
         let tokens: Vec<Vec<u32>> =
             generate_batched(&model, &sources, &opts, 16, &mut rng, &self.device)

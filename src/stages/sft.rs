@@ -14,13 +14,14 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
+use crate::ml::bart::generation_config::GenerationConfig;
 use crate::ml::bart::train::{
     Checkpoints, Example, Observer, SftSettings, StepLog, Trained, Validation, mean_loss, train_sft,
 };
 use crate::ml::bart::{Bart, BartConfig, GenerateOptions, generate_batched, io};
 use crate::rng::Rng;
 use crate::stages::formats::dataset::{DatasetInput, Product, Target, products_of};
-use crate::stages::formats::model::{decode, encode};
+use crate::stages::formats::model::{Decoding, decode, encode};
 use crate::stages::formats::tokenizer::{self, TokenizerInput, special};
 use crate::stages::kind::{Kind, Metrics, StageContext, eta, progress_bar};
 use crate::text::rouge::{MultiRef, RougeScorer, RougeScores, mean};
@@ -96,6 +97,9 @@ pub struct Params {
     pub train_split: String,
     /// Split validated on.
     pub validation_split: String,
+    /// How validation summaries are decoded (saved with the model as its default).
+    #[serde(flatten)]
+    pub decoding: Decoding,
 }
 
 impl Default for Params {
@@ -124,6 +128,7 @@ impl Default for Params {
             checkpoint_every: 50,
             train_split: "train".into(),
             validation_split: "validation".into(),
+            decoding: Decoding::default(),
         }
     }
 }
@@ -204,16 +209,15 @@ fn put_rouge(m: &mut Metrics, prefix: &str, r: &RougeScores) {
     m.insert(format!("{prefix}rougeL"), r.rouge_l.fmeasure);
 }
 
-/// Greedy summaries of `sources`, in batches.
+/// Summaries of `sources` (greedy, or beam search), in batches.
 pub fn summarize(
     model: &Bart,
     tk: &Tokenizer,
     sources: &[Vec<u32>],
-    max_new: usize,
+    opts: &GenerateOptions,
     device: &burn::tensor::Device,
 ) -> Vec<String> {
-    let greedy = GenerateOptions::greedy(max_new);
-    generate_batched(model, sources, &greedy, 16, &mut Rng::new(0), device)
+    generate_batched(model, sources, opts, 16, &mut Rng::new(0), device)
         .iter()
         .map(|g| decode(tk, &g.tokens))
         .collect()
@@ -225,7 +229,7 @@ struct StageObserver<'a, 'b> {
     tk: &'b Tokenizer,
     val: &'b [Pair],
     val_examples: &'b [Example],
-    max_target: usize,
+    decoding: GenerateOptions,
     batch: usize,
     device: burn::tensor::Device,
     started: Instant,
@@ -252,7 +256,7 @@ impl Observer for StageObserver<'_, '_> {
     fn validate(&mut self, model: &Bart, step: usize) -> Validation {
         let loss = mean_loss(model, self.val_examples, self.batch, &self.device);
         let sources: Vec<Vec<u32>> = self.val_examples.iter().map(|e| e.source.clone()).collect();
-        let preds = summarize(model, self.tk, &sources, self.max_target, &self.device);
+        let preds = summarize(model, self.tk, &sources, &self.decoding, &self.device);
         let r = rouge_against(self.val, &preds);
         let _ = writeln!(
             self.log,
@@ -446,7 +450,7 @@ fn write_outputs(
     tk: &Tokenizer,
     trained: &Trained,
     data: &Data,
-    max_target: usize,
+    decoding: &GenerateOptions,
     device: &burn::tensor::Device,
 ) -> Result<Vec<String>, String> {
     let model_dir = out.join("model");
@@ -459,7 +463,7 @@ fn write_outputs(
         &trained.progress.validations,
     )?;
     let sources: Vec<Vec<u32>> = data.val.iter().map(|e| e.source.clone()).collect();
-    let preds = summarize(kept, tk, &sources, max_target, device);
+    let preds = summarize(kept, tk, &sources, decoding, device);
     let rows: Vec<serde_json::Value> = data
         .val_pairs
         .iter()
@@ -515,6 +519,9 @@ impl Kind for SftStage {
     type Inputs = Inputs;
 
     fn check(&self, p: &Params) -> Result<(), String> {
+        p.decoding
+            .options(GenerateOptions::greedy(p.max_target as usize))
+            .check()?;
         if p.pretrained.as_os_str().is_empty() && p.d_model % p.heads != 0 {
             return Err(format!(
                 "`d-model` {} is not divisible by `heads` {}",
@@ -555,13 +562,16 @@ impl Kind for SftStage {
             "val_loss_initial".into(),
             mean_loss(&initial, &data.val, settings.batch, &device),
         );
-        let max_target = p.max_target as usize;
+        let greedy = |p: &Params| GenerateOptions::greedy(p.max_target as usize);
+        let decoding = p
+            .decoding
+            .options_for(greedy(p), &greedy(&Params::default()), &initial);
         let mut observer = StageObserver {
             log: &mut *ctx.log,
             tk: &tk,
             val: &data.val_pairs,
             val_examples: &data.val,
-            max_target,
+            decoding: decoding.clone(),
             batch: settings.batch,
             device: device.clone(),
             started: Instant::now(),
@@ -570,7 +580,7 @@ impl Kind for SftStage {
         let checkpoints = Checkpoints {
             dir: ctx.checkpoint_dir.to_path_buf(),
         };
-        let trained = train_sft(
+        let mut trained = train_sft(
             initial,
             &data.train,
             &settings,
@@ -578,13 +588,18 @@ impl Kind for SftStage {
             &mut observer,
             &device,
         )?;
+        // The model's default decoding is how it was validated (its length limit is eval's).
+        trained.model.config.generation = GenerationConfig {
+            max_new_tokens: None,
+            ..GenerationConfig::of(&decoding)
+        };
         let preds = write_outputs(
             ctx.output,
             &trained.model,
             &tk,
             &trained,
             &data,
-            max_target,
+            &decoding,
             &device,
         )?;
         final_metrics(&mut m, &cfg, &trained, &data, settings.keep_best);

@@ -116,6 +116,9 @@ pub struct BartConfig {
     /// Every other field of the file, written back unchanged on save.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// The decoding defaults of `generation_config.json` (another file).
+    #[serde(skip)]
+    pub generation: super::generation_config::GenerationConfig,
 }
 
 impl BartConfig {
@@ -148,6 +151,7 @@ impl BartConfig {
             normalize_before: false,
             add_final_layer_norm: false,
             extra: serde_json::Map::new(),
+            generation: Default::default(),
         }
     }
 

@@ -14,6 +14,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use super::config::BartConfig;
+use super::generation_config::GenerationConfig;
 use super::model::{Attention, Bart};
 
 /// One parameter slot, named as HF names it.
@@ -190,8 +191,9 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Bart, LoadReport), String> {
     let cfg_path = dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path)
         .map_err(|e| format!("cannot read `{}`: {e}", cfg_path.display()))?;
-    let config =
+    let mut config =
         BartConfig::from_json(&text).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
+    config.generation = GenerationConfig::read(dir, &config.extra)?;
     let st_path = dir.join("model.safetensors");
     if !st_path.exists() {
         let hint = if dir.join("pytorch_model.bin").exists() {
@@ -302,7 +304,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Bart, LoadReport), String> {
     Ok((model, LoadReport { unused }))
 }
 
-/// Writes `config.json` and `model.safetensors` into `dir`.
+/// Writes `config.json`, `generation_config.json` and `model.safetensors` into `dir`.
 pub fn save(model: &Bart, dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
     let mut m = model.clone();
@@ -353,7 +355,9 @@ pub fn save(model: &Bart, dir: &Path) -> Result<(), String> {
     let data = safetensors::serialize(views, Some(meta))
         .map_err(|e| format!("cannot serialize weights: {e}"))?;
     write_file(&dir.join("model.safetensors"), &data)?;
-    write_file(&dir.join("config.json"), model.config.to_json().as_bytes())
+    write_file(&dir.join("config.json"), model.config.to_json().as_bytes())?;
+    let generation = model.config.generation.to_json(&model.config);
+    write_file(&dir.join("generation_config.json"), generation.as_bytes())
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {

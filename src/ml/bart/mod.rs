@@ -5,6 +5,7 @@
 mod beam;
 pub mod config;
 pub mod generate;
+pub mod generation_config;
 pub mod io;
 pub mod model;
 pub mod train;

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use crate::ml::bart::{Bart, GenerateOptions, io};
+use crate::ml::bart::{Bart, EarlyStopping, GenerateOptions, io};
 
 /// An input in the `model` format.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -95,5 +95,91 @@ impl Sampling {
             top_p: self.top_p,
             ..GenerateOptions::greedy(self.max_new_tokens as usize)
         }
+    }
+}
+
+/// Beam search and length controls (HF `generate` names). A setting left at
+/// its default takes the model's `generation_config.json` value, as
+/// `generate` does.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct Decoding {
+    /// Beams of beam search (1: none; 0: the model's, else 1); needs `sample #false`.
+    #[schemars(range(min = 0, max = 64))]
+    pub num_beams: i64,
+    /// A finished beam's score is its log-probability over length^this.
+    pub length_penalty: f64,
+    /// When beam search stops.
+    pub early_stopping: EarlyStop,
+    /// Never repeat an n-gram of this size (0: off).
+    #[schemars(range(min = 0, max = 16))]
+    pub no_repeat_ngram: i64,
+    /// No EOS before this many tokens.
+    #[schemars(range(min = 0, max = 1000000))]
+    pub min_new_tokens: i64,
+}
+
+impl Default for Decoding {
+    fn default() -> Decoding {
+        Decoding {
+            num_beams: 0,
+            length_penalty: 1.0,
+            early_stopping: EarlyStop::False,
+            no_repeat_ngram: 0,
+            min_new_tokens: 0,
+        }
+    }
+}
+
+/// `early_stopping` as `transformers` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum EarlyStop {
+    /// Stop when the best running beam cannot beat the finished ones at its length.
+    False,
+    /// Stop once `num-beams` beams have finished.
+    True,
+    /// Stop only when no beam can improve at any length.
+    Never,
+}
+
+impl Decoding {
+    /// `base` with these settings.
+    pub fn options(&self, base: GenerateOptions) -> GenerateOptions {
+        GenerateOptions {
+            num_beams: if self.num_beams == 0 {
+                base.num_beams
+            } else {
+                self.num_beams as usize
+            },
+            length_penalty: self.length_penalty,
+            early_stopping: match self.early_stopping {
+                EarlyStop::False => EarlyStopping::Heuristic,
+                EarlyStop::True => EarlyStopping::Done,
+                EarlyStop::Never => EarlyStopping::Never,
+            },
+            no_repeat_ngram: self.no_repeat_ngram as usize,
+            min_new_tokens: self.min_new_tokens as usize,
+            ..base
+        }
+    }
+
+    /// The options for `model`: these settings over `base`, and the model's
+    /// `generation_config.json` wherever both this and `base`'s length are defaults.
+    pub fn options_for(
+        &self,
+        base: GenerateOptions,
+        base_default: &GenerateOptions,
+        model: &Bart,
+    ) -> GenerateOptions {
+        let defaults = Decoding::default().options(base_default.clone());
+        let mut o = model
+            .config
+            .generation
+            .apply(&self.options(base), &defaults);
+        if self.num_beams > 0 {
+            o.num_beams = self.num_beams as usize; // 1 is greedy even on a beam model
+        }
+        o
     }
 }
