@@ -567,6 +567,8 @@ stage "b" kind="tshout" { times 2; }
     assert_eq!(cancels[0].split(' ').count(), 2, "{cancels:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("\"interrupted\":\"SIGINT\""), "{stdout}");
+    // The keys' leases are released, not left for another host to wait out.
+    assert_eq!(lease_owners(&c), Vec::<Json>::new());
 }
 
 #[test]

@@ -143,32 +143,53 @@ pub fn eval_comparisons(plan: &Plan, cache: &Cache, markdown: bool) -> String {
     text
 }
 
-/// The models an evaluation compared, baseline first (its `comparison.json`;
-/// `None` when the result has none).
-pub(super) fn comparison_models(dir: &Path) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(dir.join("comparison.json")).ok()?;
-    Some(
-        serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| serde_json::from_value(v["models"].clone()).ok())
-            .unwrap_or_default(),
-    )
+/// What an evaluation compared (its `comparison.json`).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Compared {
+    /// The models, baseline first.
+    pub models: Vec<String>,
+    /// The reward models, headline first.
+    pub reward_models: Vec<String>,
 }
 
-/// One row per model and stored system, one column per measure.
-pub(super) fn comparison(m: &crate::dsl::Metrics, models: &[String]) -> crate::report::Table {
+/// The models and reward models an evaluation compared; `None` when the
+/// result has no `comparison.json`.
+pub(super) fn comparison_models(dir: &Path) -> Option<Compared> {
+    let text = std::fs::read_to_string(dir.join("comparison.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let list = |k: &str| serde_json::from_value(v[k].clone()).unwrap_or_default();
+    Some(Compared {
+        models: list("models"),
+        reward_models: list("reward_models"),
+    })
+}
+
+/// One row per model and stored system, one column per measure; with
+/// several reward models, a reward and a win rate column for each.
+pub(super) fn comparison(m: &crate::dsl::Metrics, compared: &Compared) -> crate::report::Table {
     use crate::report::{Cell, Table};
+    let models = &compared.models;
     let base = models.first().cloned().unwrap_or_default();
-    let cols: [(&str, String); 8] = [
-        ("ROUGE-1", "rouge1".into()),
-        ("ROUGE-2", "rouge2".into()),
-        ("ROUGE-L", "rougeL".into()),
-        ("ROUGE-L (1st ref)", "rougeL_first_ref".into()),
-        ("reward", "reward".into()),
-        ("win rate", format!("win_rate_vs_{base}")),
-        ("KL", format!("kl_vs_{base}")),
-        ("words", "length".into()),
-    ];
+    let mut cols: Vec<(String, String)> = [
+        ("ROUGE-1", "rouge1"),
+        ("ROUGE-2", "rouge2"),
+        ("ROUGE-L", "rougeL"),
+        ("ROUGE-L (1st ref)", "rougeL_first_ref"),
+    ]
+    .iter()
+    .map(|(h, k)| (h.to_string(), k.to_string()))
+    .collect();
+    if compared.reward_models.len() > 1 {
+        for rm in &compared.reward_models {
+            cols.push((format!("reward {rm}"), format!("reward.{rm}")));
+            cols.push((format!("win {rm}"), format!("win_rate_vs_{base}.{rm}")));
+        }
+    } else {
+        cols.push(("reward".into(), "reward".into()));
+        cols.push(("win rate".into(), format!("win_rate_vs_{base}")));
+    }
+    cols.push(("KL".into(), format!("kl_vs_{base}")));
+    cols.push(("words".into(), "length".into()));
     let mut t = Table {
         columns: std::iter::once("model".to_string())
             .chain(cols.iter().map(|(h, _)| h.to_string()))

@@ -87,8 +87,9 @@ impl Params {
 pub struct Inputs {
     /// The summarizers compared; the first is the baseline.
     pub models: Vec<ModelInput>,
-    /// What the reward and the win rate are measured with.
-    pub reward_model: Option<RewardModelInput>,
+    /// What the reward and the win rate are measured with (the first is the
+    /// headline; each is reported, so reward hacking shows as disagreement).
+    pub reward_model: Vec<RewardModelInput>,
     /// Datasets with the held-out products.
     pub datasets: Vec<DatasetInput>,
 }
@@ -125,7 +126,8 @@ struct Bench<'a> {
     profiles: Vec<ReviewProfile>,
     lexical: Lexical,
     rouge: RougeScorer,
-    scorer: Option<Scorer>,
+    /// Each reward model, by its stage name.
+    scorers: Vec<(String, Scorer)>,
     seed: u64,
     device: burn::tensor::Device,
 }
@@ -134,7 +136,8 @@ struct Bench<'a> {
 struct Measured {
     model: Bart,
     texts: Vec<String>,
-    rewards: Vec<f64>,
+    /// Per reward model, each summary's reward.
+    rewards: Vec<Vec<f64>>,
 }
 
 impl Bench<'_> {
@@ -228,7 +231,9 @@ impl Bench<'_> {
         scores7
     }
 
-    /// The reward of each summary, and the win rate over the baseline's.
+    /// Each summary's reward under each reward model, and the win rates
+    /// over the baseline's: `NAME.reward` and `NAME.win_rate_vs_BASE` under
+    /// the first, and with `.RM` appended under every one when there are several.
     fn rewards(
         &self,
         name: &str,
@@ -237,10 +242,7 @@ impl Bench<'_> {
         base: Option<&Measured>,
         base_name: &str,
         m: &mut Metrics,
-    ) -> Result<Vec<f64>, String> {
-        let Some(sc) = &self.scorer else {
-            return Ok(Vec::new());
-        };
+    ) -> Result<Vec<Vec<f64>>, String> {
         let items: Vec<ToScore> = self
             .test
             .iter()
@@ -252,16 +254,29 @@ impl Bench<'_> {
                 features: Some(*s),
             })
             .collect();
-        let rewards = sc.rewards(&items, &self.device)?;
-        m.insert(format!("{name}.reward"), mean(&rewards));
-        if let Some(base) = base {
-            // Ties count half, as in a reward model's pairwise accuracy.
-            m.insert(
-                format!("{name}.win_rate_vs_{base_name}"),
-                pairwise_accuracy(&rewards, &base.rewards),
-            );
+        let several = self.scorers.len() > 1;
+        let mut all = Vec::with_capacity(self.scorers.len());
+        for (r, (rm, sc)) in self.scorers.iter().enumerate() {
+            let rewards = sc.rewards(&items, &self.device)?;
+            let mut put = |key: String, v: f64| {
+                if r == 0 {
+                    m.insert(key.clone(), v);
+                }
+                if several {
+                    m.insert(format!("{key}.{rm}"), v);
+                }
+            };
+            put(format!("{name}.reward"), mean(&rewards));
+            if let Some(base) = base {
+                // Ties count half, as in a reward model's pairwise accuracy.
+                put(
+                    format!("{name}.win_rate_vs_{base_name}"),
+                    pairwise_accuracy(&rewards, &base.rewards[r]),
+                );
+            }
+            all.push(rewards);
         }
-        Ok(rewards)
+        Ok(all)
     }
 
     /// ROUGE-L of the stored system outputs (FewSum, AceSum).
@@ -302,11 +317,11 @@ impl Kind for EvalStage {
         ctx: &mut StageContext<'_>,
     ) -> Result<Metrics, String> {
         let device = crate::ml::device(ctx.backend, ctx.seed as u64)?;
-        let scorer = inputs
+        let scorers = inputs
             .reward_model
-            .as_ref()
-            .map(|r| r.scorer(&device))
-            .transpose()?;
+            .iter()
+            .map(|r| Ok((r.stage.clone(), r.scorer(&device)?)))
+            .collect::<Result<Vec<_>, String>>()?;
         let products = products_of(&inputs.datasets)?;
         let test = test_items(p, &products)?;
         let lexical = Lexical::new();
@@ -320,7 +335,7 @@ impl Kind for EvalStage {
             profiles,
             lexical,
             rouge: RougeScorer::new(true),
-            scorer,
+            scorers,
             seed: ctx.seed as u64,
             device,
         };
@@ -344,7 +359,12 @@ impl Kind for EvalStage {
         }
         bench.stored_systems(&mut m);
         let names: Vec<String> = inputs.models.iter().map(|x| x.stage.clone()).collect();
-        write_outputs(ctx.output, &names, &bench.test, &summaries)?;
+        let rms: Vec<String> = inputs
+            .reward_model
+            .iter()
+            .map(|r| r.stage.clone())
+            .collect();
+        write_outputs(ctx.output, &names, &rms, &bench.test, &summaries)?;
         Ok(m)
     }
 }
@@ -354,10 +374,15 @@ impl Kind for EvalStage {
 fn write_outputs(
     out: &std::path::Path,
     models: &[String],
+    reward_models: &[String],
     test: &[TestItem<'_>],
     summaries: &[BTreeMap<String, String>],
 ) -> Result<(), String> {
-    let order = serde_json::json!({ "models": models, "baseline": models.first() });
+    let order = serde_json::json!({
+        "models": models,
+        "baseline": models.first(),
+        "reward_models": reward_models,
+    });
     std::fs::write(out.join("comparison.json"), order.to_string())
         .map_err(|e| format!("cannot write comparison.json: {e}"))?;
     let mut text = String::new();
