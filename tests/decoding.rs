@@ -29,16 +29,7 @@ fn eval_stage(id: &str, extra: &str) -> String {
 
 /// The summaries of eval stage `id` (one per product).
 fn summaries(s: &Sandbox, id: &str) -> Vec<String> {
-    let key: Json = serde_json::from_str(&s.ok(&["plan", "exp.kdl", "--json"])).unwrap();
-    let key = key["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|st| st["id"] == id)
-        .unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = s.key_of(id);
     let rec: Json = serde_json::from_str(&s.read(&format!("cache/records/{key}.json")))
         .unwrap_or_else(|_| panic!("no record of {id}"));
     let dir = s.path(&format!(

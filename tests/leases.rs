@@ -17,18 +17,6 @@ use serde_json::Value as Json;
 
 const SLOW: &str = r#"stage "a" kind="tshout" { times 2; sleep 3.0; marker "started"; }"#;
 
-fn key_of(s: &Sandbox, stage: &str) -> String {
-    let plan: Json = serde_json::from_str(&s.ok(&["plan", "exp.kdl", "--json"])).unwrap();
-    plan["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|st| st["id"] == stage)
-        .and_then(|st| st["key"].as_str())
-        .unwrap()
-        .to_string()
-}
-
 fn no_flock(mut c: Command) -> Command {
     c.env("EFRLHF_FLOCK", "0");
     c
@@ -124,7 +112,7 @@ fn foreign_owner(beat: u64) -> String {
 fn a_lease_renewed_on_another_host_is_waited_for_and_taken_over_once_it_stops() {
     let s = Sandbox::new("lease-foreign");
     s.experiment(r#"stage "a" kind="tshout" { times 2; }"#);
-    let lease = s.path(&format!("cache/locks/{}.lease", key_of(&s, "a")));
+    let lease = s.path(&format!("cache/locks/{}.lease", s.key_of("a")));
     std::fs::create_dir_all(&lease).unwrap();
     std::fs::write(lease.join("owner.json"), foreign_owner(0)).unwrap();
     // flock stays on: it cannot see a holder on another host; the lease can.

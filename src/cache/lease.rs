@@ -79,10 +79,7 @@ fn flock(root: &Path, mode: Mode, waited: &mut dyn FnMut()) -> Result<Option<Fil
         .write(true)
         .open(&p)
         .map_err(|e| io_error("cannot open the cache lock", &p, e))?;
-    let lock_err = |e| {
-        io_error("cannot lock", &p, e)
-            .with_help("where the cache's filesystem mishandles `flock`, set EFRLHF_FLOCK=0")
-    };
+    let lock_err = |e| super::lock_error(&p, e);
     let tried = match mode {
         Mode::Shared => f.try_lock_shared(),
         Mode::Exclusive => f.try_lock(),

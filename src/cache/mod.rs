@@ -126,6 +126,12 @@ fn flock_wanted() -> bool {
     std::env::var("EFRLHF_FLOCK").map_or(true, |v| v != "0")
 }
 
+/// A lock under `path` could not be taken.
+fn lock_error(path: &Path, e: std::io::Error) -> Diag {
+    io_error("cannot lock", path, e)
+        .with_help("where the cache's filesystem mishandles `flock`, set EFRLHF_FLOCK=0")
+}
+
 /// `flock` errors that mean the filesystem has none (Lustre without
 /// `-o flock`, NFS without a lock daemon): the leases alone then hold.
 fn flock_unsupported(e: &std::io::Error) -> bool {
@@ -232,8 +238,7 @@ impl Cache {
     }
 
     fn lock_error(&self, key: &str, e: std::io::Error) -> Diag {
-        io_error("cannot lock", &self.root.join("locks").join(key), e)
-            .with_help("where the cache's filesystem mishandles `flock`, set EFRLHF_FLOCK=0")
+        lock_error(&self.root.join("locks").join(key), e)
     }
 
     /// Takes the key's lock if no other process holds it.

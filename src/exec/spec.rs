@@ -342,14 +342,7 @@ fn execute_attempt(spec: &StageSpec) -> Result<Metrics, String> {
     let name = attempt_name();
     let dir = spec.scratch.join(&name);
     let _ = crate::cache::remove_tree(&dir);
-    if let Ok(mut log) = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(&spec.log)
-    {
-        use std::io::Write;
-        let _ = writeln!(log, "efrlhf: {name} on {}", host_name());
-    }
+    append_log(spec, &format!("efrlhf: {name} on {}\n", host_name()));
     let attempt = StageSpec {
         out: dir.join("out"),
         scratch: dir.clone(),
@@ -380,6 +373,18 @@ fn attempt_name() -> String {
             var("SLURM_RESTART_COUNT").unwrap_or_else(|| "0".into())
         ),
         None => format!("attempt-{}.{}", host_name(), std::process::id()),
+    }
+}
+
+/// Adds `text` to the stage's log (a log that cannot be written loses only the line).
+pub fn append_log(spec: &StageSpec, text: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::File::options()
+        .append(true)
+        .create(true)
+        .open(&spec.log)
+    {
+        let _ = f.write_all(text.as_bytes());
     }
 }
 

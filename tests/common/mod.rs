@@ -206,6 +206,20 @@ impl Sandbox {
         events(&self.ok(&args))
     }
 
+    /// The key of stage `id`, as `plan --json` gives it.
+    pub fn key_of(&self, id: &str) -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ok(&["plan", "exp.kdl", "--json"])).unwrap();
+        v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .and_then(|s| s["key"].as_str())
+            .unwrap_or_else(|| panic!("no stage `{id}`"))
+            .to_string()
+    }
+
     /// `plan --json` as (id, status) pairs.
     pub fn plan(&self) -> Vec<(String, String)> {
         let v: serde_json::Value =

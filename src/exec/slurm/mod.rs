@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::dsl::{Metrics, Requests};
 use crate::error::Diag;
 
-use super::spec::{StageSpec, WorkerResult, host_name, read_result};
+use super::spec::{StageSpec, WorkerResult, append_log, host_name, read_result};
 use crate::cache::jobs;
 pub use config::{GpuFlag, SlurmConfig};
 use queue::{JobState, Queue};
@@ -523,18 +523,6 @@ fn append_slurm_log(spec: &StageSpec, job: &str) {
             spec,
             &format!("\n--- Slurm job {job} ({}) ---\n{text}", log.display()),
         );
-    }
-}
-
-/// Adds `text` to the stage's log.
-fn append_log(spec: &StageSpec, text: &str) {
-    use std::io::Write;
-    if let Ok(mut f) = std::fs::File::options()
-        .append(true)
-        .create(true)
-        .open(&spec.log)
-    {
-        let _ = f.write_all(text.as_bytes());
     }
 }
 
