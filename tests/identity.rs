@@ -301,6 +301,7 @@ const PINNED: &[(&str, &[&str])] = &[
             "src/stages/kind.rs",
             "src/stats.rs",
             "src/text/lexical.rs",
+            "src/text/llm.rs",
         ],
     ),
     (
@@ -384,6 +385,27 @@ const PINNED: &[(&str, &[&str])] = &[
             "src/text/rouge.rs",
         ],
     ),
+    (
+        "stages::preference",
+        &[
+            "plugins/judge/pairwise.txt",
+            "src/ml/bt.rs",
+            "src/ml/mod.rs",
+            "src/ml/phi.rs",
+            "src/ml/schedule.rs",
+            "src/ml/text_rm.rs",
+            "src/rng.rs",
+            "src/stages/formats/dataset.rs",
+            "src/stages/formats/evaluation.rs",
+            "src/stages/formats/reward.rs",
+            "src/stages/formats/tokenizer.rs",
+            "src/stages/kind.rs",
+            "src/stages/preference.rs",
+            "src/stats.rs",
+            "src/text/lexical.rs",
+            "src/text/llm.rs",
+        ],
+    ),
 ];
 
 fn real_tree() -> (SourceTree, Lock) {
@@ -424,7 +446,12 @@ fn lexical_reaches_the_kinds_that_score_text_and_the_engine_reaches_none() {
     let (tree, lock) = real_tree();
     let reaches =
         |module: &str, file: &str| files_of(&tree, &lock, module).iter().any(|f| f == file);
-    for kind in ["stages::featurize", "stages::ppo", "stages::eval"] {
+    for kind in [
+        "stages::featurize",
+        "stages::ppo",
+        "stages::eval",
+        "stages::preference",
+    ] {
         assert!(reaches(kind, "src/text/lexical.rs"), "{kind}");
     }
     for kind in ["stages::dataset", "stages::tokenizer", "stages::sft"] {

@@ -71,7 +71,7 @@ fn report_of(name: &str, sets: &[&str]) -> (String, Json) {
 #[test]
 fn the_quickstart_report_compares_sft_and_ppo() {
     let (html, shown) = report_of("quickstart", SMALL_SUMMARIZER);
-    assert_eq!(shown["stages"].as_array().unwrap().len(), 6);
+    assert_eq!(shown["stages"].as_array().unwrap().len(), 8);
     for chart in [
         "sft: train_curve.jsonl",
         "sft: validation_curve.jsonl",
@@ -96,13 +96,13 @@ fn the_quickstart_report_compares_sft_and_ppo() {
 fn the_ablations_report_holds_every_reward_and_every_policy() {
     let (html, shown) = report_of("ablations", SMALL_SUMMARIZER);
     let stages = shown["stages"].as_array().unwrap();
-    assert_eq!(stages.len(), 15);
+    assert_eq!(stages.len(), 16);
     let ppo: Vec<&str> = stages
         .iter()
         .filter(|s| s["kind"] == "ppo")
         .map(|s| s["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ppo.len(), 5);
+    assert_eq!(ppo.len(), 6);
     // Each policy is a row of the evaluation's comparison.
     for p in ppo {
         assert!(html.contains(&format!("<td>{p}</td>")), "{p}");

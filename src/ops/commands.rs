@@ -8,7 +8,7 @@ use crate::error::{Diag, Diags};
 use crate::exec::Plan;
 
 use super::{
-    aggregate, fitted_text, fmt_bytes, load_plan, plot_rows, plugin_doc, plugins_list,
+    ShowRow, aggregate, fitted_text, fmt_bytes, load_plan, plot_rows, plugin_doc, plugins_list,
     registry_for, resolve_labels, rows_table, select_metrics, show_json_rows, show_rows,
 };
 
@@ -47,6 +47,8 @@ pub struct Shown {
 /// `show`: the table (or JSON, CSV, Markdown), the evaluation tables, the plot.
 pub fn show(plan: &Plan, cache: &Cache, req: &ShowRequest) -> Result<Shown, Diags> {
     let mut rows = show_rows(plan);
+    // The comparison tables keep every metric, whatever `--metrics` selects.
+    let mut compared = rows.clone();
     if !req.aggregate.is_empty() {
         let mut labels = Vec::new();
         for a in &req.aggregate {
@@ -67,6 +69,7 @@ pub fn show(plan: &Plan, cache: &Cache, req: &ShowRequest) -> Result<Shown, Diag
             labels.extend(found);
         }
         rows = aggregate(&rows, &labels);
+        compared = aggregate(&compared, &labels);
     }
     select_metrics(&mut rows, &req.metrics).map_err(|m| {
         Diag::input("E-METRICS", m)
@@ -81,13 +84,13 @@ pub fn show(plan: &Plan, cache: &Cache, req: &ShowRequest) -> Result<Shown, Diag
             } else {
                 fitted_text(&rows, req.width)
             },
-            eval_comparisons(plan, cache, false)
+            comparisons_of(plan, cache, &compared, false)
         ),
         ShowFormat::Csv => rows_table(&rows).to_csv(),
         ShowFormat::Md => format!(
             "{}{}",
             rows_table(&rows).to_markdown(),
-            eval_comparisons(plan, cache, true)
+            comparisons_of(plan, cache, &compared, true)
         ),
     };
     let note = match &req.plot {
@@ -124,15 +127,24 @@ pub fn show(plan: &Plan, cache: &Cache, req: &ShowRequest) -> Result<Shown, Diag
 /// The model comparison tables of the plan's finished evaluation stages,
 /// each under its stage id, as text or (`markdown`) Markdown.
 pub fn eval_comparisons(plan: &Plan, cache: &Cache, markdown: bool) -> String {
+    comparisons_of(plan, cache, &show_rows(plan), markdown)
+}
+
+/// The comparison tables of `rows`; an aggregated row (several seeds) shows
+/// each number as its mean ± standard deviation.
+fn comparisons_of(plan: &Plan, cache: &Cache, rows: &[ShowRow], markdown: bool) -> String {
     let mut text = String::new();
-    for row in show_rows(plan) {
-        let (true, Some(d)) = (row.kind == "eval", &row.output) else {
+    for row in rows {
+        let Some(d) = row.output.as_ref().or_else(|| member_output(plan, row)) else {
             continue;
         };
-        let Some(models) = comparison_models(&cache.artifact_dir(d)) else {
-            continue;
+        let dir = cache.artifact_dir(d);
+        let table = match row.kind.as_str() {
+            "eval" => comparison_models(&dir).map(|models| comparison(row, &models)),
+            "preference" => preference_pairs(&dir).map(|pairs| preferences(row, &pairs)),
+            _ => None,
         };
-        let table = comparison(&row.metrics, &models);
+        let Some(table) = table else { continue };
         let shown = if markdown {
             table.to_markdown()
         } else {
@@ -141,6 +153,30 @@ pub fn eval_comparisons(plan: &Plan, cache: &Cache, markdown: bool) -> String {
         text.push_str(&format!("\n{}\n{shown}", row.id));
     }
     text
+}
+
+/// The stored result of some variant an aggregated row stands for: its
+/// variants compared the same models, so any one's list serves.
+fn member_output<'a>(plan: &'a Plan, row: &ShowRow) -> Option<&'a String> {
+    plan.pipeline
+        .nodes
+        .iter()
+        .zip(&plan.statuses)
+        .filter(|(n, _)| n.stage == row.stage)
+        .find_map(|(_, st)| match st {
+            crate::exec::Status::Cached(rec) => Some(&rec.output),
+            crate::exec::Status::Run(_) => None,
+        })
+}
+
+/// A metric's cell: the number, or with a spread (over seeds) `mean ± sd`.
+fn metric_cell(row: &ShowRow, key: &str) -> crate::report::Cell {
+    use crate::report::{Cell, fmt_number};
+    match (row.metrics.get(key), row.spread.get(key)) {
+        (Some(v), Some(sd)) => Cell::Text(format!("{} ± {}", fmt_number(*v), fmt_number(*sd))),
+        (Some(v), None) => Cell::Number(*v),
+        _ => Cell::Empty,
+    }
 }
 
 /// What an evaluation compared (its `comparison.json`).
@@ -166,7 +202,7 @@ pub(super) fn comparison_models(dir: &Path) -> Option<Compared> {
 
 /// One row per model and stored system, one column per measure; with
 /// several reward models, a reward and a win rate column for each.
-pub(super) fn comparison(m: &crate::dsl::Metrics, compared: &Compared) -> crate::report::Table {
+pub(super) fn comparison(row: &ShowRow, compared: &Compared) -> crate::report::Table {
     use crate::report::{Cell, Table};
     let models = &compared.models;
     let base = models.first().cloned().unwrap_or_default();
@@ -196,7 +232,8 @@ pub(super) fn comparison(m: &crate::dsl::Metrics, compared: &Compared) -> crate:
             .collect(),
         rows: Vec::new(),
     };
-    let cell = |k: String| m.get(&k).map(|v| Cell::Number(*v)).unwrap_or(Cell::Empty);
+    let m = &row.metrics;
+    let cell = |k: String| metric_cell(row, &k);
     for name in models {
         let mut row = vec![Cell::Text(name.clone())];
         row.extend(cols.iter().map(|(_, k)| cell(format!("{name}.{k}"))));
@@ -220,6 +257,74 @@ pub(super) fn comparison(m: &crate::dsl::Metrics, compared: &Compared) -> crate:
     t
 }
 
+/// What a preference stage judged (its `preference.json`).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub(super) struct Judgements {
+    /// (model, baseline) pairs.
+    pub pairs: Vec<(String, String)>,
+    /// The judges: `llm`, or the reward models, headline first.
+    #[serde(default)]
+    pub judges: Vec<String>,
+    /// The interval's coverage.
+    #[serde(default)]
+    pub confidence: f64,
+}
+
+/// The pairs a preference stage judged; `None` without `preference.json`.
+pub(super) fn preference_pairs(dir: &Path) -> Option<Judgements> {
+    let text = std::fs::read_to_string(dir.join("preference.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// One row per (model, baseline) and judge: the win rate, its interval,
+/// wins, ties, losses and, for an LLM judge, how often both orders agreed.
+pub(super) fn preferences(row: &ShowRow, j: &Judgements) -> crate::report::Table {
+    use crate::report::{Cell, Table};
+    let pct = (j.confidence * 100.0).round();
+    let mut t = Table {
+        columns: [
+            "model",
+            "vs",
+            "judge",
+            "win rate",
+            &format!("{pct}% low"),
+            &format!("{pct}% high"),
+            "wins",
+            "ties",
+            "losses",
+            "order agreement",
+        ]
+        .iter()
+        .map(|c| c.to_string())
+        .collect(),
+        rows: Vec::new(),
+    };
+    let several = j.judges.len() > 1;
+    for judge in &j.judges {
+        let suffix = if several {
+            format!(".{judge}")
+        } else {
+            String::new()
+        };
+        for (model, base) in &j.pairs {
+            let cell = |what: &str| metric_cell(row, &format!("{model}.{what}{suffix}"));
+            t.rows.push(vec![
+                Cell::Text(model.clone()),
+                Cell::Text(base.clone()),
+                Cell::Text(judge.clone()),
+                cell(&format!("win_rate_vs_{base}")),
+                cell(&format!("win_rate_vs_{base}.low")),
+                cell(&format!("win_rate_vs_{base}.high")),
+                cell(&format!("wins_vs_{base}")),
+                cell(&format!("ties_vs_{base}")),
+                cell(&format!("losses_vs_{base}")),
+                cell(&format!("order_agreement_vs_{base}")),
+            ]);
+        }
+    }
+    t
+}
+
 /// After `run`: the evaluation tables, from a fresh plan (their results now exist).
 pub fn comparisons_after_run(
     file: &Path,
@@ -227,7 +332,11 @@ pub fn comparisons_after_run(
     req: &super::PlanRequest,
     ran: &Plan,
 ) -> String {
-    let has_eval = ran.pipeline.nodes.iter().any(|n| n.kind.name == "eval");
+    let has_eval = ran
+        .pipeline
+        .nodes
+        .iter()
+        .any(|n| n.kind.name == "eval" || n.kind.name == "preference");
     if !has_eval {
         return String::new();
     }
@@ -358,4 +467,73 @@ pub fn repair_text(r: &crate::cache::RepairReport) -> String {
     }
     out.push('\n');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(metrics: &[(&str, f64)], spread: &[(&str, f64)]) -> ShowRow {
+        let map = |xs: &[(&str, f64)]| xs.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        ShowRow {
+            id: "eval".into(),
+            stage: "eval".into(),
+            kind: "eval".into(),
+            status: "done".into(),
+            variant: Default::default(),
+            metrics: map(metrics),
+            spread: map(spread),
+            n: if spread.is_empty() { 1 } else { 3 },
+            output: None,
+        }
+    }
+
+    #[test]
+    fn an_evaluation_over_seeds_shows_mean_and_standard_deviation() {
+        let r = row(
+            &[
+                ("sft.rougeL", 0.17714),
+                ("ppo.rougeL", 0.1834),
+                ("ppo.win_rate_vs_sft", 0.76),
+            ],
+            &[("sft.rougeL", 0.003), ("ppo.rougeL", 0.0041)],
+        );
+        let compared = Compared {
+            models: vec!["sft".into(), "ppo".into()],
+            reward_models: vec!["phi".into()],
+        };
+        let text = comparison(&r, &compared).to_text();
+        assert!(text.contains("0.1771 ± 0.0030"), "{text}");
+        assert!(text.contains("0.1834 ± 0.0041"), "{text}");
+        // A number without a spread (one seed had it) stays a plain number.
+        assert!(
+            text.contains("0.7600") && !text.contains("0.7600 ±"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_preference_table_has_a_row_per_pair_and_judge() {
+        let r = row(
+            &[
+                ("ppo.win_rate_vs_sft.phi", 0.75),
+                ("ppo.win_rate_vs_sft.low.phi", 0.68),
+                ("ppo.win_rate_vs_sft.high.phi", 0.82),
+                ("ppo.wins_vs_sft.phi", 100.0),
+                ("ppo.win_rate_vs_sft.naive", 0.4),
+            ],
+            &[],
+        );
+        let j = Judgements {
+            pairs: vec![("ppo".into(), "sft".into())],
+            judges: vec!["phi".into(), "naive".into()],
+            confidence: 0.95,
+        };
+        let t = preferences(&r, &j);
+        assert_eq!(t.columns[4], "95% low");
+        assert_eq!(t.rows.len(), 2);
+        let text = t.to_text();
+        assert!(text.contains("0.6800") && text.contains("0.8200") && text.contains("100"));
+        assert!(text.contains("naive") && text.contains("0.4000"), "{text}");
+    }
 }

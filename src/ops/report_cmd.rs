@@ -340,9 +340,19 @@ fn evaluations(page: &mut Page, plan: &Plan, cache: &Cache, rows: &[ShowRow]) {
         let dir = cache.artifact_dir(r.output.as_deref().unwrap_or_default());
         page.subheading(&r.id);
         let models = super::commands::comparison_models(&dir).unwrap_or_default();
-        page.table(&super::commands::comparison(&r.metrics, &models));
+        page.table(&super::commands::comparison(r, &models));
         if let Some(t) = samples(plan, cache, i, &dir) {
             page.text_table(&t);
+        }
+    }
+    let judged = rows
+        .iter()
+        .filter(|r| r.kind == "preference" && r.output.is_some());
+    for r in judged.take(MAX_LINES) {
+        let dir = cache.artifact_dir(r.output.as_deref().unwrap_or_default());
+        if let Some(j) = super::commands::preference_pairs(&dir) {
+            page.subheading(&format!("{} (pairwise preference)", r.id));
+            page.table(&super::commands::preferences(r, &j));
         }
     }
 }

@@ -47,6 +47,7 @@ pub static BUILTINS: &[Builtin] = &[
     builtin!("sft", sft, SftStage),
     builtin!("ppo", ppo, PpoStage),
     builtin!("eval", eval, EvalStage),
+    builtin!("preference", preference, PreferenceStage),
 ];
 
 /// The built-in kind of this name.

@@ -16,6 +16,7 @@ pub mod formats;
 pub mod identity;
 pub mod kind;
 pub mod ppo;
+pub mod preference;
 pub mod reward;
 pub mod sft;
 pub mod tokenizer;

@@ -8,6 +8,7 @@
 //! names: a kind that opens datasets reaches `dataset` and nothing else.
 
 pub mod dataset;
+pub mod evaluation;
 pub mod model;
 pub mod reward;
 pub mod tokenizer;
@@ -27,18 +28,21 @@ pub enum Format {
     RewardModel,
     /// Summaries and comparison tables of an evaluation.
     Evaluation,
+    /// Pairwise verdicts between models' summaries (`preference.json`).
+    Preference,
     /// Anything else (external kinds that do not declare a format).
     Files,
 }
 
 impl Format {
     /// Every format, in the order messages list them.
-    pub const ALL: [Format; 6] = [
+    pub const ALL: [Format; 7] = [
         Format::Dataset,
         Format::Tokenizer,
         Format::Model,
         Format::RewardModel,
         Format::Evaluation,
+        Format::Preference,
         Format::Files,
     ];
 
@@ -50,6 +54,7 @@ impl Format {
             Format::Model => "model",
             Format::RewardModel => "reward-model",
             Format::Evaluation => "evaluation",
+            Format::Preference => "preference",
             Format::Files => "files",
         }
     }
@@ -67,6 +72,7 @@ impl Format {
             Format::Model => "a model",
             Format::RewardModel => "a reward model",
             Format::Evaluation => "an evaluation",
+            Format::Preference => "pairwise preferences",
             Format::Files => "files of an external kind that declares no format",
         }
     }
