@@ -173,9 +173,19 @@ fn member_output<'a>(plan: &'a Plan, row: &ShowRow) -> Option<&'a String> {
 fn metric_cell(row: &ShowRow, key: &str) -> crate::report::Cell {
     use crate::report::{Cell, fmt_number};
     match (row.metrics.get(key), row.spread.get(key)) {
-        (Some(v), Some(sd)) => Cell::Text(format!("{} ± {}", fmt_number(*v), fmt_number(*sd))),
+        (Some(v), Some(sd)) => Cell::Text(format!("{} ± {}", fmt_number(*v), fmt_spread(*v, *sd))),
         (Some(v), None) => Cell::Number(*v),
         _ => Cell::Empty,
+    }
+}
+
+/// A standard deviation at the precision of its mean (`0.0564 ± 0.0006`, not `± 5.918e-4`).
+fn fmt_spread(mean: f64, sd: f64) -> String {
+    let fixed = mean.fract() != 0.0 && (1e-3..1e6).contains(&mean.abs());
+    if fixed {
+        format!("{sd:.4}")
+    } else {
+        crate::report::fmt_number(sd)
     }
 }
 
@@ -505,6 +515,12 @@ mod tests {
         let text = comparison(&r, &compared).to_text();
         assert!(text.contains("0.1771 ± 0.0030"), "{text}");
         assert!(text.contains("0.1834 ± 0.0041"), "{text}");
+        let small = row(&[("sft.rouge2", 0.0564)], &[("sft.rouge2", 0.000_59)]);
+        assert!(
+            comparison(&small, &compared)
+                .to_text()
+                .contains("0.0564 ± 0.0006")
+        );
         // A number without a spread (one seed had it) stays a plain number.
         assert!(
             text.contains("0.7600") && !text.contains("0.7600 ±"),

@@ -111,9 +111,9 @@ pub struct Params {
     /// Subtracted from the score of a sample without EOS.
     #[schemars(range(min = 0))]
     pub missing_eos_penalty: f64,
-    /// How summaries are sampled.
+    /// How rollouts are sampled.
     #[serde(flatten)]
-    pub sampling: Sampling,
+    pub sampling: RolloutSampling,
     /// Source tokens kept.
     #[schemars(range(min = 8, max = 1000000))]
     pub max_source: i64,
@@ -122,6 +122,50 @@ pub struct Params {
     pub checkpoint_every: i64,
     /// Split the rollouts are drawn from.
     pub train_split: String,
+}
+
+/// How rollouts are sampled: eval's [`Sampling`] with other defaults. The
+/// whole distribution is sampled, as TRL samples rollouts: with top-k or
+/// top-p the sampled tokens are likelier under the policy than it says, the
+/// KL estimate goes negative and the penalty pays the policy for entropy.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct RolloutSampling {
+    /// Sampling temperature (also divides the logits of log-probabilities).
+    #[schemars(range(min = 0.01))]
+    pub temperature: f64,
+    /// Keep the k most likely tokens (0: all).
+    #[schemars(range(min = 0))]
+    pub top_k: i64,
+    /// Nucleus mass.
+    #[schemars(range(min = 0.01, max = 1))]
+    pub top_p: f64,
+    /// The longest summary.
+    #[schemars(range(min = 1, max = 1000000))]
+    pub max_new_tokens: i64,
+}
+
+impl Default for RolloutSampling {
+    fn default() -> RolloutSampling {
+        RolloutSampling {
+            temperature: 0.9,
+            top_k: 0,
+            top_p: 1.0,
+            max_new_tokens: 150,
+        }
+    }
+}
+
+impl RolloutSampling {
+    /// The same settings as eval's sampling parameters.
+    pub fn sampling(&self) -> Sampling {
+        Sampling {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            max_new_tokens: self.max_new_tokens,
+        }
+    }
 }
 
 impl Default for Params {
@@ -147,7 +191,7 @@ impl Default for Params {
             max_grad_norm: 1.0,
             reward_norm: RewardNorm::None,
             missing_eos_penalty: 1.0,
-            sampling: Sampling::default(),
+            sampling: RolloutSampling::default(),
             max_source: 512,
             checkpoint_every: 5,
             train_split: "train".into(),
@@ -157,7 +201,7 @@ impl Default for Params {
 
 impl Params {
     fn generation(&self) -> GenerateOptions {
-        self.sampling.options(true)
+        self.sampling.sampling().options(true)
     }
 
     fn settings(&self) -> PpoSettings {
@@ -467,6 +511,18 @@ fn diverged(stats: &UpdateStats, update: usize, p: &Params) -> Result<(), String
 }
 
 /// Means over the first and last few updates.
+/// Why truncated sampling and a KL penalty do not mix, when they are asked for together.
+fn truncation_warning(p: &Params) -> Option<String> {
+    let truncated = p.sampling.top_k > 0 || p.sampling.top_p < 1.0;
+    (p.mode == Mode::Online && p.kl_coef > 0.0 && truncated).then(|| {
+        format!(
+            "warning: rollouts sample with top-k {} / top-p {}: the KL penalty's estimate is then biased \
+             (negative KL, a penalty that pays for entropy); `top-k 0` and `top-p 1.0` sample the policy itself",
+            p.sampling.top_k, p.sampling.top_p
+        )
+    })
+}
+
 fn curve_metrics(progress: &Progress) -> Metrics {
     let c = &progress.curve;
     let k = c.len().clamp(1, 3);
@@ -536,6 +592,9 @@ impl Kind for PpoStage {
             rollouts.len(),
             (p.batch as usize).min(rollouts.len())
         );
+        if let Some(w) = truncation_warning(p) {
+            let _ = writeln!(ctx.log, "{w}");
+        }
         let seed = ctx.seed as u64;
         let (started, first_update) = (std::time::Instant::now(), progress.update);
         while progress.update < updates {
@@ -574,5 +633,26 @@ impl Kind for PpoStage {
         }
         write_outputs(ctx.output, &model, &setup.tk, &progress.curve)?;
         Ok(curve_metrics(&progress))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollouts_sample_the_whole_distribution_unless_asked_otherwise_and_then_it_warns() {
+        let p = Params::default();
+        assert_eq!((p.sampling.top_k, p.sampling.top_p), (0, 1.0));
+        assert_eq!(truncation_warning(&p), None);
+        let mut truncated = Params::default();
+        truncated.sampling.top_p = 0.9;
+        assert!(truncation_warning(&truncated).is_some_and(|w| w.contains("biased")));
+        // Offline PPO replays stored summaries, and without a penalty nothing is biased.
+        truncated.mode = Mode::Offline;
+        assert_eq!(truncation_warning(&truncated), None);
+        truncated.mode = Mode::Online;
+        truncated.kl_coef = 0.0;
+        assert_eq!(truncation_warning(&truncated), None);
     }
 }

@@ -31,7 +31,7 @@ use crate::stages::formats::reward::{RewardModelInput, ToScore};
 use crate::stages::kind::{Kind, Metrics, StageContext};
 use crate::stats::mean;
 use crate::text::lexical::Lexical;
-use crate::text::llm::{Endpoint, Question, ask_all, numbered_reviews, recall};
+use crate::text::llm::{Endpoint, Question, ask_remaining, numbered_reviews, recall};
 
 /// The built-in pairwise prompt.
 pub const PAIRWISE_PROMPT: &str = include_str!("../../plugins/judge/pairwise.txt");
@@ -314,24 +314,15 @@ fn judge_llm(
         }
         slots.push(per_product);
     }
-    let before = questions.iter().filter(|q| q.answered()).count();
-    let _ = writeln!(
+    let asked = ask_remaining(
+        &ep,
+        &questions,
+        p.concurrency.max(1) as usize,
         ctx.log,
-        "{} prompts, {before} answered before, {} to ask {} ({})",
-        questions.len(),
-        questions.len() - before,
-        ep.url,
-        ep.model
-    );
-    let asked = ask_all(&ep, &questions, p.concurrency.max(1) as usize);
-    if let Some(e) = asked.failure {
-        return Err(format!(
-            "preference: {e}\n  {} answers received in this run are saved; rerun to ask only the remaining ones",
-            asked.received
-        ));
-    }
+        "preference",
+    )?;
     m.insert("requests".into(), asked.received as f64);
-    m.insert("answers_reused".into(), before as f64);
+    m.insert("answers_reused".into(), asked.reused as f64);
     let verdict = |q: &Question| recall(&q.memo).as_deref().and_then(parse_verdict);
     let mut unparsed = 0;
     let judged = slots

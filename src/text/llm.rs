@@ -203,6 +203,45 @@ pub fn ask_all(ep: &Endpoint, questions: &[Question], concurrency: usize) -> Ask
     }
 }
 
+/// How many answers [`ask_remaining`] received now and found remembered.
+pub struct Answered {
+    /// Received in this call.
+    pub received: usize,
+    /// Answered before.
+    pub reused: usize,
+}
+
+/// [`ask_all`], saying in `log` how many were answered before; a failure
+/// becomes the error `who` reports, saying that what arrived is kept.
+pub fn ask_remaining(
+    ep: &Endpoint,
+    questions: &[Question],
+    concurrency: usize,
+    log: &mut dyn std::io::Write,
+    who: &str,
+) -> Result<Answered, String> {
+    let reused = questions.iter().filter(|q| q.answered()).count();
+    let _ = writeln!(
+        log,
+        "{} prompts, {reused} answered before, {} to ask {} ({})",
+        questions.len(),
+        questions.len() - reused,
+        ep.url,
+        ep.model
+    );
+    let asked = ask_all(ep, questions, concurrency);
+    match asked.failure {
+        Some(e) => Err(format!(
+            "{who}: {e}\n  {} answers received in this run are saved; rerun to ask only the remaining ones",
+            asked.received
+        )),
+        None => Ok(Answered {
+            received: asked.received,
+            reused,
+        }),
+    }
+}
+
 /// The reviews as the prompts show them: numbered, one per line.
 pub fn numbered_reviews(reviews: &[String]) -> String {
     reviews

@@ -13,7 +13,7 @@ use std::path::Path;
 use super::Params;
 use crate::stages::formats::dataset::{DOMAIN_KEYS, Product};
 use crate::stages::kind::StageContext;
-use crate::text::llm::{Endpoint, Question, ask_all, numbered_reviews, recall};
+use crate::text::llm::{Endpoint, Question, ask_remaining, numbered_reviews, recall};
 
 /// The built-in rubrics, one per dimension.
 pub const RUBRICS: [(&str, &str); 7] = [
@@ -124,22 +124,13 @@ pub fn run(
             }
         }
     }
-    let before = questions.iter().filter(|q| q.answered()).count();
-    let _ = writeln!(
+    let asked = ask_remaining(
+        &ep,
+        &questions,
+        p.concurrency.max(1) as usize,
         ctx.log,
-        "{} prompts, {before} answered before, {} to ask {} ({})",
-        jobs.len(),
-        jobs.len() - before,
-        ep.url,
-        ep.model
-    );
-    let asked = ask_all(&ep, &questions, p.concurrency.max(1) as usize);
-    if let Some(e) = asked.failure {
-        return Err(format!(
-            "llm-judge: {e}\n  {} answers received in this run are saved; rerun to ask only the remaining ones",
-            asked.received
-        ));
-    }
+        "llm-judge",
+    )?;
     let mut scores: Vec<Vec<[f64; 7]>> = products
         .iter()
         .map(|p| vec![[f64::NAN; 7]; p.candidates.len()])
@@ -160,7 +151,7 @@ pub fn run(
     }
     let mut m = BTreeMap::new();
     m.insert("requests".into(), asked.received as f64);
-    m.insert("answers_reused".into(), before as f64);
+    m.insert("answers_reused".into(), asked.reused as f64);
     m.insert("parse_errors".into(), parse_errors as f64);
     Ok((scores, m))
 }
