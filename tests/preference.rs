@@ -55,13 +55,26 @@ fn words(s: &str) -> usize {
     s.split_whitespace().count()
 }
 
-/// A consistent judge: the longer summary wins, equal lengths tie.
+/// The rule of the consistent judge: the summary longer by more than two
+/// words wins (1: the first, 0: the second), else a tie (1/2).
+fn longer_rule(a: &str, b: &str) -> f64 {
+    let (x, y) = (words(a) as i64, words(b) as i64);
+    if x > y + 2 {
+        1.0
+    } else if y > x + 2 {
+        0.0
+    } else {
+        0.5
+    }
+}
+
+/// A consistent judge answering by [`longer_rule`].
 fn longer(prompt: &str) -> String {
     let (a, b) = pair_of(prompt);
-    let v = match words(&a).cmp(&words(&b)) {
-        std::cmp::Ordering::Greater => "A",
-        std::cmp::Ordering::Less => "B",
-        std::cmp::Ordering::Equal => "Tie",
+    let v = match longer_rule(&a, &b) {
+        1.0 => "A",
+        0.0 => "B",
+        _ => "Tie",
     };
     format!("Comparing both.\n<preference> {v} </preference>")
 }
@@ -71,10 +84,10 @@ fn first(_: &str) -> String {
     "The first one. <preference>A</preference>".into()
 }
 
-/// The longer judge, but without a tag whenever A is the longer one.
+/// The consistent judge, but without a tag whenever A wins.
 fn sloppy(prompt: &str) -> String {
     let (a, b) = pair_of(prompt);
-    if words(&a) > words(&b) {
+    if longer_rule(&a, &b) == 1.0 {
         "Summary A is clearly better.".into()
     } else {
         longer(prompt)
@@ -94,14 +107,10 @@ fn summaries(s: &Sandbox) -> Vec<BTreeMap<String, String>> {
         .collect()
 }
 
-/// The model's score per product under the "longer wins" rule.
+/// The model's score per product under [`longer_rule`].
 fn longer_scores(rows: &[BTreeMap<String, String>], model: &str) -> Vec<f64> {
     rows.iter()
-        .map(|r| match words(&r[model]).cmp(&words(&r["sft"])) {
-            std::cmp::Ordering::Greater => 1.0,
-            std::cmp::Ordering::Less => 0.0,
-            std::cmp::Ordering::Equal => 0.5,
-        })
+        .map(|r| longer_rule(&r[model], &r["sft"]))
         .collect()
 }
 
@@ -172,6 +181,13 @@ fn llm_judge_asks_both_orders_cancels_position_bias_and_survives_a_dead_server()
         assert_eq!(get(&format!("{model}.order_agreement_vs_sft")), 1.0);
     }
     assert_eq!(get("unparsed_answers"), 0.0);
+    // Some differing pairs were ties by the judge's own answer, not only identical ones.
+    let answered_ties = ["ppo", "sft2"]
+        .iter()
+        .flat_map(|m| rows.iter().map(move |r| (m, r)))
+        .filter(|(m, r)| r[**m].trim() != r["sft"].trim() && longer_rule(&r[**m], &r["sft"]) == 0.5)
+        .count();
+    assert!(answered_ties > 0, "no pair was judged a tie");
     let shown = s.ok(&["show", "exp.kdl"]);
     assert!(
         shown.contains("order agreement") && shown.contains("95% low"),
