@@ -18,7 +18,7 @@
 //! (of decisive answers, how many chose the summary shown first). With
 //! several reward models each metric also gets `.RM` appended.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
@@ -38,6 +38,9 @@ pub const PAIRWISE_PROMPT: &str = include_str!("../../plugins/judge/pairwise.txt
 
 /// The `preference` kind.
 pub struct PreferenceStage;
+
+/// Why `llm-judge` cannot run, and what to do.
+const NEEDS_ENDPOINT: &str = "method `llm-judge` needs `endpoint`, e.g. \"http://127.0.0.1:8000/v1\" (or use method \"reward-model\" offline)";
 
 /// Who judges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, JsonSchema)]
@@ -267,18 +270,20 @@ fn pairs(p: &Params, models: &[String]) -> Result<Vec<(String, String)>, String>
     Ok(chosen.into_iter().map(|m| (m, base.clone())).collect())
 }
 
+/// `model`'s summary of one product.
+fn summary_of<'a>(row: &'a ProductSummaries, model: &str) -> Result<&'a str, String> {
+    row.summaries
+        .get(model)
+        .map(String::as_str)
+        .ok_or_else(|| format!("product `{}` has no summary by `{model}`", row.product))
+}
+
 /// The summaries of a pair for one product.
 fn texts<'a>(
     row: &'a ProductSummaries,
     pair: &(String, String),
 ) -> Result<(&'a str, &'a str), String> {
-    let get = |m: &str| {
-        row.summaries
-            .get(m)
-            .map(String::as_str)
-            .ok_or_else(|| format!("product `{}` has no summary by `{m}`", row.product))
-    };
-    Ok((get(&pair.0)?, get(&pair.1)?))
+    Ok((summary_of(row, &pair.0)?, summary_of(row, &pair.1)?))
 }
 
 /// Every judgement by the LLM, asking only what is not remembered.
@@ -290,7 +295,7 @@ fn judge_llm(
     m: &mut Metrics,
 ) -> Result<Vec<Vec<Judged>>, String> {
     if p.endpoint.is_empty() {
-        return Err("method `llm-judge` needs `endpoint`, e.g. \"http://127.0.0.1:8000/v1\" (or use method \"reward-model\" offline)".into());
+        return Err(NEEDS_ENDPOINT.into());
     }
     let ep = Endpoint::new(&p.endpoint, &p.model, &p.api_key_env, p.timeout, p.retries);
     let template = template(p)?;
@@ -359,57 +364,72 @@ fn judge_by_rewards(
         );
     }
     let device = crate::ml::device(ctx.backend, ctx.seed as u64)?;
+    // Each judged model's summaries with their lexical scores, once for every reward model.
     let lexical = Lexical::new();
     let profiles: Vec<_> = rows
         .iter()
         .map(|(_, x)| lexical.profile(&x.reviews))
         .collect();
+    let models: BTreeSet<&str> = pairs
+        .iter()
+        .flat_map(|(m, b)| [m.as_str(), b.as_str()])
+        .collect();
+    let mut scored: BTreeMap<&str, Vec<(&str, [f64; 7])>> = BTreeMap::new();
+    for m in models {
+        let per_product = rows
+            .iter()
+            .zip(&profiles)
+            .map(|((row, _), prof)| {
+                let t = summary_of(row, m)?;
+                Ok((t, lexical.score(prof, t)))
+            })
+            .collect::<Result<_, String>>()?;
+        scored.insert(m, per_product);
+    }
     let mut out = Vec::new();
     for rm in &inputs.reward_model {
         let scorer = rm.scorer(&device)?;
-        let mut per_pair = Vec::new();
-        for pair in pairs {
-            let items_of = |side: usize| -> Result<Vec<f64>, String> {
-                let mut texts_side = Vec::new();
-                for row in rows {
-                    let (a, b) = texts(row.0, pair)?;
-                    texts_side.push(if side == 0 { a } else { b });
-                }
-                let items: Vec<ToScore> = rows
-                    .iter()
-                    .zip(&texts_side)
-                    .zip(&profiles)
-                    .map(|(((_, x), t), prof)| ToScore {
-                        reviews: &x.reviews,
-                        summary: t,
-                        features: Some(lexical.score(prof, t)),
-                    })
-                    .collect();
-                scorer.rewards(&items, &device)
-            };
-            let (ra, rb) = (items_of(0)?, items_of(1)?);
-            per_pair.push(
-                ra.iter()
-                    .zip(&rb)
-                    .map(|(a, b)| {
-                        let v = if a - b > p.tie_margin {
-                            Verdict::A
-                        } else if b - a > p.tie_margin {
-                            Verdict::B
-                        } else {
-                            Verdict::Tie
-                        };
-                        Judged {
-                            verdicts: vec![Some(v)],
-                            score: Some(v.first_score()),
-                        }
-                    })
-                    .collect(),
-            );
+        let mut rewards: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        for (m, per_product) in &scored {
+            let items: Vec<ToScore> = rows
+                .iter()
+                .zip(per_product)
+                .map(|((_, x), (t, f))| ToScore {
+                    reviews: &x.reviews,
+                    summary: t,
+                    features: Some(*f),
+                })
+                .collect();
+            rewards.insert(m, scorer.rewards(&items, &device)?);
         }
+        let per_pair = pairs
+            .iter()
+            .map(|(m, b)| {
+                rewards[m.as_str()]
+                    .iter()
+                    .zip(&rewards[b.as_str()])
+                    .map(|(a, b)| by_margin(*a, *b, p.tie_margin))
+                    .collect()
+            })
+            .collect();
         out.push((rm.stage.clone(), per_pair));
     }
     Ok(out)
+}
+
+/// The judgement of two rewards: the higher wins unless they are within `margin`.
+fn by_margin(a: f64, b: f64, margin: f64) -> Judged {
+    let v = if a - b > margin {
+        Verdict::A
+    } else if b - a > margin {
+        Verdict::B
+    } else {
+        Verdict::Tie
+    };
+    Judged {
+        verdicts: vec![Some(v)],
+        score: Some(v.first_score()),
+    }
 }
 
 /// The percentile bootstrap interval of the mean of `xs`.
@@ -533,7 +553,7 @@ impl Kind for PreferenceStage {
 
     fn check(&self, p: &Params) -> Result<(), String> {
         if p.method == Method::LlmJudge && p.endpoint.is_empty() {
-            return Err("method `llm-judge` needs `endpoint`, e.g. \"http://127.0.0.1:8000/v1\" (or use method \"reward-model\" offline)".into());
+            return Err(NEEDS_ENDPOINT.into());
         }
         Ok(())
     }

@@ -160,16 +160,16 @@ impl Question {
 }
 
 /// What [`ask_all`] did: how many it asked, and the first failure.
-pub struct Asked {
+struct Asked {
     /// Answers received (and saved) in this call.
-    pub received: usize,
+    received: usize,
     /// Why it stopped early, if it did.
-    pub failure: Option<String>,
+    failure: Option<String>,
 }
 
 /// Asks every question not answered before, on `concurrency` threads,
 /// saving each answer as it arrives; the first failure stops the rest.
-pub fn ask_all(ep: &Endpoint, questions: &[Question], concurrency: usize) -> Asked {
+fn ask_all(ep: &Endpoint, questions: &[Question], concurrency: usize) -> Asked {
     let todo: Vec<&Question> = questions.iter().filter(|q| !q.answered()).collect();
     let next = AtomicUsize::new(0);
     let received = AtomicUsize::new(0);
