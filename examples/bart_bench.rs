@@ -1,11 +1,16 @@
-//! BART training and generation throughput on one backend, for
-//! benches/bart.sh. Prints one JSON object.
+//! BART throughput on one backend, for benches/bart.sh and benches/bart_large.sh.
+//! Prints one JSON object.
 //!
-//!   cargo run --release --example bart_bench -- [cpu|gpu]
+//!   cargo run --release --example bart_bench -- [cpu|gpu] [small|large] [PHASES]
 //!
-//! Config (fixed, the same as benches/bart_torch.py): vocabulary 8000,
+//! `small` (fixed, the same as benches/bart_torch.py): vocabulary 8000,
 //! d_model 256, 2 encoder + 2 decoder layers, 4 heads, FFN 1024 (about 6.0M
 //! parameters); batch 8, source 512 tokens, target 128 tokens; AdamW.
+//! `large`: the shape of facebook/bart-large (d_model 1024, 12 + 12 layers,
+//! 16 heads, FFN 4096, vocabulary 50,265; 406M parameters), random weights,
+//! batch 2. PHASES is a comma-separated subset of `train,generate,ppo,io`
+//! (default `train,generate`); one process per phase gives each its own
+//! peak memory.
 #![allow(clippy::print_stdout)]
 
 use std::time::Instant;
@@ -13,15 +18,40 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use efrlhf::ml::bart::{
-    Bart, BartConfig, Batch, GenerateOptions, Targets, cross_entropy, generate,
+    Bart, BartConfig, Batch, GenerateOptions, Targets, ValueHead, cross_entropy, generate, io,
 };
+use efrlhf::ml::ppo::{KlController, RewardNorm, RunningMoments};
+use efrlhf::ml::rlhf::{PolicyValue, PpoSettings, PpoState, ppo_update};
 use efrlhf::rng::Rng;
+use serde_json::{Map, Value, json};
 
-const BATCH: usize = 8;
 const SOURCE: usize = 512;
 const TARGET: usize = 128;
-const TRAIN_STEPS: usize = 5;
-const WARMUP_STEPS: usize = 2;
+
+/// Sizes of one benchmark shape.
+struct Shape {
+    name: &'static str,
+    config: BartConfig,
+    batch: usize,
+    train_steps: usize,
+    warmup_steps: usize,
+}
+
+fn shape(name: &str) -> Shape {
+    let (name, mut config, batch, train_steps, warmup_steps) = match name {
+        "large" => ("large", BartConfig::small(50265, 1024, 12, 16), 2, 2, 1),
+        _ => ("small", BartConfig::small(8000, 256, 2, 4), 8, 5, 2),
+    };
+    config.max_position_embeddings = if name == "large" { 1024 } else { SOURCE };
+    config.dropout = 0.0;
+    Shape {
+        name,
+        config,
+        batch,
+        train_steps,
+        warmup_steps,
+    }
+}
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -44,76 +74,202 @@ fn tokens(rng: &mut Rng, n: usize, vocab: usize) -> Vec<u32> {
     t
 }
 
-fn main() {
-    let backend = std::env::args().nth(1).unwrap_or_else(|| "cpu".into());
-    let device = efrlhf::ml::device(Some(&backend), 0).unwrap_or_else(|e| panic!("{e}"));
-    let mut cfg = BartConfig::small(8000, 256, 2, 4);
-    cfg.max_position_embeddings = SOURCE;
-    cfg.dropout = 0.0;
-    let mut rng = Rng::new(1);
-    let sources: Vec<Vec<u32>> = (0..BATCH)
-        .map(|_| tokens(&mut rng, SOURCE, cfg.vocab_size))
-        .collect();
-    let targets: Vec<Vec<u32>> = (0..BATCH)
-        .map(|_| tokens(&mut rng, TARGET, cfg.vocab_size))
-        .collect();
-
-    // Training: forward, backward, AdamW step on a fixed batch.
+/// Forward, backward and an AdamW step on a fixed batch, timed after warm-up.
+fn train(
+    s: &Shape,
+    model: Bart,
+    sources: &[Vec<u32>],
+    targets: &[Vec<u32>],
+    out: &mut Map<String, Value>,
+) -> Bart {
+    let device = model.devices()[0].clone();
     let train_dev = device.clone().autodiff();
-    let mut model = Bart::new(&cfg, &device).unwrap().fork(&train_dev).train();
+    let mut model = model.fork(&train_dev).train();
     let mut optim = AdamWConfig::new()
         .with_weight_decay(0.01)
         .with_epsilon(1e-8)
         .init();
-    let src = Batch::new(&sources, cfg.pad_token_id, &train_dev);
-    let tg = Targets::new(&targets, &cfg, &train_dev);
+    let src = Batch::new(sources, s.config.pad_token_id, &train_dev);
+    let tg = Targets::new(targets, &s.config, &train_dev);
     let mut seconds = Vec::new();
     let mut last_loss = 0.0;
-    for step in 0..WARMUP_STEPS + TRAIN_STEPS {
+    for step in 0..s.warmup_steps + s.train_steps {
         let t0 = Instant::now();
         let loss = cross_entropy(model.forward(&src, tg.decoder_input.clone()), &tg);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(1e-4, model, grads);
         last_loss = efrlhf::ml::to_vec(loss)[0];
-        if step >= WARMUP_STEPS {
+        if step >= s.warmup_steps {
             seconds.push(t0.elapsed().as_secs_f64());
         }
     }
     let step_s = seconds.iter().sum::<f64>() / seconds.len() as f64;
+    out.insert("train_step_seconds".into(), json!(step_s));
+    out.insert(
+        "train_tokens_per_second".into(),
+        json!((s.batch * (SOURCE + TARGET)) as f64 / step_s),
+    );
+    out.insert(
+        "train_target_tokens_per_second".into(),
+        json!((s.batch * TARGET) as f64 / step_s),
+    );
+    out.insert("final_loss".into(), json!(last_loss));
+    model.valid()
+}
 
-    // Generation: greedy, exactly TARGET new tokens per row (EOS banned before).
-    let model = model.valid();
+/// Greedy, exactly TARGET new tokens per row (EOS banned before).
+fn generation(model: &Bart, sources: &[Vec<u32>], rng: &mut Rng, out: &mut Map<String, Value>) {
+    let device = model.devices()[0].clone();
     let opts = GenerateOptions {
         min_new_tokens: TARGET,
         ..GenerateOptions::greedy(TARGET)
     };
     let _ = generate(
-        &model,
+        model,
         &sources[..1],
         &GenerateOptions::greedy(4),
-        &mut rng,
+        rng,
         &device,
     );
     let t0 = Instant::now();
-    let out = generate(&model, &sources, &opts, &mut rng, &device);
+    let generated: usize = generate(model, sources, &opts, rng, &device)
+        .iter()
+        .map(|g| g.tokens.len())
+        .sum();
     let gen_s = t0.elapsed().as_secs_f64();
-    let generated: usize = out.iter().map(|g| g.tokens.len()).sum();
-
-    println!(
-        "{}",
-        serde_json::json!({
-            "framework": "efrlhf (burn 0.22.1)",
-            "backend": backend,
-            "parameters": cfg.parameters(),
-            "batch": BATCH, "source": SOURCE, "target": TARGET,
-            "train_step_seconds": step_s,
-            "train_tokens_per_second": (BATCH * (SOURCE + TARGET)) as f64 / step_s,
-            "train_target_tokens_per_second": (BATCH * TARGET) as f64 / step_s,
-            "generation_seconds": gen_s,
-            "generated_tokens": generated,
-            "generation_tokens_per_second": generated as f64 / gen_s,
-            "final_loss": last_loss,
-            "peak_rss_mib": peak_rss_mib(),
-        })
+    out.insert("generation_seconds".into(), json!(gen_s));
+    out.insert("generated_tokens".into(), json!(generated));
+    out.insert(
+        "generation_tokens_per_second".into(),
+        json!(generated as f64 / gen_s),
     );
+}
+
+/// One PPO update: sampled rollouts of exactly TARGET tokens, policy,
+/// reference and value passes over them, then one minibatch step of the
+/// clipped losses over the whole batch.
+fn ppo(s: &Shape, model: Bart, sources: &[Vec<u32>], rng: &mut Rng, out: &mut Map<String, Value>) {
+    let device = model.devices()[0].clone();
+    let trained = PolicyValue {
+        value: ValueHead::new(s.config.d_model, &device),
+        policy: model.clone(),
+    };
+    let settings = PpoSettings {
+        gamma: 1.0,
+        lambda: 0.95,
+        clip: 0.2,
+        value_clip: 0.2,
+        vf_coef: 0.1,
+        ce_mix: 0.0,
+        ppo_epochs: 1,
+        minibatch: s.batch,
+        lr: 1e-5,
+        max_grad_norm: 1.0,
+        missing_eos_penalty: 0.0,
+        reward_norm: RewardNorm::None,
+        generation: GenerateOptions {
+            sample: true,
+            min_new_tokens: TARGET,
+            ..GenerateOptions::greedy(TARGET)
+        },
+    };
+    let mut state = PpoState {
+        kl: KlController {
+            value: 0.05,
+            adaptive: None,
+        },
+        reward_moments: RunningMoments::default(),
+    };
+    let mut optim = AdamWConfig::new().with_epsilon(1e-8).init();
+    let mut reward = |rs: &[Vec<u32>]| -> Result<Vec<f64>, String> {
+        Ok(rs.iter().map(|r| r.len() as f64 / TARGET as f64).collect())
+    };
+    let t0 = Instant::now();
+    let result = ppo_update(
+        trained,
+        &mut optim,
+        &model,
+        sources,
+        None,
+        None,
+        &mut reward,
+        &mut state,
+        &settings,
+        rng,
+        &device,
+    );
+    let ppo_s = t0.elapsed().as_secs_f64();
+    match result {
+        Ok((_, stats)) => {
+            out.insert("ppo_update_seconds".into(), json!(ppo_s));
+            out.insert("ppo_response_length".into(), json!(stats.response_length));
+        }
+        Err(e) => {
+            out.insert("ppo_error".into(), json!(e));
+        }
+    }
+}
+
+/// Saves the model as an HF folder and loads it back, timed.
+fn save_and_load(model: &Bart, out: &mut Map<String, Value>) {
+    let device = model.devices()[0].clone();
+    let dir = std::env::temp_dir().join(format!("bart-bench-{}", std::process::id()));
+    let t0 = Instant::now();
+    let saved = io::save(model, &dir);
+    let save_s = t0.elapsed().as_secs_f64();
+    let bytes = std::fs::metadata(dir.join("model.safetensors")).map_or(0, |m| m.len());
+    let t0 = Instant::now();
+    let loaded = saved.and_then(|()| io::load(&dir, &device));
+    let load_s = t0.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    match loaded {
+        Ok(_) => {
+            out.insert("save_seconds".into(), json!(save_s));
+            out.insert("load_seconds".into(), json!(load_s));
+            out.insert("safetensors_bytes".into(), json!(bytes));
+        }
+        Err(e) => {
+            out.insert("io_error".into(), json!(e));
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let backend = args.first().map_or("cpu", String::as_str).to_string();
+    let s = shape(args.get(1).map_or("small", String::as_str));
+    let phases = args
+        .get(2)
+        .map_or("train,generate", String::as_str)
+        .to_string();
+    let device = efrlhf::ml::device(Some(&backend), 0).unwrap_or_else(|e| panic!("{e}"));
+    let mut rng = Rng::new(1);
+    let sources: Vec<Vec<u32>> = (0..s.batch)
+        .map(|_| tokens(&mut rng, SOURCE, s.config.vocab_size))
+        .collect();
+    let targets: Vec<Vec<u32>> = (0..s.batch)
+        .map(|_| tokens(&mut rng, TARGET, s.config.vocab_size))
+        .collect();
+    let t0 = Instant::now();
+    let mut model = Bart::new(&s.config, &device).unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Map::new();
+    out.insert("framework".into(), json!("efrlhf (burn 0.22.1)"));
+    out.insert("backend".into(), json!(backend));
+    out.insert("shape".into(), json!(s.name));
+    out.insert("parameters".into(), json!(s.config.parameters()));
+    out.insert("init_seconds".into(), json!(t0.elapsed().as_secs_f64()));
+    for k in [("batch", s.batch), ("source", SOURCE), ("target", TARGET)] {
+        out.insert(k.0.into(), json!(k.1));
+    }
+    for phase in phases.split(',') {
+        match phase {
+            "train" => model = train(&s, model, &sources, &targets, &mut out),
+            "generate" => generation(&model, &sources, &mut rng, &mut out),
+            "ppo" => ppo(&s, model.clone(), &sources, &mut rng, &mut out),
+            "io" => save_and_load(&model, &mut out),
+            other => panic!("unknown phase `{other}` (train, generate, ppo, io)"),
+        }
+    }
+    out.insert("peak_rss_mib".into(), json!(peak_rss_mib()));
+    println!("{}", Value::Object(out));
 }
