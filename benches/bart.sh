@@ -8,10 +8,10 @@ cd "$(dirname "$0")/.."
 PY="${1:-python3}"
 FEATURES="${EFRLHF_BENCH_FEATURES:-}"
 cargo build --release --quiet --example bart_bench ${FEATURES:+--features "$FEATURES"}
-OURS=$(target/release/examples/bart_bench cpu)
+OURS=$("${CARGO_TARGET_DIR:-target}"/release/examples/bart_bench cpu)
 THEIRS=$("$PY" benches/bart_torch.py 2>/dev/null)
 GPU="null"
-if [ -n "$FEATURES" ]; then GPU=$(target/release/examples/bart_bench gpu || echo null); fi
+if [ -n "$FEATURES" ]; then GPU=$("${CARGO_TARGET_DIR:-target}"/release/examples/bart_bench gpu || echo null); fi
 mkdir -p benches/results
 "$PY" - "$OURS" "$THEIRS" "$GPU" <<'PY'
 import json, sys, platform, os

@@ -1,7 +1,7 @@
 //! BART throughput on one backend, for benches/bart.sh and benches/bart_large.sh.
 //! Prints one JSON object.
 //!
-//!   cargo run --release --example bart_bench -- [cpu|gpu] [small|large] [PHASES]
+//!   cargo run --release --example bart_bench -- [cpu|gpu] [small|large] [PHASES] [f32|bf16|f16]
 //!
 //! `small` (fixed, the same as benches/bart_torch.py): vocabulary 8000,
 //! d_model 256, 2 encoder + 2 decoder layers, 4 heads, FFN 1024 (about 6.0M
@@ -10,7 +10,8 @@
 //! 16 heads, FFN 4096, vocabulary 50,265; 406M parameters), random weights,
 //! batch 2. PHASES is a comma-separated subset of `train,generate,ppo,io`
 //! (default `train,generate`); one process per phase gives each its own
-//! peak memory.
+//! peak memory. The precision is that of the arithmetic (f32 weights, as
+//! the `precision` parameter of `sft` and `ppo`; default f32).
 #![allow(clippy::print_stdout)]
 
 use std::time::Instant;
@@ -21,6 +22,7 @@ use efrlhf::ml::bart::{
     Bart, BartConfig, Batch, GenerateOptions, Targets, ValueHead, cross_entropy, generate, io,
 };
 use efrlhf::ml::ppo::{KlController, RewardNorm, RunningMoments};
+use efrlhf::ml::precision::Precision;
 use efrlhf::ml::rlhf::{PolicyValue, PpoSettings, PpoState, ppo_update};
 use efrlhf::rng::Rng;
 use serde_json::{Map, Value, json};
@@ -31,13 +33,14 @@ const TARGET: usize = 128;
 /// Sizes of one benchmark shape.
 struct Shape {
     name: &'static str,
+    precision: Precision,
     config: BartConfig,
     batch: usize,
     train_steps: usize,
     warmup_steps: usize,
 }
 
-fn shape(name: &str) -> Shape {
+fn shape(name: &str, precision: Precision) -> Shape {
     let (name, mut config, batch, train_steps, warmup_steps) = match name {
         "large" => ("large", BartConfig::small(50265, 1024, 12, 16), 2, 2, 1),
         _ => ("small", BartConfig::small(8000, 256, 2, 4), 8, 5, 2),
@@ -46,6 +49,7 @@ fn shape(name: &str) -> Shape {
     config.dropout = 0.0;
     Shape {
         name,
+        precision,
         config,
         batch,
         train_steps,
@@ -95,7 +99,8 @@ fn train(
     let mut last_loss = 0.0;
     for step in 0..s.warmup_steps + s.train_steps {
         let t0 = Instant::now();
-        let loss = cross_entropy(model.forward(&src, tg.decoder_input.clone()), &tg);
+        let compute = s.precision.compute(&model);
+        let loss = cross_entropy(compute.forward(&src, tg.decoder_input.clone()), &tg);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(1e-4, model, grads);
         last_loss = efrlhf::ml::to_vec(loss)[0];
@@ -118,8 +123,15 @@ fn train(
 }
 
 /// Greedy, exactly TARGET new tokens per row (EOS banned before).
-fn generation(model: &Bart, sources: &[Vec<u32>], rng: &mut Rng, out: &mut Map<String, Value>) {
+fn generation(
+    model: &Bart,
+    sources: &[Vec<u32>],
+    precision: Precision,
+    rng: &mut Rng,
+    out: &mut Map<String, Value>,
+) {
     let device = model.devices()[0].clone();
+    let model = &precision.compute(model);
     let opts = GenerateOptions {
         min_new_tokens: TARGET,
         ..GenerateOptions::greedy(TARGET)
@@ -172,6 +184,7 @@ fn ppo(s: &Shape, model: Bart, sources: &[Vec<u32>], rng: &mut Rng, out: &mut Ma
             min_new_tokens: TARGET,
             ..GenerateOptions::greedy(TARGET)
         },
+        precision: s.precision,
     };
     let mut state = PpoState {
         kl: KlController {
@@ -179,6 +192,7 @@ fn ppo(s: &Shape, model: Bart, sources: &[Vec<u32>], rng: &mut Rng, out: &mut Ma
             adaptive: None,
         },
         reward_moments: RunningMoments::default(),
+        loss_scale: None,
     };
     let mut optim = AdamWConfig::new().with_epsilon(1e-8).init();
     let mut reward = |rs: &[Vec<u32>]| -> Result<Vec<f64>, String> {
@@ -237,7 +251,12 @@ fn save_and_load(model: &Bart, out: &mut Map<String, Value>) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let backend = args.first().map_or("cpu", String::as_str).to_string();
-    let s = shape(args.get(1).map_or("small", String::as_str));
+    let precision = match args.get(3).map_or("f32", String::as_str) {
+        "bf16" => Precision::Bf16,
+        "f16" => Precision::F16,
+        _ => Precision::F32,
+    };
+    let s = shape(args.get(1).map_or("small", String::as_str), precision);
     let phases = args
         .get(2)
         .map_or("train,generate", String::as_str)
@@ -256,6 +275,7 @@ fn main() {
     out.insert("framework".into(), json!("efrlhf (burn 0.22.1)"));
     out.insert("backend".into(), json!(backend));
     out.insert("shape".into(), json!(s.name));
+    out.insert("precision".into(), json!(precision.to_string()));
     out.insert("parameters".into(), json!(s.config.parameters()));
     out.insert("init_seconds".into(), json!(t0.elapsed().as_secs_f64()));
     for k in [("batch", s.batch), ("source", SOURCE), ("target", TARGET)] {
@@ -264,7 +284,7 @@ fn main() {
     for phase in phases.split(',') {
         match phase {
             "train" => model = train(&s, model, &sources, &targets, &mut out),
-            "generate" => generation(&model, &sources, &mut rng, &mut out),
+            "generate" => generation(&model, &sources, s.precision, &mut rng, &mut out),
             "ppo" => ppo(&s, model.clone(), &sources, &mut rng, &mut out),
             "io" => save_and_load(&model, &mut out),
             other => panic!("unknown phase `{other}` (train, generate, ppo, io)"),

@@ -17,6 +17,10 @@ fn devices() -> (Device, Device) {
         )
     });
     eprintln!("wgpu adapter: {} (software: {})", gpu.adapter, gpu.software);
+    // benches/gpu-check.sh: a run on a GPU machine must not pass on a software driver.
+    if std::env::var_os("EFRLHF_REQUIRE_HARDWARE_GPU").is_some() {
+        assert!(!gpu.software, "{} is a software renderer", gpu.adapter);
+    }
     (efrlhf::ml::device(Some("cpu"), 0).unwrap(), gpu.device)
 }
 

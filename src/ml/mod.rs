@@ -8,6 +8,7 @@ pub mod bart;
 pub mod bt;
 pub mod phi;
 pub mod ppo;
+pub mod precision;
 pub mod rlhf;
 pub mod schedule;
 pub mod text_rm;

@@ -13,11 +13,12 @@ use super::bart::generate::{GenerateOptions, generate};
 use super::bart::model::{
     Bart, Batch, Targets, ValueHead, cross_entropy, label_logprobs, label_logprobs_and_entropy,
 };
-use super::bart::train::clip_global_norm;
+use super::bart::train::unscale_and_clip;
 use super::ppo::{
     KlController, RewardNorm, RunningMoments, gae, masked_mean, policy_loss, sequence_kl,
     shaped_rewards, value_loss, whiten,
 };
+use super::precision::{LossScaler, Precision};
 use crate::rng::Rng;
 use crate::stats::{mean, sample_std};
 
@@ -69,6 +70,8 @@ pub struct PpoSettings {
     pub reward_norm: RewardNorm,
     /// How rollouts are sampled.
     pub generation: GenerateOptions,
+    /// The arithmetic of rollouts, scoring and the updates (weights stay f32).
+    pub precision: Precision,
 }
 
 /// Scores a batch of responses (token ids), one score each.
@@ -83,6 +86,9 @@ pub struct PpoState {
     #[serde(default)]
     /// Running moments of the scores (for `reward-norm`).
     pub reward_moments: RunningMoments,
+    /// f16's loss scale (None until the first f16 update).
+    #[serde(default)]
+    pub loss_scale: Option<LossScaler>,
 }
 
 /// What one update measured.
@@ -118,6 +124,13 @@ pub struct UpdateStats {
     pub ratio: f64,
     /// Mean response length in tokens.
     pub response_length: f64,
+    /// f16 only: minibatch steps skipped because their gradients overflowed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_steps: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn rows_to_tensor(rows: &[Vec<f64>], t: usize, device: &Device) -> Tensor<2> {
@@ -184,7 +197,8 @@ fn collect_experience(
 ) -> Result<Experience, String> {
     let temperature = settings.generation.temperature;
     // Rollout, without gradients.
-    let frozen = model.clone().valid();
+    let frozen = settings.precision.compute(&model.clone().valid());
+    let reference = &settings.precision.compute(reference);
     let generated = match given {
         Some(rows) => rows
             .iter()
@@ -265,15 +279,20 @@ struct Rollouts<'a> {
 }
 
 /// One optimizer step on the responses `mb`; adds its losses to `stats`.
+/// Under f16 a step whose gradients overflowed is skipped (see [`LossScaler`]).
+#[allow(clippy::too_many_arguments)]
 fn minibatch_step(
     trained: PolicyValue,
     optim: &mut ModuleOptimizer,
     mb: &[usize],
     data: &Rollouts<'_>,
     settings: &PpoSettings,
+    scaler: &mut LossScaler,
     stats: &mut UpdateStats,
     train_dev: &Device,
 ) -> PolicyValue {
+    let master = trained;
+    let trained = settings.precision.compute(&master);
     let temperature = settings.generation.temperature;
     let pick = |v: &[Vec<u32>]| -> Vec<Vec<u32>> { mb.iter().map(|&i| v[i].clone()).collect() };
     let pickf = |v: &[Vec<f64>]| -> Vec<Vec<f64>> { mb.iter().map(|&i| v[i].clone()).collect() };
@@ -320,9 +339,19 @@ fn minibatch_step(
     stats.value_loss += super::to_vec(vl)[0] as f64;
     stats.clipfrac += super::to_vec(clipfrac)[0] as f64;
     stats.ratio += super::to_vec(ratio)[0] as f64;
-    let grads = GradientsParams::from_grads(loss.backward(), &trained);
-    let (grads, _) = clip_global_norm(grads, &trained, settings.max_grad_norm);
-    optim.step(settings.lr, trained, grads)
+    let scaled = if scaler.scale == 1.0 {
+        loss
+    } else {
+        loss * scaler.scale
+    };
+    let grads = GradientsParams::from_grads(scaled.backward(), &master);
+    let (grads, norm) = unscale_and_clip(grads, &master, scaler.scale, settings.max_grad_norm);
+    if scaler.update(norm.is_finite()) {
+        optim.step(settings.lr, master, grads)
+    } else {
+        stats.skipped_steps += 1;
+        master
+    }
 }
 
 /// One PPO update on `sources` (one response each). Responses are sampled
@@ -371,10 +400,15 @@ pub fn ppo_update(
     let mut trained = model.fork(&train_dev).train();
     let mut order: Vec<usize> = (0..n).collect();
     let mut minibatches = 0.0f64;
+    let scaler = state
+        .loss_scale
+        .get_or_insert_with(|| LossScaler::new(settings.precision));
     for _ in 0..settings.ppo_epochs {
         rng.shuffle(&mut order);
         for mb in order.chunks(settings.minibatch.max(1)) {
-            trained = minibatch_step(trained, optim, mb, &data, settings, &mut stats, &train_dev);
+            trained = minibatch_step(
+                trained, optim, mb, &data, settings, scaler, &mut stats, &train_dev,
+            );
             minibatches += 1.0;
         }
     }
@@ -429,6 +463,7 @@ mod tests {
                 temperature: 1.0,
                 ..GenerateOptions::greedy(6)
             },
+            precision: Precision::F32,
         };
         let run = |beta: f64| {
             let mut model = PolicyValue {
@@ -442,6 +477,7 @@ mod tests {
                     adaptive: None,
                 },
                 reward_moments: RunningMoments::default(),
+                loss_scale: None,
             };
             let mut rng = Rng::new(5);
             let mut reward = |rs: &[Vec<u32>]| -> Result<Vec<f64>, String> {

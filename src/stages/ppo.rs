@@ -17,6 +17,7 @@ use tokenizers::Tokenizer;
 use crate::ml::bart::train::{Checkpoints, epoch_order};
 use crate::ml::bart::{Bart, GenerateOptions, ValueHead, io};
 use crate::ml::ppo::{KlController, RewardNorm, RunningMoments};
+use crate::ml::precision::Precision;
 use crate::ml::rlhf::{PolicyValue, PpoModules, PpoSettings, PpoState, UpdateStats, ppo_update};
 use crate::rng::Rng;
 use crate::stages::formats::dataset::{DatasetInput, GoodTarget, Product, features, products_of};
@@ -108,6 +109,8 @@ pub struct Params {
     pub max_grad_norm: f64,
     /// How scores are normalised into rewards.
     pub reward_norm: RewardNorm,
+    /// Arithmetic of rollouts, scoring and updates.
+    pub precision: Precision,
     /// Subtracted from the score of a sample without EOS.
     #[schemars(range(min = 0))]
     pub missing_eos_penalty: f64,
@@ -190,6 +193,7 @@ impl Default for Params {
             ce_target: GoodTarget::Preferred,
             max_grad_norm: 1.0,
             reward_norm: RewardNorm::None,
+            precision: Precision::F32,
             missing_eos_penalty: 1.0,
             sampling: RolloutSampling::default(),
             max_source: 512,
@@ -219,6 +223,7 @@ impl Params {
             missing_eos_penalty: self.missing_eos_penalty,
             reward_norm: self.reward_norm,
             generation: self.generation(),
+            precision: self.precision,
         }
     }
 
@@ -348,6 +353,7 @@ fn resume_or_start(
                 state: PpoState {
                     kl: s.p.kl_controller(),
                     reward_moments: RunningMoments::default(),
+                    loss_scale: None,
                 },
                 curve: Vec::new(),
             },

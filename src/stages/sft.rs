@@ -19,6 +19,7 @@ use crate::ml::bart::train::{
     Checkpoints, Example, Observer, SftSettings, StepLog, Trained, Validation, mean_loss, train_sft,
 };
 use crate::ml::bart::{Bart, BartConfig, GenerateOptions, generate_batched, io};
+use crate::ml::precision::Precision;
 use crate::rng::Rng;
 use crate::stages::formats::dataset::{DatasetInput, Product, Target, products_of};
 use crate::stages::formats::model::{Decoding, decode, encode};
@@ -76,6 +77,8 @@ pub struct Params {
     /// Global gradient-norm clip (0: off).
     #[schemars(range(min = 0))]
     pub max_grad_norm: f64,
+    /// Arithmetic of the forward and backward passes.
+    pub precision: Precision,
     /// Source tokens kept.
     #[schemars(range(min = 8, max = 1000000))]
     pub max_source: i64,
@@ -120,6 +123,7 @@ impl Default for Params {
             min_lr_ratio: 0.0,
             weight_decay: 0.05,
             max_grad_norm: 1.0,
+            precision: Precision::F32,
             max_source: 512,
             max_target: 128,
             eval_every: 0,
@@ -148,6 +152,7 @@ impl Params {
             checkpoint_every: self.checkpoint_every as usize,
             keep_best: self.keep_best,
             seed: seed as u64,
+            precision: self.precision,
         }
     }
 }

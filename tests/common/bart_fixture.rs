@@ -2,7 +2,7 @@
 //! shared by tests/bart.rs and tests/gpu.rs.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use burn::tensor::Device;
 use efrlhf::ml::bart::train::{
@@ -11,8 +11,13 @@ use efrlhf::ml::bart::train::{
 use efrlhf::ml::bart::{Bart, Batch, Targets, io};
 use efrlhf::ml::to_vec;
 
+/// The fixture folder: under the checkout the test binary runs in (cargo sets
+/// `CARGO_MANIFEST_DIR` when it runs a test; benches/gpu-check.sh sets it where
+/// a prebuilt binary runs without cargo), else under the one it was built in.
 pub fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bart")
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    root.join("tests/fixtures/bart")
 }
 
 /// What transformers recorded: inputs, teacher-forced logits, greedy outputs.
@@ -110,6 +115,7 @@ pub fn settings(epochs: usize, batch: usize, grad_accum: usize, max_grad_norm: f
         checkpoint_every: 0,
         keep_best: false,
         seed: 1,
+        precision: efrlhf::ml::precision::Precision::F32,
     }
 }
 

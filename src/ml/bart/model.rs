@@ -10,9 +10,12 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
 };
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData, activation as act};
 
 use super::config::{Activation, BartConfig, activation};
+use crate::ml::precision::to_f32;
 
 /// Added to attention scores at masked positions (their softmax weight underflows to 0).
 const MASKED: f32 = -1e9;
@@ -79,14 +82,46 @@ impl Attention {
     ) -> Tensor<3> {
         let [b, t, d] = x.dims();
         let head_dim = d / self.heads;
+        let training = x.device().is_autodiff();
         let q = self.split(self.q_proj.forward(x) * (head_dim as f64).powf(-0.5));
+        // Masks are built in f32; under mixed precision the scores are not.
+        let bias = bias.map(|bias| match q.dtype() {
+            dtype if dtype == bias.dtype() => bias,
+            dtype => bias.cast(dtype),
+        });
+        let context = if training {
+            self.attend_differentiable(q, keys, values, bias)
+        } else {
+            // burn's fused kernel (one pass per head, no score tensor kept)
+            // where nothing needs a backward: generation, scoring, evaluation.
+            let bias = bias.map(|bias| {
+                let [bb, _, bq, tk] = bias.dims();
+                bias.expand([bb, 1, if bq == 1 { t } else { bq }, tk])
+            });
+            let options = AttentionModuleOptions {
+                scale: Some(1.0),
+                ..AttentionModuleOptions::default()
+            };
+            attention(q, keys, values, None, bias, options)
+        };
+        self.out_proj
+            .forward(context.swap_dims(1, 2).reshape([b, t, d]))
+    }
+
+    /// Scores, softmax (with dropout) and the weighted values as separate
+    /// ops, so that autodiff keeps what the backward needs.
+    fn attend_differentiable(
+        &self,
+        q: Tensor<4>,
+        keys: Tensor<4>,
+        values: Tensor<4>,
+        bias: Option<Tensor<4>>,
+    ) -> Tensor<4> {
         let mut scores = q.matmul(keys.swap_dims(2, 3));
         if let Some(bias) = bias {
             scores = scores + bias;
         }
-        let weights = self.dropout.forward(act::softmax(scores, 3));
-        let out = weights.matmul(values).swap_dims(1, 2).reshape([b, t, d]);
-        self.out_proj.forward(out)
+        self.dropout.forward(act::softmax(scores, 3)).matmul(values)
     }
 }
 
@@ -434,13 +469,16 @@ impl Bart {
         x
     }
 
-    /// Logits `[b, t, vocab]` of decoder states: the tied projection plus `final_logits_bias`.
+    /// Logits `[b, t, vocab]` of decoder states: the tied projection plus
+    /// `final_logits_bias`, in f32 also under mixed precision (the
+    /// log-softmax over the vocabulary and the losses need its range and
+    /// resolution, as under `torch.autocast`).
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let [b, t, d] = hidden.dims();
         let w = self.shared.weight.val();
         let v = self.config.vocab_size;
         let bias = self.final_logits_bias.val().detach().reshape([1, v]);
-        (hidden.reshape([b * t, d]).matmul(w.transpose()) + bias).reshape([b, t, v])
+        to_f32((hidden.reshape([b * t, d]).matmul(w.transpose()) + bias).reshape([b, t, v]))
     }
 
     /// Teacher-forced decoder states for `decoder_input` (already shifted right).
@@ -540,9 +578,9 @@ impl ValueHead {
         }
     }
 
-    /// `[b, t, d]` -> `[b, t]`.
+    /// `[b, t, d]` -> `[b, t]`, in f32 also under mixed precision.
     pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
         let [b, t, _] = hidden.dims();
-        self.summary.forward(hidden).reshape([b, t])
+        to_f32(self.summary.forward(hidden).reshape([b, t]))
     }
 }

@@ -17,6 +17,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::model::{Bart, Batch, Targets, cross_entropy};
+use crate::ml::precision::{LossScaler, Precision};
 use crate::ml::schedule::cosine_lr;
 use crate::rng::Rng;
 
@@ -56,6 +57,9 @@ pub struct SftSettings {
     pub keep_best: bool,
     /// Seeds the example order.
     pub seed: u64,
+    /// The arithmetic of the forward and backward (the weights stay f32).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl SftSettings {
@@ -81,6 +85,10 @@ pub struct StepLog {
     pub grad_norm: f64,
     /// Target tokens seen.
     pub tokens: usize,
+    /// f16 only: the gradients overflowed, so the step was skipped and the
+    /// loss scale halved (loss and norm are then 0).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 /// One validation: loss and whatever the caller measured (ROUGE).
@@ -108,6 +116,9 @@ pub struct Progress {
     pub validations: Vec<Validation>,
     /// Step of the best validation so far; its model is in `best/`.
     pub best_step: Option<usize>,
+    /// f16's loss scale, carried so that a resumed run scales as it would have.
+    #[serde(default)]
+    pub loss_scale: Option<LossScaler>,
 }
 
 /// What the caller sees while training runs.
@@ -236,8 +247,20 @@ fn scale<const D: usize>(g: &mut GradientsParams, id: ParamId, by: f64) {
 /// Scales all gradients so their global L2 norm is at most `max_norm`
 /// (as `torch.nn.utils.clip_grad_norm_`); returns the norm before clipping.
 pub fn clip_global_norm<M: Module>(
+    grads: GradientsParams,
+    model: &M,
+    max_norm: f64,
+) -> (GradientsParams, f64) {
+    unscale_and_clip(grads, model, 1.0, max_norm)
+}
+
+/// Divides all gradients by `loss_scale` (see [`crate::ml::precision::LossScaler`])
+/// and clips them as [`clip_global_norm`], in one pass; returns the unscaled
+/// norm before clipping (not finite when the gradients overflowed).
+pub fn unscale_and_clip<M: Module>(
     mut grads: GradientsParams,
     model: &M,
+    loss_scale: f64,
     max_norm: f64,
 ) -> (GradientsParams, f64) {
     let mut ids = ParamIds(Vec::new());
@@ -260,9 +283,13 @@ pub fn clip_global_norm<M: Module>(
     let norm = total
         .map(|t| crate::ml::to_vec(t)[0] as f64)
         .unwrap_or(0.0)
-        .sqrt();
+        .sqrt()
+        / loss_scale;
+    let mut by = 1.0 / loss_scale;
     if max_norm > 0.0 && norm > max_norm {
-        let by = max_norm / (norm + 1e-6);
+        by *= max_norm / (norm + 1e-6);
+    }
+    if by != 1.0 && norm.is_finite() {
         for &(id, rank) in &ids.0 {
             match rank {
                 1 => scale::<1>(&mut grads, id, by),
@@ -273,6 +300,42 @@ pub fn clip_global_norm<M: Module>(
         }
     }
     (grads, norm)
+}
+
+/// The gradients (of the loss times `loss_scale`, for the f32 parameters of
+/// `model`) and the loss of one optimizer step over the examples `picked`,
+/// in micro-batches whose losses are weighted by their share of the tokens.
+fn step_gradients(
+    model: &Bart,
+    train: &[Example],
+    picked: &[usize],
+    settings: &SftSettings,
+    loss_scale: f64,
+) -> (GradientsParams, f64) {
+    let device = model.devices()[0].clone();
+    let config = &model.config;
+    let compute = settings.precision.compute(model);
+    let tokens: usize = picked.iter().map(|&i| train[i].target.len()).sum();
+    let mut acc = GradientsAccumulator::new();
+    let mut loss_sum = 0.0;
+    for micro in picked.chunks(settings.batch.max(1)) {
+        let sources: Vec<Vec<u32>> = micro.iter().map(|&i| train[i].source.clone()).collect();
+        let targets: Vec<Vec<u32>> = micro.iter().map(|&i| train[i].target.clone()).collect();
+        let n: usize = targets.iter().map(Vec::len).sum();
+        let src = Batch::new(&sources, config.pad_token_id, &device);
+        let tg = Targets::new(&targets, config, &device);
+        let logits = compute.forward(&src, tg.decoder_input.clone());
+        // Token-weighted across micro-batches: the step's loss is the mean over all its tokens.
+        let loss = cross_entropy(logits, &tg) * (n as f64 / tokens.max(1) as f64);
+        loss_sum += crate::ml::to_vec(loss.clone())[0] as f64;
+        let scaled = if loss_scale == 1.0 {
+            loss
+        } else {
+            loss * loss_scale
+        };
+        acc.accumulate(model, GradientsParams::from_grads(scaled.backward(), model));
+    }
+    (acc.grads(), loss_sum)
 }
 
 /// Mean token cross-entropy of `model` on `examples`, in batches.
@@ -356,37 +419,38 @@ pub fn train_sft(
             &order[(pos * per_step).min(order.len())..((pos + 1) * per_step).min(order.len())];
         seed_step(&train_dev, settings.seed, step);
         let tokens: usize = picked.iter().map(|&i| train[i].target.len()).sum();
-        let mut acc = GradientsAccumulator::new();
-        let mut loss_sum = 0.0;
-        for micro in picked.chunks(settings.batch.max(1)) {
-            let sources: Vec<Vec<u32>> = micro.iter().map(|&i| train[i].source.clone()).collect();
-            let targets: Vec<Vec<u32>> = micro.iter().map(|&i| train[i].target.clone()).collect();
-            let n: usize = targets.iter().map(Vec::len).sum();
-            let src = Batch::new(&sources, config.pad_token_id, &train_dev);
-            let tg = Targets::new(&targets, &config, &train_dev);
-            let logits = model.forward(&src, tg.decoder_input.clone());
-            // Token-weighted across micro-batches: the step's loss is the mean over all its tokens.
-            let loss = cross_entropy(logits, &tg) * (n as f64 / tokens.max(1) as f64);
-            loss_sum += crate::ml::to_vec(loss.clone())[0] as f64;
-            acc.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
-        }
-        let (grads, grad_norm) = clip_global_norm(acc.grads(), &model, settings.max_grad_norm);
+        let scaler = progress
+            .loss_scale
+            .get_or_insert_with(|| LossScaler::new(settings.precision));
+        let (grads, loss_sum) = step_gradients(&model, train, picked, settings, scaler.scale);
+        let (grads, grad_norm) =
+            unscale_and_clip(grads, &model, scaler.scale, settings.max_grad_norm);
         let lr = cosine_lr(step, total, warmup, settings.lr, settings.min_lr_ratio);
-        if !loss_sum.is_finite() || !grad_norm.is_finite() {
+        let finite = loss_sum.is_finite() && grad_norm.is_finite();
+        let skipped = !scaler.update(finite);
+        if finite && !skipped {
+            model = optim.step(lr, model, grads);
+        } else if !skipped || scaler.scale < 1.0 {
             return Err(format!(
-                "training diverged at step {}: the loss is {loss_sum} and the gradient norm {grad_norm} (learning rate {lr:e}); lower `lr` or keep `max-grad-norm` on",
-                progress.step + 1
+                "training diverged at step {}: the loss is {loss_sum} and the gradient norm {grad_norm} (learning rate {lr:e}, precision {}); lower `lr`, keep `max-grad-norm` on{}",
+                progress.step + 1,
+                settings.precision,
+                if settings.precision == Precision::F16 {
+                    ", or train in bf16 (f16 kept overflowing)"
+                } else {
+                    ""
+                },
             ));
         }
-        model = optim.step(lr, model, grads);
         progress.step += 1;
         let log = StepLog {
             step: progress.step,
             epoch,
-            loss: loss_sum,
+            loss: if skipped { 0.0 } else { loss_sum },
             lr,
-            grad_norm,
+            grad_norm: if skipped { 0.0 } else { grad_norm },
             tokens,
+            skipped,
         };
         observer.step(&log, total);
         progress.curve.push(log);
