@@ -252,9 +252,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let backend = args.first().map_or("cpu", String::as_str).to_string();
     let precision = match args.get(3).map_or("f32", String::as_str) {
+        "f32" => Precision::F32,
         "bf16" => Precision::Bf16,
         "f16" => Precision::F16,
-        _ => Precision::F32,
+        other => panic!("unknown precision `{other}` (f32, bf16, f16)"),
     };
     let s = shape(args.get(1).map_or("small", String::as_str), precision);
     let phases = args

@@ -101,6 +101,15 @@ impl LossScaler {
         }
     }
 
+    /// `loss` times the scale, for the backward (itself when scaling is off).
+    pub fn scale_loss(&self, loss: Tensor<1>) -> Tensor<1> {
+        if self.scale == 1.0 {
+            loss
+        } else {
+            loss * self.scale
+        }
+    }
+
     /// Records whether this step's (unscaled) gradients were finite; returns
     /// whether the optimizer step should be taken. Without scaling every
     /// step is taken (a non-finite one is then the caller's divergence).

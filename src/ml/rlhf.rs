@@ -339,12 +339,7 @@ fn minibatch_step(
     stats.value_loss += super::to_vec(vl)[0] as f64;
     stats.clipfrac += super::to_vec(clipfrac)[0] as f64;
     stats.ratio += super::to_vec(ratio)[0] as f64;
-    let scaled = if scaler.scale == 1.0 {
-        loss
-    } else {
-        loss * scaler.scale
-    };
-    let grads = GradientsParams::from_grads(scaled.backward(), &master);
+    let grads = GradientsParams::from_grads(scaler.scale_loss(loss).backward(), &master);
     let (grads, norm) = unscale_and_clip(grads, &master, scaler.scale, settings.max_grad_norm);
     if scaler.update(norm.is_finite()) {
         optim.step(settings.lr, master, grads)

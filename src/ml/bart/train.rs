@@ -302,7 +302,7 @@ pub fn unscale_and_clip<M: Module>(
     (grads, norm)
 }
 
-/// The gradients (of the loss times `loss_scale`, for the f32 parameters of
+/// The gradients (of the loss scaled by `scaler`, for the f32 parameters of
 /// `model`) and the loss of one optimizer step over the examples `picked`,
 /// in micro-batches whose losses are weighted by their share of the tokens.
 fn step_gradients(
@@ -310,7 +310,7 @@ fn step_gradients(
     train: &[Example],
     picked: &[usize],
     settings: &SftSettings,
-    loss_scale: f64,
+    scaler: &LossScaler,
 ) -> (GradientsParams, f64) {
     let device = model.devices()[0].clone();
     let config = &model.config;
@@ -328,12 +328,8 @@ fn step_gradients(
         // Token-weighted across micro-batches: the step's loss is the mean over all its tokens.
         let loss = cross_entropy(logits, &tg) * (n as f64 / tokens.max(1) as f64);
         loss_sum += crate::ml::to_vec(loss.clone())[0] as f64;
-        let scaled = if loss_scale == 1.0 {
-            loss
-        } else {
-            loss * loss_scale
-        };
-        acc.accumulate(model, GradientsParams::from_grads(scaled.backward(), model));
+        let grads = scaler.scale_loss(loss).backward();
+        acc.accumulate(model, GradientsParams::from_grads(grads, model));
     }
     (acc.grads(), loss_sum)
 }
@@ -422,7 +418,7 @@ pub fn train_sft(
         let scaler = progress
             .loss_scale
             .get_or_insert_with(|| LossScaler::new(settings.precision));
-        let (grads, loss_sum) = step_gradients(&model, train, picked, settings, scaler.scale);
+        let (grads, loss_sum) = step_gradients(&model, train, picked, settings, scaler);
         let (grads, grad_norm) =
             unscale_and_clip(grads, &model, scaler.scale, settings.max_grad_norm);
         let lr = cosine_lr(step, total, warmup, settings.lr, settings.min_lr_ratio);
