@@ -61,7 +61,14 @@ struct CastParams(FloatDType);
 impl ModuleMapper for CastParams {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let dtype = self.0;
-        param.map(|t| t.cast(dtype))
+        // Already cast (a frozen reference cast once per stage): no copy.
+        param.map(|t| {
+            if t.dtype() == dtype.into() {
+                t
+            } else {
+                t.cast(dtype)
+            }
+        })
     }
 }
 

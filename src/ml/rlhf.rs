@@ -353,7 +353,9 @@ fn minibatch_step(
 /// from the policy (online), or `given` (offline: stored summaries replayed,
 /// as the authors did). `reward` scores the responses (token ids);
 /// `ce_targets` are supervised targets for the cross-entropy term, one per
-/// source. Returns the new model and the update's statistics.
+/// source. `reference` may already be in the compute precision (a caller
+/// that keeps it for many updates casts it once). Returns the new model and
+/// the update's statistics.
 #[allow(clippy::too_many_arguments)]
 pub fn ppo_update(
     model: PolicyValue,

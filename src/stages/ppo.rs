@@ -574,7 +574,8 @@ impl Kind for PpoStage {
         let setup = Setup {
             p,
             eos: policy.config.eos_token_id,
-            reference: policy.clone(),
+            // Frozen: cast to the compute precision once, not every update.
+            reference: p.precision.compute(&policy),
             tk,
             scorer: inputs.reward_model.scorer(&device)?,
             lexical: Lexical::new(),

@@ -84,11 +84,6 @@ impl Attention {
         let head_dim = d / self.heads;
         let training = x.device().is_autodiff();
         let q = self.split(self.q_proj.forward(x) * (head_dim as f64).powf(-0.5));
-        // Masks are built in f32; under mixed precision the scores are not.
-        let bias = bias.map(|bias| match q.dtype() {
-            dtype if dtype == bias.dtype() => bias,
-            dtype => bias.cast(dtype),
-        });
         let context = if training {
             self.attend_differentiable(q, keys, values, bias)
         } else {
@@ -275,6 +270,16 @@ impl Batch {
     }
 }
 
+/// `mask` (built in f32) in the dtype of the `hidden` states it is added to,
+/// cast once per stack rather than in every layer under mixed precision.
+fn in_dtype_of(mask: Tensor<4>, hidden: &Tensor<3>) -> Tensor<4> {
+    if mask.dtype() == hidden.dtype() {
+        mask
+    } else {
+        mask.cast(hidden.dtype())
+    }
+}
+
 /// `[1, 1, t, t]`: masks keys after each query (the decoder's causal mask).
 pub fn causal_bias(t: usize, device: &Device) -> Tensor<4> {
     let mut v = vec![0.0f32; t * t];
@@ -421,8 +426,8 @@ impl Bart {
 
     /// The encoder's last hidden states `[b, t, d]`.
     pub fn encode(&self, source: &Batch) -> Tensor<3> {
-        let bias = source.key_bias();
         let mut x = self.embed(&self.encoder, source.ids.clone(), 0);
+        let bias = in_dtype_of(source.key_bias(), &x);
         for layer in &self.encoder.layers {
             x = layer.forward(x, bias.clone());
         }
@@ -463,6 +468,8 @@ impl Bart {
             None
         };
         let mut x = self.embed(&self.decoder, ids, past);
+        let self_bias = self_bias.map(|bias| in_dtype_of(bias, &x));
+        let source_bias = in_dtype_of(source_bias.clone(), &x);
         for (layer, c) in self.decoder.layers.iter().zip(cache.iter_mut()) {
             x = layer.forward(x, c, self_bias.clone(), source_bias.clone());
         }
