@@ -14,9 +14,10 @@ GPU="null"
 if [ -n "$FEATURES" ]; then GPU=$("${CARGO_TARGET_DIR:-target}"/release/examples/bart_bench gpu || echo null); fi
 mkdir -p benches/results
 "$PY" - "$OURS" "$THEIRS" "$GPU" <<'PY'
-import json, sys, platform, os
+import json, sys, platform, os, datetime
 ours, theirs, gpu = (json.loads(a) for a in sys.argv[1:4])
 out = {
+    "date": datetime.date.today().isoformat(),
     "machine": f"{platform.machine()}, {os.cpu_count()} cores",
     "efrlhf_cpu": ours,
     "pytorch_cpu": theirs,

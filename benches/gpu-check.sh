@@ -8,7 +8,7 @@
 # as such, and the rest still runs.
 #
 #   benches/gpu-check.sh prepare     on a machine with cargo: builds the wgpu
-#                                    binaries into .gpu-check/ (git-ignored)
+#                                    binaries into .gpu-check/bins.tar.xz (git-ignored)
 #                                    with the Vulkan loader's .deb, for a GPU
 #                                    machine that has no Rust toolchain
 #                                    (the device tool carries it: carry
@@ -23,19 +23,33 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PREPARED=.gpu-check
 
+# The executable of cargo target NAME in cargo's JSON messages on stdin (cargo
+# test also builds, and lists, the efrlhf binary).
+executable_of() {
+    python3 -c 'import json, sys
+found = [m["executable"] for m in map(json.loads, sys.stdin)
+         if m.get("executable") and m["target"]["name"] == sys.argv[1]]
+print(found[-1])' "$1"
+}
+
 prepare() {
     set -e
+    # From nothing: a dry run leaves unpacked binaries here, too big to carry.
+    rm -rf "$PREPARED"
     mkdir -p "$PREPARED/debs"
     # SPIR-V kernels (Cargo.toml's `vulkan`) are what an NVIDIA or AMD box runs;
     # GPU_CHECK_FEATURES=gpu checks the WGSL path instead.
     local built features=${GPU_CHECK_FEATURES:-vulkan}
     built=$(cargo build --release --locked --features "$features" --example bart_bench --message-format=json-render-diagnostics |
-        python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+        executable_of bart_bench)
     cp "$built" "$PREPARED/bart_bench"
     built=$(cargo test --release --locked --features "$features" --test gpu --no-run --message-format=json-render-diagnostics |
-        python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+        executable_of gpu)
     cp "$built" "$PREPARED/gpu-tests"
     strip "$PREPARED/bart_bench" "$PREPARED/gpu-tests" 2>/dev/null || true
+    # 146 MB stripped, 23 MB as xz: what a lent machine can carry is 64 MiB.
+    tar -C "$PREPARED" -cJf "$PREPARED/bins.tar.xz" bart_bench gpu-tests
+    rm "$PREPARED/bart_bench" "$PREPARED/gpu-tests"
     # The loader (libvulkan.so.1) is not on every CUDA image; the driver's ICD is.
     (cd "$PREPARED/debs" && apt-get download libvulkan1 >/dev/null 2>&1) ||
         echo "apt-get download libvulkan1 failed: the GPU machine must have a Vulkan loader" >&2
@@ -63,6 +77,17 @@ if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$nvidia_icd" ] &&
     export VK_DRIVER_FILES=$nvidia_icd
 fi
 
+# Unpacked with Python's tarfile: the GPU image need not have xz.
+if [ ! -x "$PREPARED/bart_bench" ] && [ -f "$PREPARED/bins.tar.xz" ]; then
+    "$PY" - "$PREPARED/bins.tar.xz" "$PREPARED" <<'PY' || echo "cannot unpack $PREPARED/bins.tar.xz" >&2
+import sys, tarfile
+with tarfile.open(sys.argv[1]) as t:
+    try:
+        t.extractall(sys.argv[2], filter="data")
+    except TypeError:  # a Python without extraction filters
+        t.extractall(sys.argv[2])
+PY
+fi
 if [ -x "$PREPARED/bart_bench" ]; then
     BENCH="$PREPARED/bart_bench"; TESTS="$PREPARED/gpu-tests"
 elif command -v cargo >/dev/null; then

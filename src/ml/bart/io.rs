@@ -17,6 +17,12 @@ use super::config::BartConfig;
 use super::generation_config::GenerationConfig;
 use super::model::{Attention, Bart};
 
+// `save` writes f32 values in memory order, and safetensors is little-endian.
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "model saving assumes a little-endian target"
+);
+
 /// One parameter slot, named as HF names it.
 enum Slot<'a> {
     Linear(&'a mut Linear),
@@ -102,13 +108,30 @@ fn host<const D: usize>(t: Tensor<D>) -> Host {
     }
 }
 
+/// `[r, c]` -> `[c, r]`, in tiles that stay in cache and bands of output
+/// rows on all cores: the naive loop's strided writes made this most of a
+/// BART-large load.
 fn transpose(h: &Host) -> Host {
+    use rayon::prelude::*;
+    const TILE: usize = 64;
     let (r, c) = (h.shape[0], h.shape[1]);
     let mut values = vec![0.0; r * c];
-    for i in 0..r {
-        for j in 0..c {
-            values[j * r + i] = h.values[i * c + j];
-        }
+    if r > 0 {
+        values
+            .par_chunks_mut(TILE * r)
+            .enumerate()
+            .for_each(|(band, out)| {
+                let j0 = band * TILE;
+                for i0 in (0..r).step_by(TILE) {
+                    for (dj, row) in out.chunks_exact_mut(r).enumerate() {
+                        let j = j0 + dj;
+                        let tile = &mut row[i0..(i0 + TILE).min(r)];
+                        for (di, x) in tile.iter_mut().enumerate() {
+                            *x = h.values[(i0 + di) * c + j];
+                        }
+                    }
+                }
+            });
     }
     Host {
         shape: vec![c, r],
@@ -179,6 +202,26 @@ fn read_view(name: &str, v: &TensorView<'_>) -> Result<Host, String> {
     })
 }
 
+/// `path` mapped into memory: pages are read as the tensors are converted,
+/// and no second copy of the file is held.
+fn map_file(path: &Path) -> Result<memmap2::Mmap, String> {
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    // SAFETY: the map is read-only and lives only while this load converts
+    // it; checkpoints are not rewritten in place (the cache writes new
+    // files), so the bytes do not change under it.
+    unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+}
+
+/// A 2-d parameter's shape without initialising it: the skeleton that a
+/// load fills in is never randomly initialised (406M normal samples for
+/// BART-large).
+fn dims2(p: &Param<Tensor<2>>) -> [usize; 2] {
+    let shape = p.lazy_shape();
+    [shape[0], shape[1]]
+}
+
 /// What loading found besides the model's parameters.
 #[derive(Debug, Default)]
 pub struct LoadReport {
@@ -204,8 +247,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Bart, LoadReport), String> {
         };
         return Err(format!("`{}` does not exist{hint}", st_path.display()));
     }
-    let bytes =
-        std::fs::read(&st_path).map_err(|e| format!("cannot read `{}`: {e}", st_path.display()))?;
+    let bytes = map_file(&st_path)?;
     let file = SafeTensors::deserialize(&bytes)
         .map_err(|e| format!("`{}` is not a safetensors file: {e}", st_path.display()))?;
     let mut views: HashMap<String, TensorView<'_>> = file.tensors().into_iter().collect();
@@ -245,7 +287,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Bart, LoadReport), String> {
     for (name, slot) in slots(&mut model) {
         match slot {
             Slot::Linear(l) => {
-                let [d_in, d_out] = l.weight.val().dims();
+                let [d_in, d_out] = dims2(&l.weight);
                 let w = take(&mut views, &format!("{name}.weight"), &[d_out, d_in])?;
                 l.weight = param2(transpose(&w), device);
                 if l.bias.is_some() {
@@ -256,7 +298,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Bart, LoadReport), String> {
                 }
             }
             Slot::Norm(n) => {
-                let [dn] = n.gamma.val().dims();
+                let dn = n.gamma.lazy_shape().num_elements();
                 n.gamma = param1(take(&mut views, &format!("{name}.weight"), &[dn])?, device);
                 n.beta = Some(param1(
                     take(&mut views, &format!("{name}.bias"), &[dn])?,
@@ -264,7 +306,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Bart, LoadReport), String> {
                 ));
             }
             Slot::Embedding(e) => {
-                let dims = e.weight.val().dims();
+                let dims = dims2(&e.weight);
                 e.weight = param2(take(&mut views, &format!("{name}.weight"), &dims)?, device);
             }
         }
@@ -336,25 +378,20 @@ pub fn save(model: &Bart, dir: &Path) -> Result<(), String> {
     bias.shape = vec![1, model.config.vocab_size];
     tensors.insert("final_logits_bias".into(), bias);
 
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(k, h)| {
-            let b = h.values.iter().flat_map(|x| x.to_le_bytes()).collect();
-            (k, h.shape, b)
-        })
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = bytes
+    // The values as they are (safetensors is little-endian, as are the
+    // targets efrlhf builds for), streamed to the file: no byte copy of the model.
+    let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
-        .map(|(k, s, b)| {
-            TensorView::new(Dtype::F32, s.clone(), b)
+        .map(|(k, h)| {
+            TensorView::new(Dtype::F32, h.shape.clone(), bytemuck::cast_slice(&h.values))
                 .map(|v| (k.clone(), v))
                 .map_err(|e| format!("tensor `{k}`: {e}"))
         })
         .collect::<Result<_, _>>()?;
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let data = safetensors::serialize(views, Some(meta))
-        .map_err(|e| format!("cannot serialize weights: {e}"))?;
-    write_file(&dir.join("model.safetensors"), &data)?;
+    let path = dir.join("model.safetensors");
+    safetensors::serialize_to_file(views, Some(meta), &path)
+        .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
     write_file(&dir.join("config.json"), model.config.to_json().as_bytes())?;
     let generation = model.config.generation.to_json(&model.config);
     write_file(&dir.join("generation_config.json"), generation.as_bytes())
