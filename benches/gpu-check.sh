@@ -77,6 +77,10 @@ if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$nvidia_icd" ] &&
     export VK_DRIVER_FILES=$nvidia_icd
 fi
 
+# Nothing prepared: build here when cargo is at hand.
+if [ ! -x "$PREPARED/bart_bench" ] && [ ! -f "$PREPARED/bins.tar.xz" ] && command -v cargo >/dev/null; then
+    "$0" prepare >>"$LOG" 2>&1 || echo "build failed: see $LOG" >&2
+fi
 # Unpacked with Python's tarfile: the GPU image need not have xz.
 if [ ! -x "$PREPARED/bart_bench" ] && [ -f "$PREPARED/bins.tar.xz" ]; then
     "$PY" - "$PREPARED/bins.tar.xz" "$PREPARED" <<'PY' || echo "cannot unpack $PREPARED/bins.tar.xz" >&2
@@ -90,11 +94,8 @@ PY
 fi
 if [ -x "$PREPARED/bart_bench" ]; then
     BENCH="$PREPARED/bart_bench"; TESTS="$PREPARED/gpu-tests"
-elif command -v cargo >/dev/null; then
-    "$0" prepare >>"$LOG" 2>&1 || echo "build failed: see $LOG" >&2
-    BENCH="$PREPARED/bart_bench"; TESTS="$PREPARED/gpu-tests"
 else
-    echo "no prepared binaries in $PREPARED and no cargo: run '$0 prepare' where cargo is" >&2
+    echo "no prepared binaries in $PREPARED: run '$0 prepare' where cargo is" >&2
     BENCH=false; TESTS=false
 fi
 

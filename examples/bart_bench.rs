@@ -225,7 +225,6 @@ fn ppo(s: &Shape, model: Bart, sources: &[Vec<u32>], rng: &mut Rng, out: &mut Ma
     }
 }
 
-/// Saves the model as an HF folder and loads it back, timed.
 /// Initialises every parameter (burn's are lazy), so that saving times the
 /// save and not the random initialisation.
 struct Materialise;
@@ -236,6 +235,7 @@ impl ModuleVisitor for Materialise {
     }
 }
 
+/// Saves the model as an HF folder and loads it back, timed.
 fn save_and_load(model: &Bart, out: &mut Map<String, Value>) {
     let device = model.devices()[0].clone();
     model.visit(&mut Materialise);

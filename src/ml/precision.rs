@@ -61,24 +61,15 @@ struct CastParams(FloatDType);
 impl ModuleMapper for CastParams {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let dtype = self.0;
-        // Already cast (a frozen reference cast once per stage): no copy.
-        param.map(|t| {
-            if t.dtype() == dtype.into() {
-                t
-            } else {
-                t.cast(dtype)
-            }
-        })
+        // A parameter already in `dtype` (a frozen reference cast once per
+        // stage) comes back as it is: burn's `cast` is then a no-op.
+        param.map(|t| t.cast(dtype))
     }
 }
 
-/// `tensor` as f32 (itself when it already is).
+/// `tensor` as f32 (itself when it already is: burn's `cast` is then a no-op).
 pub fn to_f32<const D: usize>(tensor: Tensor<D>) -> Tensor<D> {
-    if tensor.dtype() == burn::tensor::DType::F32 {
-        tensor
-    } else {
-        tensor.cast(FloatDType::F32)
-    }
+    tensor.cast(FloatDType::F32)
 }
 
 /// Dynamic loss scaling (`torch.amp.GradScaler`'s defaults): the loss is

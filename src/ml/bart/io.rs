@@ -208,8 +208,9 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap, String> {
     let file =
         std::fs::File::open(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
     // SAFETY: the map is read-only and lives only while this load converts
-    // it; checkpoints are not rewritten in place (the cache writes new
-    // files), so the bytes do not change under it.
+    // it. The cache never rewrites a file in place; a user's folder truncated
+    // by another process during the load would fault the read, as it would
+    // for `safetensors` in Python, which maps files the same way.
     unsafe { memmap2::Mmap::map(&file) }
         .map_err(|e| format!("cannot read `{}`: {e}", path.display()))
 }
