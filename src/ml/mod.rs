@@ -6,6 +6,7 @@
 
 pub mod bart;
 pub mod bt;
+pub mod fused;
 pub mod phi;
 pub mod ppo;
 pub mod precision;

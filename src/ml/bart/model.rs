@@ -15,6 +15,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData, activation as act};
 
 use super::config::{Activation, BartConfig, activation};
+use crate::ml::fused;
 use crate::ml::precision::to_f32;
 
 /// Added to attention scores at masked positions (their softmax weight underflows to 0).
@@ -29,8 +30,18 @@ fn linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Linear {
     l
 }
 
+/// BART's layer-norm epsilon (fixed in HF's implementation).
+const LAYER_NORM_EPS: f64 = 1e-5;
+
 fn layer_norm(d: usize, device: &Device) -> LayerNorm {
-    LayerNormConfig::new(d).with_epsilon(1e-5).init(device)
+    LayerNormConfig::new(d)
+        .with_epsilon(LAYER_NORM_EPS)
+        .init(device)
+}
+
+/// `norm(x)`, with the fused kernel where it runs (see [`fused::layer_norm`]).
+fn norm(norm: &LayerNorm, x: Tensor<3>) -> Tensor<3> {
+    fused::layer_norm(norm, x, LAYER_NORM_EPS)
 }
 
 #[derive(Module, Debug)]
@@ -116,7 +127,7 @@ impl Attention {
         if let Some(bias) = bias {
             scores = scores + bias;
         }
-        self.dropout.forward(act::softmax(scores, 3)).matmul(values)
+        self.dropout.forward(fused::softmax(scores)).matmul(values)
     }
 }
 
@@ -133,7 +144,7 @@ impl FeedForward {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let h = self.fc1.forward(x);
         let h = match self.activation {
-            Activation::Gelu => act::gelu(h),
+            Activation::Gelu => fused::gelu(h),
             Activation::GeluTanh => act::gelu_approximate(h),
             Activation::Relu => act::relu(h),
             Activation::Silu => act::silu(h),
@@ -155,11 +166,9 @@ impl EncoderLayer {
     fn forward(&self, x: Tensor<3>, key_bias: Tensor<4>) -> Tensor<3> {
         let (k, v) = self.self_attn.key_values(x.clone());
         let h = self.self_attn.attend(x.clone(), k, v, Some(key_bias));
-        let x = self
-            .self_attn_layer_norm
-            .forward(x + self.dropout.forward(h));
+        let x = norm(&self.self_attn_layer_norm, x + self.dropout.forward(h));
         let h = self.ffn.forward(x.clone());
-        self.final_layer_norm.forward(x + self.dropout.forward(h))
+        norm(&self.final_layer_norm, x + self.dropout.forward(h))
     }
 }
 
@@ -199,18 +208,14 @@ impl DecoderLayer {
         };
         cache.own = Some((k.clone(), v.clone()));
         let h = self.self_attn.attend(x.clone(), k, v, self_bias);
-        let x = self
-            .self_attn_layer_norm
-            .forward(x + self.dropout.forward(h));
+        let x = norm(&self.self_attn_layer_norm, x + self.dropout.forward(h));
         let (ck, cv) = cache.cross.clone();
         let h = self
             .encoder_attn
             .attend(x.clone(), ck, cv, Some(cross_bias));
-        let x = self
-            .encoder_attn_layer_norm
-            .forward(x + self.dropout.forward(h));
+        let x = norm(&self.encoder_attn_layer_norm, x + self.dropout.forward(h));
         let h = self.ffn.forward(x.clone());
-        self.final_layer_norm.forward(x + self.dropout.forward(h))
+        norm(&self.final_layer_norm, x + self.dropout.forward(h))
     }
 }
 
@@ -422,7 +427,7 @@ impl Bart {
         let pos = Tensor::<1, Int>::arange((past as i64 + 2)..((past + t) as i64 + 2), &device)
             .reshape([1, t]);
         let x = tokens + stack.embed_positions.forward(pos);
-        stack.dropout.forward(stack.layernorm_embedding.forward(x))
+        stack.dropout.forward(norm(&stack.layernorm_embedding, x))
     }
 
     /// The encoder's last hidden states `[b, t, d]`.
@@ -542,29 +547,21 @@ impl Targets {
 
 /// Log-probabilities `[b, t]` of `labels` under `logits` divided by `temperature`.
 pub fn label_logprobs(logits: Tensor<3>, labels: Tensor<2, Int>, temperature: f64) -> Tensor<2> {
-    let [b, t, _] = logits.dims();
-    let logits = if temperature != 1.0 {
-        logits / temperature
-    } else {
-        logits
-    };
-    act::log_softmax(logits, 2)
-        .gather(2, labels.reshape([b, t, 1]))
-        .reshape([b, t])
+    fused::label_logprobs(logits, labels, temperature)
 }
 
 /// [`label_logprobs`] and the entropy of each position's distribution
-/// (`-Σ p log p`, same temperature), from one log-softmax.
+/// (`-Σ p log p`, same temperature). The entropy is a statistic: it
+/// carries no gradient.
 pub fn label_logprobs_and_entropy(
     logits: Tensor<3>,
     labels: Tensor<2, Int>,
     temperature: f64,
 ) -> (Tensor<2>, Tensor<2>) {
     let [b, t, _] = logits.dims();
-    let lsm = act::log_softmax(logits / temperature, 2);
-    let entropy = -(lsm.clone().exp() * lsm.clone()).sum_dim(2).reshape([b, t]);
-    let lp = lsm.gather(2, labels.reshape([b, t, 1])).reshape([b, t]);
-    (lp, entropy)
+    let lsm = act::log_softmax(logits.clone().detach() / temperature, 2);
+    let entropy = -(lsm.clone().exp() * lsm).sum_dim(2).reshape([b, t]);
+    (label_logprobs(logits, labels, temperature), entropy)
 }
 
 /// Mean token cross-entropy over the masked labels, and the token count.

@@ -1,0 +1,208 @@
+//! The fused kernels on plain row-major f32 slices, each one pass (two
+//! for layer norm's parameter gradients) over its rows, split across the
+//! rayon pool. Pure functions, so that tests can hold them against the
+//! composed burn ops they replace.
+
+use rayon::prelude::*;
+
+/// Rows per rayon task: enough work per task that splitting pays.
+fn rows_per_task(row_len: usize) -> usize {
+    (16_384 / row_len.max(1)).max(1)
+}
+
+/// Log-probability of each row's label under `softmax(x * scale)`, and the
+/// row's log-sum-exp (what the backward needs). A label outside the row
+/// gives NaN.
+pub fn label_logprobs(x: &[f32], cols: usize, labels: &[i64], scale: f32) -> (Vec<f32>, Vec<f32>) {
+    let mut out = vec![(0.0f32, 0.0f32); labels.len()];
+    out.par_iter_mut()
+        .with_min_len(rows_per_task(cols))
+        .zip(x.par_chunks(cols).zip(labels.par_iter()))
+        .for_each(|(o, (row, &label))| {
+            let lse = log_sum_exp(row, scale);
+            let picked = usize::try_from(label).ok().and_then(|l| row.get(l));
+            *o = (picked.map_or(f32::NAN, |&v| v * scale - lse), lse);
+        });
+    out.into_iter().unzip()
+}
+
+fn log_sum_exp(row: &[f32], scale: f32) -> f32 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
+    let sum: f32 = row.iter().map(|&v| (v * scale - max).exp()).sum();
+    max + sum.ln()
+}
+
+/// Gradient of [`label_logprobs`] with respect to `x`, given the gradient
+/// `grad` of each row's log-probability: `grad * scale * (onehot - p)`.
+pub fn label_logprobs_backward(
+    x: &[f32],
+    cols: usize,
+    labels: &[i64],
+    lse: &[f32],
+    grad: &[f32],
+    scale: f32,
+) -> Vec<f32> {
+    let mut dx = vec![0.0f32; x.len()];
+    dx.par_chunks_mut(cols)
+        .with_min_len(rows_per_task(cols))
+        .zip(x.par_chunks(cols))
+        .enumerate()
+        .for_each(|(r, (d, row))| {
+            let g = grad[r] * scale;
+            for (d, &v) in d.iter_mut().zip(row) {
+                *d = -g * (v * scale - lse[r]).exp();
+            }
+            if let Some(d) = usize::try_from(labels[r]).ok().and_then(|l| d.get_mut(l)) {
+                *d += g;
+            }
+        });
+    dx
+}
+
+/// Softmax over each row of `cols` values.
+pub fn softmax(x: &[f32], cols: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(cols)
+        .with_min_len(rows_per_task(cols))
+        .zip(x.par_chunks(cols))
+        .for_each(|(y, row)| {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut sum = 0.0f32;
+            for (y, &v) in y.iter_mut().zip(row) {
+                *y = (v - max).exp();
+                sum += *y;
+            }
+            let inv = 1.0 / sum;
+            y.iter_mut().for_each(|y| *y *= inv);
+        });
+    y
+}
+
+/// Gradient of [`softmax`] from its output `y`: `y * (grad - Σ grad·y)`.
+pub fn softmax_backward(y: &[f32], grad: &[f32], cols: usize) -> Vec<f32> {
+    let mut dx = vec![0.0f32; y.len()];
+    dx.par_chunks_mut(cols)
+        .with_min_len(rows_per_task(cols))
+        .zip(y.par_chunks(cols).zip(grad.par_chunks(cols)))
+        .for_each(|(d, (y, g))| {
+            let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+            for ((d, &y), &g) in d.iter_mut().zip(y).zip(g) {
+                *d = y * (g - dot);
+            }
+        });
+    dx
+}
+
+const CHUNK: usize = 16_384;
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+/// GELU with the exact erf (HF's `gelu`).
+pub fn gelu(x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
+            }
+        });
+    y
+}
+
+/// Gradient of [`gelu`]: `grad * (Φ(x) + x φ(x))`.
+pub fn gelu_backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
+    let mut dx = vec![0.0f32; x.len()];
+    dx.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
+        .for_each(|(d, (x, g))| {
+            for ((d, &x), &g) in d.iter_mut().zip(x).zip(g) {
+                let cdf = 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
+                let pdf = FRAC_1_SQRT_2PI * (-0.5 * x * x).exp();
+                *d = g * (cdf + x * pdf);
+            }
+        });
+    dx
+}
+
+/// Layer norm over rows of `cols`: the output, and each row's mean and
+/// reciprocal standard deviation (what the backward needs).
+pub fn layer_norm(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let cols = gamma.len();
+    let rows = x.len() / cols.max(1);
+    let mut y = vec![0.0f32; x.len()];
+    let mut stats = vec![(0.0f32, 0.0f32); rows];
+    y.par_chunks_mut(cols)
+        .with_min_len(rows_per_task(cols))
+        .zip(x.par_chunks(cols).zip(stats.par_iter_mut()))
+        .for_each(|(y, (row, stat))| {
+            let n = cols as f32;
+            let mean = row.iter().sum::<f32>() / n;
+            let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
+            let rstd = 1.0 / (var + eps).sqrt();
+            for (((y, &v), &g), &b) in y.iter_mut().zip(row).zip(gamma).zip(beta) {
+                *y = (v - mean) * rstd * g + b;
+            }
+            *stat = (mean, rstd);
+        });
+    let (mean, rstd) = stats.into_iter().unzip();
+    (y, mean, rstd)
+}
+
+/// Gradients of [`layer_norm`] with respect to `x`, `gamma` and `beta`.
+pub fn layer_norm_backward(
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    grad: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let cols = gamma.len();
+    let mut dx = vec![0.0f32; x.len()];
+    dx.par_chunks_mut(cols)
+        .with_min_len(rows_per_task(cols))
+        .zip(x.par_chunks(cols).zip(grad.par_chunks(cols)))
+        .enumerate()
+        .for_each(|(r, (d, (row, g)))| {
+            let n = cols as f32;
+            let (mut sum_dh, mut sum_dh_h) = (0.0f32, 0.0f32);
+            for ((&v, &g), &w) in row.iter().zip(g).zip(gamma) {
+                let h = (v - mean[r]) * rstd[r];
+                sum_dh += g * w;
+                sum_dh_h += g * w * h;
+            }
+            let (a, b) = (sum_dh / n, sum_dh_h / n);
+            for (((d, &v), &g), &w) in d.iter_mut().zip(row).zip(g).zip(gamma) {
+                let h = (v - mean[r]) * rstd[r];
+                *d = rstd[r] * (g * w - a - h * b);
+            }
+        });
+    let (dgamma, dbeta) = x
+        .par_chunks(cols)
+        .zip(grad.par_chunks(cols))
+        .enumerate()
+        .with_min_len(rows_per_task(cols))
+        .fold(
+            || (vec![0.0f32; cols], vec![0.0f32; cols]),
+            |(mut dg, mut db), (r, (row, g))| {
+                for (((dg, db), &v), &g) in dg.iter_mut().zip(db.iter_mut()).zip(row).zip(g) {
+                    *dg += g * (v - mean[r]) * rstd[r];
+                    *db += g;
+                }
+                (dg, db)
+            },
+        )
+        .reduce(
+            || (vec![0.0f32; cols], vec![0.0f32; cols]),
+            |(mut a, mut b), (c, d)| {
+                a.iter_mut().zip(c).for_each(|(a, c)| *a += c);
+                b.iter_mut().zip(d).for_each(|(b, d)| *b += d);
+                (a, b)
+            },
+        );
+    (dx, dgamma, dbeta)
+}

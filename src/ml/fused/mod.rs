@@ -1,0 +1,81 @@
+//! Fused CPU kernels for the ops that dominate a training step once the
+//! matmuls are multithreaded: the log-softmax over the vocabulary with its
+//! label pick, the attention softmax, GELU and layer norm. burn's autodiff
+//! records each of these as 5-9 single-threaded elementwise ops (each
+//! allocating its output); here each is one multithreaded pass forward and
+//! one backward, through burn's backend-extension interface (see `ops.rs`).
+//!
+//! They run on the CPU backend in f32. Elsewhere (a GPU, where burn fuses
+//! on its own, or half precision) the same functions fall back to burn's
+//! composed ops, which compute the same math.
+
+mod kernels;
+mod ops;
+
+use burn::backend::Dispatch;
+use burn::nn::LayerNorm;
+use burn::tensor::{DType, Device, Int, Tensor, activation as act};
+
+use ops::FusedOps;
+
+/// Whether `x` lives where the fused kernels run: the CPU backend, in f32.
+fn fusable<const D: usize>(x: &Tensor<D>) -> bool {
+    x.dtype() == DType::F32 && x.device().without_autodiff() == Device::flex()
+}
+
+/// Log-probabilities `[b, t]` of `labels` under `softmax(logits / temperature)`.
+pub fn label_logprobs(logits: Tensor<3>, labels: Tensor<2, Int>, temperature: f64) -> Tensor<2> {
+    let [b, t, v] = logits.dims();
+    if !fusable(&logits) {
+        let logits = if temperature != 1.0 {
+            logits / temperature
+        } else {
+            logits
+        };
+        return act::log_softmax(logits, 2)
+            .gather(2, labels.reshape([b, t, 1]))
+            .reshape([b, t]);
+    }
+    let (lp, _lse) = <Dispatch as FusedOps>::fused_label_logprobs(
+        logits.reshape([b * t, v]).into_dispatch(),
+        labels.reshape([b * t]).into_dispatch(),
+        (1.0 / temperature) as f32,
+    );
+    Tensor::<1>::from_dispatch(lp).reshape([b, t])
+}
+
+/// Softmax over the last dimension.
+pub fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !fusable(&x) {
+        return act::softmax(x, D - 1);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_softmax(x.into_dispatch()))
+}
+
+/// GELU with the exact erf.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !fusable(&x) {
+        return act::gelu(x);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_gelu(x.into_dispatch()))
+}
+
+/// `norm` applied to `x` (whose epsilon is `eps`), fused under autodiff,
+/// where burn would decompose it; burn's own kernel is already one pass
+/// for inference.
+pub fn layer_norm<const D: usize>(norm: &LayerNorm, x: Tensor<D>, eps: f64) -> Tensor<D> {
+    let Some(beta) = norm.beta.as_ref().filter(|_| fusable(&x) && x.device().is_autodiff())
+    else {
+        return norm.forward(x);
+    };
+    let (y, _mean, _rstd) = <Dispatch as FusedOps>::fused_layer_norm(
+        x.into_dispatch(),
+        norm.gamma.val().into_dispatch(),
+        beta.val().into_dispatch(),
+        eps as f32,
+    );
+    Tensor::from_dispatch(y)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,358 @@
+//! The fused ops as a burn backend extension: the trait, its CPU (Flex)
+//! implementation over [`super::kernels`], and its autodiff implementation,
+//! which registers each op's hand-written backward as one graph node where
+//! burn's autodiff would record the 5-9 ops it decomposes the op into.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::autodiff::Autodiff;
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{AutodiffBackend, Backend, TensorMetadata, backend_extension};
+use burn::tensor::{Shape, TensorData};
+
+use super::kernels;
+
+/// Ops that burn's autodiff would otherwise decompose; each forward has a
+/// `_backward` that the autodiff implementation calls.
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedOps: Backend {
+    /// `[n, v]` logits and `[n]` labels -> (`[n]` log-probabilities of the
+    /// labels under `softmax(logits * scale)`, `[n]` log-sum-exps).
+    fn fused_label_logprobs(
+        logits: FloatTensor<Self>,
+        labels: IntTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// The gradient of the logits from that of the log-probabilities.
+    fn fused_label_logprobs_backward(
+        logits: FloatTensor<Self>,
+        labels: IntTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+    /// Softmax over the last dimension.
+    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The gradient of the input from the output `y` and its gradient.
+    fn fused_softmax_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// GELU (exact erf).
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The gradient of GELU's input.
+    fn fused_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Layer norm over the last dimension -> (output, row means, row 1/std).
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// Gradients of the input, gamma and beta.
+    fn fused_layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// The f32 values of a tensor in row-major order (a copy only where the
+/// layout is strided). Callers gate on f32 before dispatching here.
+fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .expect("fused ops are dispatched for f32 tensors only")
+                .to_vec(),
+        ),
+    }
+}
+
+fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+fn last_dim(t: &FlexTensor) -> usize {
+    t.shape().as_slice().last().copied().unwrap_or(1)
+}
+
+fn labels(t: IntTensor<Flex>) -> Vec<i64> {
+    t.into_data().iter::<i64>().collect()
+}
+
+impl FusedOps for Flex {
+    fn fused_label_logprobs(
+        logits: FlexTensor,
+        labels_: FlexTensor,
+        scale: f32,
+    ) -> (FlexTensor, FlexTensor) {
+        let labels = labels(labels_);
+        let n = labels.len();
+        let (lp, lse) = kernels::label_logprobs(&values(&logits), last_dim(&logits), &labels, scale);
+        (tensor(lp, [n]), tensor(lse, [n]))
+    }
+
+    fn fused_label_logprobs_backward(
+        logits: FlexTensor,
+        labels_: FlexTensor,
+        lse: FlexTensor,
+        grad: FlexTensor,
+        scale: f32,
+    ) -> FlexTensor {
+        let cols = last_dim(&logits);
+        let dx = kernels::label_logprobs_backward(
+            &values(&logits),
+            cols,
+            &labels(labels_),
+            &values(&lse),
+            &values(&grad),
+            scale,
+        );
+        tensor(dx, logits.shape())
+    }
+
+    fn fused_softmax(x: FlexTensor) -> FlexTensor {
+        tensor(kernels::softmax(&values(&x), last_dim(&x)), x.shape())
+    }
+
+    fn fused_softmax_backward(y: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        let dx = kernels::softmax_backward(&values(&y), &values(&grad), last_dim(&y));
+        tensor(dx, y.shape())
+    }
+
+    fn fused_gelu(x: FlexTensor) -> FlexTensor {
+        tensor(kernels::gelu(&values(&x)), x.shape())
+    }
+
+    fn fused_gelu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        tensor(kernels::gelu_backward(&values(&x), &values(&grad)), x.shape())
+    }
+
+    fn fused_layer_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        eps: f32,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (y, mean, rstd) = kernels::layer_norm(&values(&x), &values(&gamma), &values(&beta), eps);
+        let rows = mean.len();
+        (tensor(y, x.shape()), tensor(mean, [rows]), tensor(rstd, [rows]))
+    }
+
+    fn fused_layer_norm_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        mean: FlexTensor,
+        rstd: FlexTensor,
+        grad: FlexTensor,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (dx, dgamma, dbeta) = kernels::layer_norm_backward(
+            &values(&x),
+            &values(&gamma),
+            &values(&mean),
+            &values(&rstd),
+            &values(&grad),
+        );
+        let cols = dgamma.len();
+        (tensor(dx, x.shape()), tensor(dgamma, [cols]), tensor(dbeta, [cols]))
+    }
+}
+
+/// What the label log-probabilities' backward keeps.
+#[derive(Debug, Clone)]
+struct LabelLogprobsState<B: Backend> {
+    logits: FloatTensor<B>,
+    labels: IntTensor<B>,
+    lse: FloatTensor<B>,
+    scale: f32,
+}
+
+#[derive(Debug)]
+struct LabelLogprobsBackward;
+
+impl<B: FusedOps> Backward<B, 1> for LabelLogprobsBackward {
+    type State = LabelLogprobsState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            B::fused_label_logprobs_backward(s.logits, s.labels, s.lse, grad, s.scale)
+        });
+    }
+}
+
+#[derive(Debug)]
+struct SoftmaxBackward;
+
+impl<B: FusedOps> Backward<B, 1> for SoftmaxBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let y = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            B::fused_softmax_backward(y, grad)
+        });
+    }
+}
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl<B: FusedOps> Backward<B, 1> for GeluBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let x = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            B::fused_gelu_backward(x, grad)
+        });
+    }
+}
+
+/// What layer norm's backward keeps: the input, gamma, and the row statistics.
+type LayerNormState<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl<B: FusedOps> Backward<B, 3> for LayerNormBackward {
+    type State = LayerNormState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, gamma, mean, rstd) = ops.state;
+        let grad = grads.consume::<B>(&ops.node);
+        let (dx, dgamma, dbeta) = B::fused_layer_norm_backward(x, gamma, mean, rstd, grad);
+        for (parent, g) in ops.parents.into_iter().zip([dx, dgamma, dbeta]) {
+            if let Some(parent) = parent {
+                grads.register::<B>(parent.id, g);
+            }
+        }
+    }
+}
+
+/// A result that takes no part in the graph (statistics, backward outputs).
+fn constant<B: Backend, C: CheckpointStrategy>(t: FloatTensor<B>) -> Tracked<B, C> {
+    Autodiff::<B, C>::from_inner(t)
+}
+
+/// A float tensor of the autodiff backend over `B`.
+type Tracked<B, C> = FloatTensor<Autodiff<B, C>>;
+
+impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn fused_label_logprobs(
+        logits: Tracked<B, C>,
+        labels: IntTensor<B>,
+        scale: f32,
+    ) -> (Tracked<B, C>, Tracked<B, C>) {
+        let node = logits.node();
+        let (lp, lse) = B::fused_label_logprobs(logits.primitive().clone(), labels.clone(), scale);
+        let lp = match LabelLogprobsBackward
+            .prepare::<C>([node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let state = LabelLogprobsState {
+                    logits: logits.into_primitive(),
+                    labels,
+                    lse: lse.clone(),
+                    scale,
+                };
+                prep.finish(state, lp)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(lp),
+        };
+        (lp, constant::<B, C>(lse))
+    }
+
+    fn fused_label_logprobs_backward(
+        logits: Tracked<B, C>,
+        labels: IntTensor<B>,
+        lse: Tracked<B, C>,
+        grad: Tracked<B, C>,
+        scale: f32,
+    ) -> Tracked<B, C> {
+        constant::<B, C>(B::fused_label_logprobs_backward(
+            logits.into_primitive(),
+            labels,
+            lse.into_primitive(),
+            grad.into_primitive(),
+            scale,
+        ))
+    }
+
+    fn fused_softmax(x: Tracked<B, C>) -> Tracked<B, C> {
+        let (x, node) = x.into_parts();
+        let y = B::fused_softmax(x);
+        match SoftmaxBackward.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fused_softmax_backward(y: Tracked<B, C>, grad: Tracked<B, C>) -> Tracked<B, C> {
+        constant::<B, C>(B::fused_softmax_backward(
+            y.into_primitive(),
+            grad.into_primitive(),
+        ))
+    }
+
+    fn fused_gelu(x: Tracked<B, C>) -> Tracked<B, C> {
+        let (x, node) = x.into_parts();
+        let y = B::fused_gelu(x.clone());
+        match GeluBackward.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(x, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fused_gelu_backward(x: Tracked<B, C>, grad: Tracked<B, C>) -> Tracked<B, C> {
+        constant::<B, C>(B::fused_gelu_backward(
+            x.into_primitive(),
+            grad.into_primitive(),
+        ))
+    }
+
+    fn fused_layer_norm(
+        x: Tracked<B, C>,
+        gamma: Tracked<B, C>,
+        beta: Tracked<B, C>,
+        eps: f32,
+    ) -> (Tracked<B, C>, Tracked<B, C>, Tracked<B, C>) {
+        let (x, x_node) = x.into_parts();
+        let (gamma, gamma_node) = gamma.into_parts();
+        let (beta, beta_node) = beta.into_parts();
+        let (y, mean, rstd) = B::fused_layer_norm(x.clone(), gamma.clone(), beta, eps);
+        let y = match LayerNormBackward
+            .prepare::<C>([x_node, gamma_node, beta_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x, gamma, mean.clone(), rstd.clone()), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        (y, constant::<B, C>(mean), constant::<B, C>(rstd))
+    }
+
+    fn fused_layer_norm_backward(
+        x: Tracked<B, C>,
+        gamma: Tracked<B, C>,
+        mean: Tracked<B, C>,
+        rstd: Tracked<B, C>,
+        grad: Tracked<B, C>,
+    ) -> (Tracked<B, C>, Tracked<B, C>, Tracked<B, C>) {
+        let (dx, dgamma, dbeta) = B::fused_layer_norm_backward(
+            x.into_primitive(),
+            gamma.into_primitive(),
+            mean.into_primitive(),
+            rstd.into_primitive(),
+            grad.into_primitive(),
+        );
+        (constant::<B, C>(dx), constant::<B, C>(dgamma), constant::<B, C>(dbeta))
+    }
+}

@@ -1,0 +1,133 @@
+//! Each fused op against the composed burn ops it replaces, in value and
+//! in gradient (of a random weighting of the output, so that every output
+//! element's gradient path counts).
+
+use burn::nn::LayerNormConfig;
+use burn::tensor::{Distribution, Int, Tensor, TensorData, activation as act};
+
+use super::*;
+
+fn device() -> Device {
+    let d = Device::flex().autodiff();
+    d.seed(7);
+    d
+}
+
+fn random<const D: usize>(shape: [usize; D], scale: f64) -> Tensor<D> {
+    Tensor::random(shape, Distribution::Normal(0.0, scale), &device())
+}
+
+fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    let (a, b) = (crate::ml::to_vec(a), crate::ml::to_vec(b));
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Values and input gradients of `fused` and `composed` on `x`.
+fn compare<const D: usize, const E: usize>(
+    x: Tensor<D>,
+    fused: impl Fn(Tensor<D>) -> Tensor<E>,
+    composed: impl Fn(Tensor<D>) -> Tensor<E>,
+) -> (f32, f32) {
+    let run = |f: &dyn Fn(Tensor<D>) -> Tensor<E>| {
+        let x = x.clone().detach().require_grad();
+        let y = f(x.clone());
+        let weights = Tensor::random(y.dims(), Distribution::Normal(0.0, 1.0), &device());
+        let grads = (y.clone() * weights).sum().backward();
+        (y, x.grad(&grads).expect("the input takes part in the graph"))
+    };
+    // One weighting for both runs: seed before each.
+    device().seed(11);
+    let (y1, g1) = run(&fused);
+    device().seed(11);
+    let (y2, g2) = run(&composed);
+    (max_diff(y1, y2), max_diff(g1, g2))
+}
+
+#[test]
+fn label_logprobs_match_log_softmax_and_gather() {
+    let labels: Vec<i64> = (0..3 * 5).map(|i| (i * 37 % 50) as i64).collect();
+    let labels = Tensor::<2, Int>::from_data(TensorData::new(labels, [3, 5]), &device());
+    for temperature in [1.0, 0.7] {
+        let (value, grad) = compare(
+            random([3, 5, 50], 3.0),
+            |x| label_logprobs(x, labels.clone(), temperature),
+            |x| {
+                act::log_softmax(x / temperature, 2)
+                    .gather(2, labels.clone().reshape([3, 5, 1]))
+                    .reshape([3, 5])
+            },
+        );
+        assert!(value < 1e-5 && grad < 1e-6, "T={temperature}: {value} {grad}");
+    }
+}
+
+#[test]
+fn label_outside_the_vocabulary_gives_nan_not_a_panic() {
+    let labels = Tensor::<2, Int>::from_data(TensorData::new(vec![3i64, 99], [1, 2]), &device());
+    let lp = label_logprobs(random([1, 2, 10], 1.0), labels, 1.0);
+    let lp = crate::ml::to_vec(lp);
+    assert!(lp[0].is_finite() && lp[0] < 0.0 && lp[1].is_nan(), "{lp:?}");
+}
+
+#[test]
+fn softmax_matches_burn_with_masked_scores() {
+    // Scores as attention sees them: some positions at the mask value.
+    let mask = Tensor::<4>::from_data(
+        TensorData::new(
+            (0..12).map(|i| if i % 4 == 3 { -1e9f32 } else { 0.0 }).collect(),
+            [1, 1, 1, 12],
+        ),
+        &device(),
+    );
+    let (value, grad) = compare(
+        random([2, 3, 5, 12], 2.0),
+        |x| softmax(x + mask.clone()),
+        |x| act::softmax(x + mask.clone(), 3),
+    );
+    assert!(value < 1e-6 && grad < 1e-6, "{value} {grad}");
+}
+
+#[test]
+fn gelu_matches_burn() {
+    let (value, grad) = compare(random([4, 7, 33], 3.0), gelu, act::gelu);
+    assert!(value < 1e-6 && grad < 1e-6, "{value} {grad}");
+}
+
+#[test]
+fn layer_norm_matches_burn_in_value_and_all_three_gradients() {
+    let mut ln = LayerNormConfig::new(24).init(&device());
+    // Parameters away from their 1/0 init so their gradients are not trivial.
+    ln.gamma = burn::module::Param::from_tensor(random([24], 1.0) + 1.0);
+    ln.beta = Some(burn::module::Param::from_tensor(random([24], 1.0)));
+    let x = random([3, 9, 24], 2.0) + 0.5;
+    let run = |fused_path: bool| {
+        device().seed(5);
+        let y = if fused_path {
+            layer_norm(&ln, x.clone().require_grad(), 1e-5)
+        } else {
+            ln.forward(x.clone().require_grad())
+        };
+        let weights = Tensor::random(y.dims(), Distribution::Normal(0.0, 1.0), &device());
+        let grads = (y.clone() * weights).sum().backward();
+        let gamma = ln.gamma.val().grad(&grads).expect("gamma has a gradient");
+        let beta = ln.beta.as_ref().and_then(|b| b.val().grad(&grads));
+        (y, gamma, beta.expect("beta has a gradient"))
+    };
+    let (y1, g1, b1) = run(true);
+    let (y2, g2, b2) = run(false);
+    assert!(max_diff(y1, y2) < 1e-5);
+    assert!(max_diff(g1, g2) < 1e-4);
+    assert!(max_diff(b1, b2) < 1e-4);
+}
+
+#[test]
+fn composed_ops_are_used_off_the_cpu_or_in_half_precision() {
+    let x = random([2, 8], 1.0);
+    assert!(fusable(&x));
+    assert!(!fusable(&x.clone().cast(DType::BF16)));
+    assert!(fusable(&x.clone().detach()));
+    // Half precision takes the composed path and still computes softmax.
+    let half = softmax(x.clone().cast(DType::BF16)).cast(DType::F32);
+    assert!(max_diff(half, act::softmax(x, 1)) < 1e-2);
+}
