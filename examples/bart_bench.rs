@@ -96,21 +96,28 @@ fn train(
         .init();
     let src = Batch::new(sources, s.config.pad_token_id, &train_dev);
     let tg = Targets::new(targets, &s.config, &train_dev);
-    let mut seconds = Vec::new();
+    // Per timed step: forward, backward, optimizer (the CPU backend is eager).
+    let mut phases = Vec::new();
     let mut last_loss = 0.0;
     for step in 0..s.warmup_steps + s.train_steps {
         let t0 = Instant::now();
         let compute = s.precision.compute(&model);
         let loss = cross_entropy(compute.forward(&src, tg.decoder_input.clone()), &tg);
+        let t1 = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let t2 = Instant::now();
         model = optim.step(1e-4, model, grads);
         last_loss = efrlhf::ml::to_vec(loss)[0];
         if step >= s.warmup_steps {
-            seconds.push(t0.elapsed().as_secs_f64());
+            phases.push([t1 - t0, t2 - t1, t2.elapsed()].map(|d| d.as_secs_f64()));
         }
     }
-    let step_s = seconds.iter().sum::<f64>() / seconds.len() as f64;
+    let mean = |i: usize| phases.iter().map(|p| p[i]).sum::<f64>() / phases.len() as f64;
+    let step_s = mean(0) + mean(1) + mean(2);
     out.insert("train_step_seconds".into(), json!(step_s));
+    for (i, phase) in ["forward", "backward", "optimizer"].iter().enumerate() {
+        out.insert(format!("train_{phase}_seconds"), json!(mean(i)));
+    }
     out.insert(
         "train_tokens_per_second".into(),
         json!((s.batch * (SOURCE + TARGET)) as f64 / step_s),

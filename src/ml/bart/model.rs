@@ -123,11 +123,12 @@ impl Attention {
         values: Tensor<4>,
         bias: Option<Tensor<4>>,
     ) -> Tensor<4> {
-        let mut scores = q.matmul(keys.swap_dims(2, 3));
-        if let Some(bias) = bias {
-            scores = scores + bias;
-        }
-        self.dropout.forward(fused::softmax(scores)).matmul(values)
+        let scores = q.matmul(keys.swap_dims(2, 3));
+        let weights = match bias {
+            Some(bias) => fused::biased_softmax(scores, bias),
+            None => fused::softmax(scores),
+        };
+        self.dropout.forward(weights).matmul(values)
     }
 }
 

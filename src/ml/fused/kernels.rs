@@ -32,65 +32,88 @@ fn log_sum_exp(row: &[f32], scale: f32) -> f32 {
     max + sum.ln()
 }
 
-/// Gradient of [`label_logprobs`] with respect to `x`, given the gradient
-/// `grad` of each row's log-probability: `grad * scale * (onehot - p)`.
-pub fn label_logprobs_backward(
-    x: &[f32],
+/// Overwrites the logits `x` with their gradient under [`label_logprobs`],
+/// given the gradient `grad` of each row's log-probability:
+/// `grad * scale * (onehot - p)`.
+pub fn label_logprobs_backward_in_place(
+    x: &mut [f32],
     cols: usize,
     labels: &[i64],
     lse: &[f32],
     grad: &[f32],
     scale: f32,
-) -> Vec<f32> {
-    let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(cols)
+) {
+    x.par_chunks_mut(cols)
         .with_min_len(rows_per_task(cols))
-        .zip(x.par_chunks(cols))
         .enumerate()
-        .for_each(|(r, (d, row))| {
+        .for_each(|(r, row)| {
             let g = grad[r] * scale;
-            for (d, &v) in d.iter_mut().zip(row) {
-                *d = -g * (v * scale - lse[r]).exp();
+            for v in row.iter_mut() {
+                *v = -g * (*v * scale - lse[r]).exp();
             }
-            if let Some(d) = usize::try_from(labels[r]).ok().and_then(|l| d.get_mut(l)) {
+            if let Some(d) = usize::try_from(labels[r]).ok().and_then(|l| row.get_mut(l)) {
                 *d += g;
             }
         });
-    dx
 }
 
-/// Softmax over each row of `cols` values.
-pub fn softmax(x: &[f32], cols: usize) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(cols)
+/// How a bias broadcasts over `[batch, heads, queries, keys]` scores: its
+/// dims, each 1 (broadcast) or the scores' own.
+#[derive(Debug, Clone, Copy)]
+pub struct BiasLayout {
+    /// The scores' `[batch, heads, queries, keys]`.
+    pub scores: [usize; 4],
+    /// The bias's dims, each 1 or equal to the scores'.
+    pub bias: [usize; 4],
+}
+
+impl BiasLayout {
+    /// The offset of the bias row that score row `r` adds.
+    fn row_offset(&self, r: usize) -> usize {
+        let [_, h, q, k] = self.scores;
+        let [_, bh, bq, _] = self.bias;
+        let pick = |i: usize, dim: usize| if dim == 1 { 0 } else { i };
+        let (b, hi, qi) = (r / (h * q), (r / q) % h, r % q);
+        ((pick(b, self.bias[0]) * bh + pick(hi, bh)) * bq + pick(qi, bq)) * k
+    }
+}
+
+/// Softmax over each row of `cols` values, in place, after adding the
+/// broadcast `bias` where there is one.
+pub fn softmax_in_place(x: &mut [f32], cols: usize, bias: Option<(&[f32], BiasLayout)>) {
+    x.par_chunks_mut(cols)
         .with_min_len(rows_per_task(cols))
-        .zip(x.par_chunks(cols))
-        .for_each(|(y, row)| {
+        .enumerate()
+        .for_each(|(r, row)| {
+            if let Some((values, layout)) = bias {
+                let at = layout.row_offset(r);
+                row.iter_mut()
+                    .zip(&values[at..at + cols])
+                    .for_each(|(v, b)| *v += b);
+            }
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
             let mut sum = 0.0f32;
-            for (y, &v) in y.iter_mut().zip(row) {
-                *y = (v - max).exp();
-                sum += *y;
+            for v in row.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
             }
             let inv = 1.0 / sum;
-            y.iter_mut().for_each(|y| *y *= inv);
+            row.iter_mut().for_each(|v| *v *= inv);
         });
-    y
 }
 
-/// Gradient of [`softmax`] from its output `y`: `y * (grad - Σ grad·y)`.
-pub fn softmax_backward(y: &[f32], grad: &[f32], cols: usize) -> Vec<f32> {
-    let mut dx = vec![0.0f32; y.len()];
-    dx.par_chunks_mut(cols)
+/// Overwrites `grad` with the input's gradient under [`softmax_in_place`],
+/// from its output `y`: `y * (grad - Σ grad·y)`.
+pub fn softmax_backward_in_place(y: &[f32], grad: &mut [f32], cols: usize) {
+    grad.par_chunks_mut(cols)
         .with_min_len(rows_per_task(cols))
-        .zip(y.par_chunks(cols).zip(grad.par_chunks(cols)))
-        .for_each(|(d, (y, g))| {
-            let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
-            for ((d, &y), &g) in d.iter_mut().zip(y).zip(g) {
-                *d = y * (g - dot);
+        .zip(y.par_chunks(cols))
+        .for_each(|(g, y)| {
+            let dot: f32 = y.iter().zip(g.iter()).map(|(y, g)| y * g).sum();
+            for (g, &y) in g.iter_mut().zip(y) {
+                *g = y * (*g - dot);
             }
         });
-    dx
 }
 
 const CHUNK: usize = 16_384;
@@ -98,30 +121,24 @@ const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
 /// GELU with the exact erf (HF's `gelu`).
 pub fn gelu(x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
-            }
-        });
-    y
+    x.par_iter()
+        .with_min_len(CHUNK)
+        .map(|&x| 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)))
+        .collect()
 }
 
-/// Gradient of [`gelu`]: `grad * (Φ(x) + x φ(x))`.
-pub fn gelu_backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
-    let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
-        .for_each(|(d, (x, g))| {
-            for ((d, &x), &g) in d.iter_mut().zip(x).zip(g) {
+/// Overwrites `grad` with the input's gradient under [`gelu`]:
+/// `grad * (Φ(x) + x φ(x))`.
+pub fn gelu_backward_in_place(x: &[f32], grad: &mut [f32]) {
+    grad.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(g, x)| {
+            for (g, &x) in g.iter_mut().zip(x) {
                 let cdf = 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
                 let pdf = FRAC_1_SQRT_2PI * (-0.5 * x * x).exp();
-                *d = g * (cdf + x * pdf);
+                *g *= cdf + x * pdf;
             }
         });
-    dx
 }
 
 /// Layer norm over rows of `cols`: the output, and each row's mean and
@@ -153,35 +170,47 @@ pub fn layer_norm(
     (y, mean, rstd)
 }
 
-/// Gradients of [`layer_norm`] with respect to `x`, `gamma` and `beta`.
-pub fn layer_norm_backward(
+/// The gradients of [`layer_norm`]'s `gamma` and `beta`, then `grad`
+/// overwritten with that of `x`.
+pub fn layer_norm_backward_in_place(
     x: &[f32],
     gamma: &[f32],
     mean: &[f32],
     rstd: &[f32],
-    grad: &[f32],
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    grad: &mut [f32],
+) -> (Vec<f32>, Vec<f32>) {
     let cols = gamma.len();
-    let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(cols)
+    let params = layer_norm_param_grads(x, cols, mean, rstd, grad);
+    grad.par_chunks_mut(cols)
         .with_min_len(rows_per_task(cols))
-        .zip(x.par_chunks(cols).zip(grad.par_chunks(cols)))
+        .zip(x.par_chunks(cols))
         .enumerate()
-        .for_each(|(r, (d, (row, g)))| {
+        .for_each(|(r, (g, row))| {
             let n = cols as f32;
             let (mut sum_dh, mut sum_dh_h) = (0.0f32, 0.0f32);
-            for ((&v, &g), &w) in row.iter().zip(g).zip(gamma) {
+            for ((&v, &g), &w) in row.iter().zip(g.iter()).zip(gamma) {
                 let h = (v - mean[r]) * rstd[r];
                 sum_dh += g * w;
                 sum_dh_h += g * w * h;
             }
             let (a, b) = (sum_dh / n, sum_dh_h / n);
-            for (((d, &v), &g), &w) in d.iter_mut().zip(row).zip(g).zip(gamma) {
+            for ((g, &v), &w) in g.iter_mut().zip(row).zip(gamma) {
                 let h = (v - mean[r]) * rstd[r];
-                *d = rstd[r] * (g * w - a - h * b);
+                *g = rstd[r] * (*g * w - a - h * b);
             }
         });
-    let (dgamma, dbeta) = x
+    params
+}
+
+/// `Σ_rows grad · x̂` and `Σ_rows grad`: gamma's and beta's gradients.
+fn layer_norm_param_grads(
+    x: &[f32],
+    cols: usize,
+    mean: &[f32],
+    rstd: &[f32],
+    grad: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    x
         .par_chunks(cols)
         .zip(grad.par_chunks(cols))
         .enumerate()
@@ -203,6 +232,5 @@ pub fn layer_norm_backward(
                 b.iter_mut().zip(d).for_each(|(b, d)| *b += d);
                 (a, b)
             },
-        );
-    (dx, dgamma, dbeta)
+        )
 }

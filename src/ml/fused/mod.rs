@@ -52,6 +52,21 @@ pub fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_softmax(x.into_dispatch()))
 }
 
+/// Softmax over the last dimension of `[b, h, q, k]` attention scores plus
+/// `bias` (`[b or 1, h or 1, q or 1, k]`, a constant: it gets no gradient).
+pub fn biased_softmax(scores: Tensor<4>, bias: Tensor<4>) -> Tensor<4> {
+    let [b, h, q, k] = scores.dims();
+    let dims = bias.dims();
+    let broadcasts = dims[3] == k && (0..3).all(|i| dims[i] == 1 || dims[i] == [b, h, q][i]);
+    if !fusable(&scores) || bias.dtype() != DType::F32 || !broadcasts {
+        return act::softmax(scores + bias, 3);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_biased_softmax(
+        scores.into_dispatch(),
+        bias.detach().into_dispatch(),
+    ))
+}
+
 /// GELU with the exact erf.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if !fusable(&x) {

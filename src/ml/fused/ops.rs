@@ -13,7 +13,9 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{AutodiffBackend, Backend, TensorMetadata, backend_extension};
 use burn::tensor::{Shape, TensorData};
 
-use super::kernels;
+use std::borrow::Cow;
+
+use super::kernels::{self, BiasLayout};
 
 /// Ops that burn's autodiff would otherwise decompose; each forward has a
 /// `_backward` that the autodiff implementation calls.
@@ -36,6 +38,9 @@ pub trait FusedOps: Backend {
     ) -> FloatTensor<Self>;
     /// Softmax over the last dimension.
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Softmax over the last dimension of `[b, h, q, k]` scores plus a
+    /// constant bias that broadcasts to them (an attention mask).
+    fn fused_biased_softmax(x: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
     /// The gradient of the input from the output `y` and its gradient.
     fn fused_softmax_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
     /// GELU (exact erf).
@@ -61,16 +66,36 @@ pub trait FusedOps: Backend {
 
 /// The f32 values of a tensor in row-major order (a copy only where the
 /// layout is strided). Callers gate on f32 before dispatching here.
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(
             t.to_contiguous()
-                .as_slice::<f32>()
-                .expect("fused ops are dispatched for f32 tensors only")
-                .to_vec(),
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("fused ops are dispatched for f32 tensors only"),
         ),
     }
+}
+
+/// `t` with storage this op may overwrite: its own where nothing else
+/// holds it and it is dense, else a copy.
+fn writable(t: FlexTensor) -> FlexTensor {
+    let layout = t.layout();
+    let dense = layout.is_contiguous()
+        && layout.start_offset() == 0
+        && t.bytes().len() == layout.num_elements() * size_of::<f32>();
+    if dense && t.is_unique() {
+        t
+    } else {
+        tensor(values(&t).into_owned(), t.shape())
+    }
+}
+
+/// The storage of a tensor from [`writable`].
+fn storage(t: &mut FlexTensor) -> &mut [f32] {
+    t.try_storage_mut::<f32>()
+        .expect("a writable f32 tensor is uniquely owned")
 }
 
 fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
@@ -105,24 +130,40 @@ impl FusedOps for Flex {
         scale: f32,
     ) -> FlexTensor {
         let cols = last_dim(&logits);
-        let dx = kernels::label_logprobs_backward(
-            &values(&logits),
+        let mut dx = writable(logits);
+        kernels::label_logprobs_backward_in_place(
+            storage(&mut dx),
             cols,
             &labels(labels_),
             &values(&lse),
             &values(&grad),
             scale,
         );
-        tensor(dx, logits.shape())
+        dx
     }
 
     fn fused_softmax(x: FlexTensor) -> FlexTensor {
-        tensor(kernels::softmax(&values(&x), last_dim(&x)), x.shape())
+        let cols = last_dim(&x);
+        let mut y = writable(x);
+        kernels::softmax_in_place(storage(&mut y), cols, None);
+        y
+    }
+
+    fn fused_biased_softmax(x: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        let layout = BiasLayout {
+            scores: x.shape().dims(),
+            bias: bias.shape().dims(),
+        };
+        let cols = last_dim(&x);
+        let mut y = writable(x);
+        kernels::softmax_in_place(storage(&mut y), cols, Some((&values(&bias), layout)));
+        y
     }
 
     fn fused_softmax_backward(y: FlexTensor, grad: FlexTensor) -> FlexTensor {
-        let dx = kernels::softmax_backward(&values(&y), &values(&grad), last_dim(&y));
-        tensor(dx, y.shape())
+        let mut dx = writable(grad);
+        kernels::softmax_backward_in_place(&values(&y), storage(&mut dx), last_dim(&y));
+        dx
     }
 
     fn fused_gelu(x: FlexTensor) -> FlexTensor {
@@ -130,7 +171,9 @@ impl FusedOps for Flex {
     }
 
     fn fused_gelu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
-        tensor(kernels::gelu_backward(&values(&x), &values(&grad)), x.shape())
+        let mut dx = writable(grad);
+        kernels::gelu_backward_in_place(&values(&x), storage(&mut dx));
+        dx
     }
 
     fn fused_layer_norm(
@@ -151,15 +194,16 @@ impl FusedOps for Flex {
         rstd: FlexTensor,
         grad: FlexTensor,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let (dx, dgamma, dbeta) = kernels::layer_norm_backward(
+        let mut dx = writable(grad);
+        let (dgamma, dbeta) = kernels::layer_norm_backward_in_place(
             &values(&x),
             &values(&gamma),
             &values(&mean),
             &values(&rstd),
-            &values(&grad),
+            storage(&mut dx),
         );
         let cols = dgamma.len();
-        (tensor(dx, x.shape()), tensor(dgamma, [cols]), tensor(dbeta, [cols]))
+        (dx, tensor(dgamma, [cols]), tensor(dbeta, [cols]))
     }
 }
 
@@ -289,6 +333,16 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn fused_softmax(x: Tracked<B, C>) -> Tracked<B, C> {
         let (x, node) = x.into_parts();
         let y = B::fused_softmax(x);
+        match SoftmaxBackward.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fused_biased_softmax(x: Tracked<B, C>, bias: Tracked<B, C>) -> Tracked<B, C> {
+        // The bias is a mask, a constant: only the scores get a gradient.
+        let (x, node) = x.into_parts();
+        let y = B::fused_biased_softmax(x, bias.into_primitive());
         match SoftmaxBackward.prepare::<C>([node]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
             OpsKind::UnTracked(prep) => prep.finish(y),

@@ -86,6 +86,16 @@ fn softmax_matches_burn_with_masked_scores() {
         |x| act::softmax(x + mask.clone(), 3),
     );
     assert!(value < 1e-6 && grad < 1e-6, "{value} {grad}");
+    // The same with the mask fused, broadcast per batch row and per query.
+    for bias_shape in [[1, 1, 1, 12], [2, 1, 1, 12], [2, 1, 5, 12], [1, 3, 5, 12]] {
+        let bias = random(bias_shape, 1.0) + mask.clone();
+        let (value, grad) = compare(
+            random([2, 3, 5, 12], 2.0),
+            |x| biased_softmax(x, bias.clone()),
+            |x| act::softmax(x + bias.clone(), 3),
+        );
+        assert!(value < 1e-6 && grad < 1e-6, "{bias_shape:?}: {value} {grad}");
+    }
 }
 
 #[test]
