@@ -210,8 +210,7 @@ fn layer_norm_param_grads(
     rstd: &[f32],
     grad: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
-    x
-        .par_chunks(cols)
+    x.par_chunks(cols)
         .zip(grad.par_chunks(cols))
         .enumerate()
         .with_min_len(rows_per_task(cols))

@@ -79,7 +79,10 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// where burn would decompose it; burn's own kernel is already one pass
 /// for inference.
 pub fn layer_norm<const D: usize>(norm: &LayerNorm, x: Tensor<D>, eps: f64) -> Tensor<D> {
-    let Some(beta) = norm.beta.as_ref().filter(|_| fusable(&x) && x.device().is_autodiff())
+    let Some(beta) = norm
+        .beta
+        .as_ref()
+        .filter(|_| fusable(&x) && x.device().is_autodiff())
     else {
         return norm.forward(x);
     };

@@ -3,11 +3,11 @@
 //! which registers each op's hand-written backward as one graph node where
 //! burn's autodiff would record the 5-9 ops it decomposes the op into.
 
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
-use burn::backend::autodiff::Autodiff;
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{AutodiffBackend, Backend, TensorMetadata, backend_extension};
@@ -118,7 +118,8 @@ impl FusedOps for Flex {
     ) -> (FlexTensor, FlexTensor) {
         let labels = labels(labels_);
         let n = labels.len();
-        let (lp, lse) = kernels::label_logprobs(&values(&logits), last_dim(&logits), &labels, scale);
+        let (lp, lse) =
+            kernels::label_logprobs(&values(&logits), last_dim(&logits), &labels, scale);
         (tensor(lp, [n]), tensor(lse, [n]))
     }
 
@@ -182,9 +183,14 @@ impl FusedOps for Flex {
         beta: FlexTensor,
         eps: f32,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let (y, mean, rstd) = kernels::layer_norm(&values(&x), &values(&gamma), &values(&beta), eps);
+        let (y, mean, rstd) =
+            kernels::layer_norm(&values(&x), &values(&gamma), &values(&beta), eps);
         let rows = mean.len();
-        (tensor(y, x.shape()), tensor(mean, [rows]), tensor(rstd, [rows]))
+        (
+            tensor(y, x.shape()),
+            tensor(mean, [rows]),
+            tensor(rstd, [rows]),
+        )
     }
 
     fn fused_layer_norm_backward(
@@ -259,7 +265,12 @@ impl<B: FusedOps> Backward<B, 1> for GeluBackward {
 }
 
 /// What layer norm's backward keeps: the input, gamma, and the row statistics.
-type LayerNormState<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+type LayerNormState<B> = (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+);
 
 #[derive(Debug)]
 struct LayerNormBackward;
@@ -333,7 +344,11 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn fused_softmax(x: Tracked<B, C>) -> Tracked<B, C> {
         let (x, node) = x.into_parts();
         let y = B::fused_softmax(x);
-        match SoftmaxBackward.prepare::<C>([node]).compute_bound().stateful() {
+        match SoftmaxBackward
+            .prepare::<C>([node])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
@@ -343,7 +358,11 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         // The bias is a mask, a constant: only the scores get a gradient.
         let (x, node) = x.into_parts();
         let y = B::fused_biased_softmax(x, bias.into_primitive());
-        match SoftmaxBackward.prepare::<C>([node]).compute_bound().stateful() {
+        match SoftmaxBackward
+            .prepare::<C>([node])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
@@ -407,6 +426,10 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             rstd.into_primitive(),
             grad.into_primitive(),
         );
-        (constant::<B, C>(dx), constant::<B, C>(dgamma), constant::<B, C>(dbeta))
+        (
+            constant::<B, C>(dx),
+            constant::<B, C>(dgamma),
+            constant::<B, C>(dbeta),
+        )
     }
 }

@@ -20,7 +20,10 @@ fn random<const D: usize>(shape: [usize; D], scale: f64) -> Tensor<D> {
 fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
     let (a, b) = (crate::ml::to_vec(a), crate::ml::to_vec(b));
     assert_eq!(a.len(), b.len());
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Values and input gradients of `fused` and `composed` on `x`.
@@ -34,7 +37,10 @@ fn compare<const D: usize, const E: usize>(
         let y = f(x.clone());
         let weights = Tensor::random(y.dims(), Distribution::Normal(0.0, 1.0), &device());
         let grads = (y.clone() * weights).sum().backward();
-        (y, x.grad(&grads).expect("the input takes part in the graph"))
+        (
+            y,
+            x.grad(&grads).expect("the input takes part in the graph"),
+        )
     };
     // One weighting for both runs: seed before each.
     device().seed(11);
@@ -58,7 +64,10 @@ fn label_logprobs_match_log_softmax_and_gather() {
                     .reshape([3, 5])
             },
         );
-        assert!(value < 1e-5 && grad < 1e-6, "T={temperature}: {value} {grad}");
+        assert!(
+            value < 1e-5 && grad < 1e-6,
+            "T={temperature}: {value} {grad}"
+        );
     }
 }
 
@@ -75,7 +84,9 @@ fn softmax_matches_burn_with_masked_scores() {
     // Scores as attention sees them: some positions at the mask value.
     let mask = Tensor::<4>::from_data(
         TensorData::new(
-            (0..12).map(|i| if i % 4 == 3 { -1e9f32 } else { 0.0 }).collect(),
+            (0..12)
+                .map(|i| if i % 4 == 3 { -1e9f32 } else { 0.0 })
+                .collect(),
             [1, 1, 1, 12],
         ),
         &device(),
@@ -94,7 +105,10 @@ fn softmax_matches_burn_with_masked_scores() {
             |x| biased_softmax(x, bias.clone()),
             |x| act::softmax(x + bias.clone(), 3),
         );
-        assert!(value < 1e-6 && grad < 1e-6, "{bias_shape:?}: {value} {grad}");
+        assert!(
+            value < 1e-6 && grad < 1e-6,
+            "{bias_shape:?}: {value} {grad}"
+        );
     }
 }
 
