@@ -7,7 +7,7 @@ use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind, unary};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{AutodiffBackend, Backend, TensorMetadata, backend_extension};
@@ -290,6 +290,20 @@ impl<B: FusedOps> Backward<B, 3> for LayerNormBackward {
     }
 }
 
+/// `output` as the result of `op` on the input behind `node`, keeping
+/// `state` for the backward where a gradient is wanted.
+fn record<B: FusedOps, C: CheckpointStrategy, O: Backward<B, 1>>(
+    op: O,
+    node: NodeGuard,
+    output: FloatTensor<B>,
+    state: O::State,
+) -> Tracked<B, C> {
+    match op.prepare::<C>([node]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(state, output),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
+}
+
 /// A result that takes no part in the graph (statistics, backward outputs).
 fn constant<B: Backend, C: CheckpointStrategy>(t: FloatTensor<B>) -> Tracked<B, C> {
     Autodiff::<B, C>::from_inner(t)
@@ -344,28 +358,16 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn fused_softmax(x: Tracked<B, C>) -> Tracked<B, C> {
         let (x, node) = x.into_parts();
         let y = B::fused_softmax(x);
-        match SoftmaxBackward
-            .prepare::<C>([node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        let state = y.clone();
+        record::<B, C, _>(SoftmaxBackward, node, y, state)
     }
 
     fn fused_biased_softmax(x: Tracked<B, C>, bias: Tracked<B, C>) -> Tracked<B, C> {
         // The bias is a mask, a constant: only the scores get a gradient.
         let (x, node) = x.into_parts();
         let y = B::fused_biased_softmax(x, bias.into_primitive());
-        match SoftmaxBackward
-            .prepare::<C>([node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        let state = y.clone();
+        record::<B, C, _>(SoftmaxBackward, node, y, state)
     }
 
     fn fused_softmax_backward(y: Tracked<B, C>, grad: Tracked<B, C>) -> Tracked<B, C> {
@@ -378,10 +380,7 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn fused_gelu(x: Tracked<B, C>) -> Tracked<B, C> {
         let (x, node) = x.into_parts();
         let y = B::fused_gelu(x.clone());
-        match GeluBackward.prepare::<C>([node]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(x, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        record::<B, C, _>(GeluBackward, node, y, x)
     }
 
     fn fused_gelu_backward(x: Tracked<B, C>, grad: Tracked<B, C>) -> Tracked<B, C> {
