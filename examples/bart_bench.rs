@@ -232,8 +232,7 @@ fn ppo(s: &Shape, model: Bart, sources: &[Vec<u32>], rng: &mut Rng, out: &mut Ma
     }
 }
 
-/// Initialises every parameter (burn's are lazy), so that saving times the
-/// save and not the random initialisation.
+/// Initialises every parameter (burn's are lazy).
 struct Materialise;
 
 impl ModuleVisitor for Materialise {
@@ -245,7 +244,6 @@ impl ModuleVisitor for Materialise {
 /// Saves the model as an HF folder and loads it back, timed.
 fn save_and_load(model: &Bart, out: &mut Map<String, Value>) {
     let device = model.devices()[0].clone();
-    model.visit(&mut Materialise);
     let dir = std::env::temp_dir().join(format!("bart-bench-{}", std::process::id()));
     let t0 = Instant::now();
     let saved = io::save(model, &dir);
@@ -291,6 +289,10 @@ fn main() {
         .collect();
     let t0 = Instant::now();
     let mut model = Bart::new(&s.config, &device).unwrap_or_else(|e| panic!("{e}"));
+    // burn initialises a parameter when it is first read: do it here, as
+    // PyTorch does in its constructor, so that no phase times the random
+    // initialisation of the weights.
+    model.visit(&mut Materialise);
     let mut out = Map::new();
     out.insert("framework".into(), json!("efrlhf (burn 0.22.1)"));
     out.insert("backend".into(), json!(backend));

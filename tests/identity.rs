@@ -268,6 +268,7 @@ const PINNED: &[(&str, &[&str])] = &[
     (
         "stages::reward",
         &[
+            "src/ml/alloc.rs",
             "src/ml/bt.rs",
             "src/ml/mod.rs",
             "src/ml/phi.rs",
@@ -291,6 +292,7 @@ const PINNED: &[(&str, &[&str])] = &[
             "plugins/judge/opinion-coverage.txt",
             "plugins/judge/opinion-faithfulness.txt",
             "plugins/judge/relevance.txt",
+            "src/ml/alloc.rs",
             "src/ml/mod.rs",
             "src/ml/schedule.rs",
             "src/rng.rs",
@@ -307,6 +309,7 @@ const PINNED: &[(&str, &[&str])] = &[
     (
         "stages::sft",
         &[
+            "src/ml/alloc.rs",
             "src/ml/bart/beam.rs",
             "src/ml/bart/config.rs",
             "src/ml/bart/generate.rs",
@@ -315,7 +318,9 @@ const PINNED: &[(&str, &[&str])] = &[
             "src/ml/bart/mod.rs",
             "src/ml/bart/model.rs",
             "src/ml/bart/train.rs",
+            "src/ml/fused/gemm.rs",
             "src/ml/fused/kernels.rs",
+            "src/ml/fused/math.rs",
             "src/ml/fused/mod.rs",
             "src/ml/fused/ops.rs",
             "src/ml/mod.rs",
@@ -333,6 +338,7 @@ const PINNED: &[(&str, &[&str])] = &[
     (
         "stages::ppo",
         &[
+            "src/ml/alloc.rs",
             "src/ml/bart/beam.rs",
             "src/ml/bart/config.rs",
             "src/ml/bart/generate.rs",
@@ -342,7 +348,9 @@ const PINNED: &[(&str, &[&str])] = &[
             "src/ml/bart/model.rs",
             "src/ml/bart/train.rs",
             "src/ml/bt.rs",
+            "src/ml/fused/gemm.rs",
             "src/ml/fused/kernels.rs",
+            "src/ml/fused/math.rs",
             "src/ml/fused/mod.rs",
             "src/ml/fused/ops.rs",
             "src/ml/mod.rs",
@@ -366,6 +374,7 @@ const PINNED: &[(&str, &[&str])] = &[
     (
         "stages::eval",
         &[
+            "src/ml/alloc.rs",
             "src/ml/bart/beam.rs",
             "src/ml/bart/config.rs",
             "src/ml/bart/generate.rs",
@@ -375,7 +384,9 @@ const PINNED: &[(&str, &[&str])] = &[
             "src/ml/bart/model.rs",
             "src/ml/bart/train.rs",
             "src/ml/bt.rs",
+            "src/ml/fused/gemm.rs",
             "src/ml/fused/kernels.rs",
+            "src/ml/fused/math.rs",
             "src/ml/fused/mod.rs",
             "src/ml/fused/ops.rs",
             "src/ml/mod.rs",
@@ -401,6 +412,7 @@ const PINNED: &[(&str, &[&str])] = &[
         "stages::preference",
         &[
             "plugins/judge/pairwise.txt",
+            "src/ml/alloc.rs",
             "src/ml/bt.rs",
             "src/ml/mod.rs",
             "src/ml/phi.rs",

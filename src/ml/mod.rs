@@ -4,6 +4,7 @@
 //! `Device`; the CPU device is burn-flex. Parameters are created on the
 //! autodiff device to train, and used through `valid()` to evaluate.
 
+pub mod alloc;
 pub mod bart;
 pub mod bt;
 pub mod fused;
@@ -18,6 +19,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 /// The device for a backend class (`cpu`; `gpu` when built with GPU support), seeded.
 pub fn device(backend: Option<&str>, seed: u64) -> Result<Device, String> {
+    alloc::tune_for_tensors();
     let d = match backend.unwrap_or("cpu") {
         "cpu" => Device::flex(),
         "gpu" => gpu()?.device,

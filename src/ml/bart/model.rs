@@ -77,8 +77,8 @@ impl Attention {
     /// Keys and values of `x`, split into heads.
     pub fn key_values(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
         (
-            self.split(self.k_proj.forward(x.clone())),
-            self.split(self.v_proj.forward(x)),
+            self.split(fused::linear(&self.k_proj, x.clone())),
+            self.split(fused::linear(&self.v_proj, x)),
         )
     }
 
@@ -94,7 +94,7 @@ impl Attention {
         let [b, t, d] = x.dims();
         let head_dim = d / self.heads;
         let training = x.device().is_autodiff();
-        let q = self.split(self.q_proj.forward(x) * (head_dim as f64).powf(-0.5));
+        let q = self.split(fused::linear(&self.q_proj, x) * (head_dim as f64).powf(-0.5));
         let context = if training {
             self.attend_differentiable(q, keys, values, bias)
         } else {
@@ -110,8 +110,7 @@ impl Attention {
             };
             attention(q, keys, values, None, bias, options)
         };
-        self.out_proj
-            .forward(context.swap_dims(1, 2).reshape([b, t, d]))
+        fused::linear(&self.out_proj, context.swap_dims(1, 2).reshape([b, t, d]))
     }
 
     /// Scores, softmax (with dropout) and the weighted values as separate
@@ -123,12 +122,12 @@ impl Attention {
         values: Tensor<4>,
         bias: Option<Tensor<4>>,
     ) -> Tensor<4> {
-        let scores = q.matmul(keys.swap_dims(2, 3));
+        let scores = fused::matmul(q, keys.swap_dims(2, 3));
         let weights = match bias {
             Some(bias) => fused::biased_softmax(scores, bias),
             None => fused::softmax(scores),
         };
-        self.dropout.forward(weights).matmul(values)
+        fused::matmul(self.dropout.forward(weights), values)
     }
 }
 
@@ -143,14 +142,14 @@ pub(crate) struct FeedForward {
 
 impl FeedForward {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = self.fc1.forward(x);
+        let h = fused::linear(&self.fc1, x);
         let h = match self.activation {
             Activation::Gelu => fused::gelu(h),
             Activation::GeluTanh => act::gelu_approximate(h),
             Activation::Relu => act::relu(h),
             Activation::Silu => act::silu(h),
         };
-        self.fc2.forward(self.activation_dropout.forward(h))
+        fused::linear(&self.fc2, self.activation_dropout.forward(h))
     }
 }
 
@@ -496,8 +495,8 @@ impl Bart {
         let [b, t, d] = hidden.dims();
         let w = self.shared.weight.val();
         let v = self.config.vocab_size;
-        let bias = self.final_logits_bias.val().detach().reshape([1, v]);
-        to_f32((hidden.reshape([b * t, d]).matmul(w.transpose()) + bias).reshape([b, t, v]))
+        let bias = self.final_logits_bias.val().detach();
+        to_f32(fused::affine(hidden.reshape([b * t, d]), w.transpose(), bias).reshape([b, t, v]))
     }
 
     /// Teacher-forced decoder states for `decoder_input` (already shifted right).

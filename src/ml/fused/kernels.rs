@@ -5,6 +5,8 @@
 
 use rayon::prelude::*;
 
+use super::math::{self, erf, exp};
+
 /// Rows per rayon task: enough work per task that splitting pays.
 fn rows_per_task(row_len: usize) -> usize {
     (16_384 / row_len.max(1)).max(1)
@@ -27,8 +29,8 @@ pub fn label_logprobs(x: &[f32], cols: usize, labels: &[i64], scale: f32) -> (Ve
 }
 
 fn log_sum_exp(row: &[f32], scale: f32) -> f32 {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-    let sum: f32 = row.iter().map(|&v| (v * scale - max).exp()).sum();
+    let max = math::max_by(row, |v| v * scale);
+    let sum = math::sum_by(row, |v| exp(v * scale - max));
     max + sum.ln()
 }
 
@@ -49,7 +51,7 @@ pub fn label_logprobs_backward_in_place(
         .for_each(|(r, row)| {
             let g = grad[r] * scale;
             for v in row.iter_mut() {
-                *v = -g * (*v * scale - lse[r]).exp();
+                *v = -g * exp(*v * scale - lse[r]);
             }
             if let Some(d) = usize::try_from(labels[r]).ok().and_then(|l| row.get_mut(l)) {
                 *d += g;
@@ -91,13 +93,9 @@ pub fn softmax_in_place(x: &mut [f32], cols: usize, bias: Option<(&[f32], BiasLa
                     .zip(&values[at..at + cols])
                     .for_each(|(v, b)| *v += b);
             }
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let mut sum = 0.0f32;
-            for v in row.iter_mut() {
-                *v = (*v - max).exp();
-                sum += *v;
-            }
-            let inv = 1.0 / sum;
+            let max = math::max(row);
+            row.iter_mut().for_each(|v| *v = exp(*v - max));
+            let inv = 1.0 / math::sum(row);
             row.iter_mut().for_each(|v| *v *= inv);
         });
 }
@@ -109,7 +107,7 @@ pub fn softmax_backward_in_place(y: &[f32], grad: &mut [f32], cols: usize) {
         .with_min_len(rows_per_task(cols))
         .zip(y.par_chunks(cols))
         .for_each(|(g, y)| {
-            let dot: f32 = y.iter().zip(g.iter()).map(|(y, g)| y * g).sum();
+            let dot = math::dot(y, g);
             for (g, &y) in g.iter_mut().zip(y) {
                 *g = y * (*g - dot);
             }
@@ -123,7 +121,7 @@ const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 pub fn gelu(x: &[f32]) -> Vec<f32> {
     x.par_iter()
         .with_min_len(CHUNK)
-        .map(|&x| 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)))
+        .map(|&x| 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)))
         .collect()
 }
 
@@ -134,8 +132,8 @@ pub fn gelu_backward_in_place(x: &[f32], grad: &mut [f32]) {
         .zip(x.par_chunks(CHUNK))
         .for_each(|(g, x)| {
             for (g, &x) in g.iter_mut().zip(x) {
-                let cdf = 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
-                let pdf = FRAC_1_SQRT_2PI * (-0.5 * x * x).exp();
+                let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+                let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * x * x);
                 *g *= cdf + x * pdf;
             }
         });
@@ -158,8 +156,8 @@ pub fn layer_norm(
         .zip(x.par_chunks(cols).zip(stats.par_iter_mut()))
         .for_each(|(y, (row, stat))| {
             let n = cols as f32;
-            let mean = row.iter().sum::<f32>() / n;
-            let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
+            let mean = math::sum(row) / n;
+            let var = math::sum_by(row, |v| (v - mean) * (v - mean)) / n;
             let rstd = 1.0 / (var + eps).sqrt();
             for (((y, &v), &g), &b) in y.iter_mut().zip(row).zip(gamma).zip(beta) {
                 *y = (v - mean) * rstd * g + b;

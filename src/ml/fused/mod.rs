@@ -1,6 +1,7 @@
 //! Fused CPU kernels for the ops that dominate a training step once the
 //! matmuls are multithreaded: the log-softmax over the vocabulary with its
-//! label pick, the attention softmax, GELU and layer norm. burn's autodiff
+//! label pick, the attention softmax, GELU and layer norm; and the matmuls
+//! themselves (with a linear layer's bias), writing their output once. burn's autodiff
 //! records each of these as 5-9 single-threaded elementwise ops (each
 //! allocating its output); here each is one multithreaded pass forward and
 //! one backward, through burn's backend-extension interface (see `ops.rs`).
@@ -9,11 +10,13 @@
 //! on its own, or half precision) the same functions fall back to burn's
 //! composed ops, which compute the same math.
 
+mod gemm;
 mod kernels;
+mod math;
 mod ops;
 
 use burn::backend::Dispatch;
-use burn::nn::LayerNorm;
+use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{DType, Device, Int, Tensor, activation as act};
 
 use ops::FusedOps;
@@ -93,6 +96,51 @@ pub fn layer_norm<const D: usize>(norm: &LayerNorm, x: Tensor<D>, eps: f64) -> T
         eps as f32,
     );
     Tensor::from_dispatch(y)
+}
+
+/// `lhs @ rhs` over equal batch dims; the operands may be transposed
+/// views (no copy is made of them).
+pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
+    let (l, r) = (lhs.dims(), rhs.dims());
+    let agree = D >= 2 && l[..D - 2] == r[..D - 2] && l[D - 1] == r[D - 2];
+    if !(agree && fusable(&lhs) && fusable(&rhs)) {
+        return lhs.matmul(rhs);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_matmul(
+        lhs.into_dispatch(),
+        rhs.into_dispatch(),
+    ))
+}
+
+/// `layer`'s forward over the last dimension of `x`.
+pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let Some(bias) = layer.bias.as_ref().filter(|_| fusable(&x)) else {
+        return layer.forward(x);
+    };
+    let dims = x.dims();
+    let rows = dims[..D - 1].iter().product();
+    let y = affine(
+        x.reshape([rows, dims[D - 1]]),
+        layer.weight.val(),
+        bias.val(),
+    );
+    let mut out = dims;
+    out[D - 1] = y.dims()[1];
+    y.reshape(out)
+}
+
+/// `x @ weight + bias` for `x` `[rows, k]`, `weight` `[k, n]` (a view is
+/// fine: the tied output projection passes a transposed embedding).
+pub fn affine(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
+    let [[_, k], [k2, n]] = [x.dims(), weight.dims()];
+    if !(k == k2 && bias.dims() == [n] && fusable(&x) && fusable(&weight) && fusable(&bias)) {
+        return x.matmul(weight) + bias.unsqueeze();
+    }
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+    ))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use burn::tensor::{Shape, TensorData};
 
 use std::borrow::Cow;
 
+use super::gemm::{self, Operand};
 use super::kernels::{self, BiasLayout};
 
 /// Ops that burn's autodiff would otherwise decompose; each forward has a
@@ -62,6 +63,14 @@ pub trait FusedOps: Backend {
         rstd: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// `[..., m, k] @ [..., k, n]` over equal batch dims (any strides).
+    fn fused_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `[rows, k] @ [k, n] + [n]`: a linear layer.
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 /// The f32 values of a tensor in row-major order (a copy only where the
@@ -104,6 +113,41 @@ fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
 
 fn last_dim(t: &FlexTensor) -> usize {
     t.shape().as_slice().last().copied().unwrap_or(1)
+}
+
+/// `lhs @ rhs (+ bias)` through [`gemm::matmul`], on row-major copies of
+/// the operands where their layout is one it refuses.
+fn product(lhs: &FlexTensor, rhs: &FlexTensor, bias: Option<&FlexTensor>) -> FlexTensor {
+    let operand = |t: &FlexTensor| {
+        let layout = t.layout();
+        (
+            layout.shape().as_slice().to_vec(),
+            layout.start_offset(),
+            layout.strides().to_vec(),
+        )
+    };
+    let bias = bias.map(values);
+    let run = |l: &FlexTensor, r: &FlexTensor| {
+        let ((ls, lo, lst), (rs, ro, rst)) = (operand(l), operand(r));
+        let lhs = Operand {
+            data: l.storage::<f32>(),
+            offset: lo,
+            strides: &lst,
+        };
+        let rhs = Operand {
+            data: r.storage::<f32>(),
+            offset: ro,
+            strides: &rst,
+        };
+        let out = gemm::matmul(lhs, &ls, rhs, &rs, bias.as_deref())?;
+        let mut shape = ls;
+        let last = shape.len() - 1;
+        shape[last] = rs[last];
+        Some(tensor(out, shape))
+    };
+    run(lhs, rhs)
+        .or_else(|| run(&lhs.to_contiguous(), &rhs.to_contiguous()))
+        .expect("fused matmul operands agree in shape (checked before dispatch)")
 }
 
 fn labels(t: IntTensor<Flex>) -> Vec<i64> {
@@ -211,6 +255,14 @@ impl FusedOps for Flex {
         let cols = dgamma.len();
         (dx, tensor(dgamma, [cols]), tensor(dbeta, [cols]))
     }
+
+    fn fused_matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
+        product(&lhs, &rhs, None)
+    }
+
+    fn fused_linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        product(&x, &weight, Some(&bias))
+    }
 }
 
 /// What the label log-probabilities' backward keeps.
@@ -286,6 +338,56 @@ impl<B: FusedOps> Backward<B, 3> for LayerNormBackward {
             if let Some(parent) = parent {
                 grads.register::<B>(parent.id, g);
             }
+        }
+    }
+}
+
+/// `t` with its last two dimensions swapped (a view).
+fn transposed<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    let r = t.shape().num_dims();
+    B::float_swap_dims(t, r - 2, r - 1)
+}
+
+#[derive(Debug)]
+struct MatmulBackward;
+
+impl<B: FusedOps> Backward<B, 2> for MatmulBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (lhs, rhs) = ops.state;
+        let grad = grads.consume::<B>(&ops.node);
+        let [lhs_node, rhs_node] = ops.parents;
+        if let Some(node) = lhs_node {
+            grads.register::<B>(node.id, B::fused_matmul(grad.clone(), transposed::<B>(rhs)));
+        }
+        if let Some(node) = rhs_node {
+            grads.register::<B>(node.id, B::fused_matmul(transposed::<B>(lhs), grad));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LinearBackward;
+
+impl<B: FusedOps> Backward<B, 3> for LinearBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, weight) = ops.state;
+        let grad = grads.consume::<B>(&ops.node);
+        let [x_node, weight_node, bias_node] = ops.parents;
+        if let Some(node) = x_node {
+            let dx = B::fused_matmul(grad.clone(), transposed::<B>(weight));
+            grads.register::<B>(node.id, dx);
+        }
+        if let Some(node) = weight_node {
+            grads.register::<B>(node.id, B::fused_matmul(transposed::<B>(x), grad.clone()));
+        }
+        if let Some(node) = bias_node {
+            let n = grad.shape().dims::<2>()[1];
+            let db = B::float_reshape(B::float_sum_dim(grad, 0), Shape::new([n]));
+            grads.register::<B>(node.id, db);
         }
     }
 }
@@ -409,6 +511,35 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
         (y, constant::<B, C>(mean), constant::<B, C>(rstd))
+    }
+
+    fn fused_matmul(lhs: Tracked<B, C>, rhs: Tracked<B, C>) -> Tracked<B, C> {
+        let (lhs, lhs_node) = lhs.into_parts();
+        let (rhs, rhs_node) = rhs.into_parts();
+        let out = B::fused_matmul(lhs.clone(), rhs.clone());
+        match MatmulBackward
+            .prepare::<C>([lhs_node, rhs_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((lhs, rhs), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn fused_linear(x: Tracked<B, C>, weight: Tracked<B, C>, bias: Tracked<B, C>) -> Tracked<B, C> {
+        let (x, x_node) = x.into_parts();
+        let (weight, weight_node) = weight.into_parts();
+        let (bias, bias_node) = bias.into_parts();
+        let out = B::fused_linear(x.clone(), weight.clone(), bias);
+        match LinearBackward
+            .prepare::<C>([x_node, weight_node, bias_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x, weight), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
     }
 
     fn fused_layer_norm_backward(

@@ -148,6 +148,99 @@ fn layer_norm_matches_burn_in_value_and_all_three_gradients() {
     assert!(max_diff(b1, b2) < 1e-4);
 }
 
+/// Values and the gradients of both inputs of `fused` and `composed`.
+fn compare_two<const D: usize, const E: usize, const F: usize>(
+    a: Tensor<D>,
+    b: Tensor<E>,
+    fused: impl Fn(Tensor<D>, Tensor<E>) -> Tensor<F>,
+    composed: impl Fn(Tensor<D>, Tensor<E>) -> Tensor<F>,
+) -> [f32; 3] {
+    let run = |f: &dyn Fn(Tensor<D>, Tensor<E>) -> Tensor<F>| {
+        device().seed(13);
+        let (a, b) = (
+            a.clone().detach().require_grad(),
+            b.clone().detach().require_grad(),
+        );
+        let y = f(a.clone(), b.clone());
+        let weights = Tensor::random(y.dims(), Distribution::Normal(0.0, 1.0), &device());
+        let grads = (y.clone() * weights).sum().backward();
+        let ga = a.grad(&grads).expect("the first input has a gradient");
+        let gb = b.grad(&grads).expect("the second input has a gradient");
+        (y, ga, gb)
+    };
+    let (y1, a1, b1) = run(&fused);
+    let (y2, a2, b2) = run(&composed);
+    [max_diff(y1, y2), max_diff(a1, a2), max_diff(b1, b2)]
+}
+
+#[test]
+fn matmul_matches_burn_on_batched_and_transposed_views() {
+    // Attention's two products: scores against transposed keys, then values.
+    let keys = random([2, 3, 7, 8], 1.0);
+    let diffs = compare_two(
+        random([2, 3, 5, 8], 1.0),
+        keys,
+        |q, k| matmul(q, k.swap_dims(2, 3)),
+        |q, k| q.matmul(k.swap_dims(2, 3)),
+    );
+    assert!(diffs.iter().all(|&d| d < 1e-5), "{diffs:?}");
+    let diffs = compare_two(
+        random([2, 3, 5, 7], 1.0),
+        random([2, 3, 7, 8], 1.0),
+        matmul,
+        Tensor::matmul,
+    );
+    assert!(diffs.iter().all(|&d| d < 1e-5), "{diffs:?}");
+}
+
+#[test]
+fn linear_matches_burn_in_value_and_all_three_gradients() {
+    let layer = burn::nn::LinearConfig::new(16, 12).init(&device());
+    let layer = burn::nn::Linear {
+        bias: Some(burn::module::Param::from_tensor(random([12], 1.0))),
+        ..layer
+    };
+    let x = random([3, 5, 16], 1.0);
+    let run = |fused_path: bool| {
+        device().seed(17);
+        let input = x.clone().detach().require_grad();
+        let y = if fused_path {
+            linear(&layer, input.clone())
+        } else {
+            layer.forward(input.clone())
+        };
+        let weights = Tensor::random(y.dims(), Distribution::Normal(0.0, 1.0), &device());
+        let grads = (y.clone() * weights).sum().backward();
+        let dw = layer
+            .weight
+            .val()
+            .grad(&grads)
+            .expect("the weight has a gradient");
+        let db = layer.bias.as_ref().and_then(|b| b.val().grad(&grads));
+        let dx = input.grad(&grads).expect("the input has a gradient");
+        (y, dx, dw, db.expect("the bias has a gradient"))
+    };
+    let (y1, x1, w1, b1) = run(true);
+    let (y2, x2, w2, b2) = run(false);
+    assert!(max_diff(y1, y2) < 1e-5);
+    assert!(max_diff(x1, x2) < 1e-5);
+    assert!(max_diff(w1, w2) < 1e-4);
+    assert!(max_diff(b1, b2) < 1e-4);
+}
+
+#[test]
+fn affine_matches_burn_through_a_transposed_weight() {
+    // The tied output projection: hidden states against the embedding's transpose.
+    let bias = random([12], 1.0);
+    let diffs = compare_two(
+        random([6, 16], 1.0),
+        random([12, 16], 1.0),
+        |x, w| affine(x, w.transpose(), bias.clone()),
+        |x, w| x.matmul(w.transpose()) + bias.clone().unsqueeze(),
+    );
+    assert!(diffs.iter().all(|&d| d < 1e-5), "{diffs:?}");
+}
+
 #[test]
 fn composed_ops_are_used_off_the_cpu_or_in_half_precision() {
     let x = random([2, 8], 1.0);
