@@ -22,9 +22,17 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 
 /// e^x; 0 below -87.34, NaN for NaN.
 #[inline(always)]
+// `max`/`min` rather than `clamp`: a NaN input becomes a finite `c` here
+// (and NaN is returned below), so the arithmetic stays branch-free.
+#[allow(clippy::manual_clamp)]
 pub fn exp(x: f32) -> f32 {
-    let c = x.clamp(EXP_MIN, EXP_MAX);
-    let n = (c * LOG2_E + ROUND_MAGIC) - ROUND_MAGIC;
+    let c = x.max(EXP_MIN).min(EXP_MAX);
+    let rounded = c * LOG2_E + ROUND_MAGIC;
+    let n = rounded - ROUND_MAGIC;
+    // The integer n sits in the low mantissa bits of `rounded` (its ulp is
+    // 1): reading it from the bits keeps the loop vectorised, where `as
+    // i32`'s saturating conversion is a scalar one per element.
+    let n_bits = rounded.to_bits().wrapping_sub(ROUND_MAGIC.to_bits());
     let r = c - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -33,7 +41,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     let e = y * scale;
     if x.is_nan() {
         x
@@ -161,6 +169,9 @@ mod tests {
                 "erf({x}) = {ours}, library {theirs}"
             );
         }
+        assert!(erf(f32::NAN).is_nan());
+        assert!((erf(f32::INFINITY) - 1.0).abs() < 5e-7);
+        assert!((erf(f32::NEG_INFINITY) + 1.0).abs() < 5e-7);
     }
 
     #[test]
