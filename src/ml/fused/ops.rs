@@ -392,15 +392,15 @@ impl<B: FusedOps> Backward<B, 3> for LinearBackward {
     }
 }
 
-/// `output` as the result of `op` on the input behind `node`, keeping
+/// `output` as the result of `op` on the inputs behind `nodes`, keeping
 /// `state` for the backward where a gradient is wanted.
-fn record<B: FusedOps, C: CheckpointStrategy, O: Backward<B, 1>>(
+fn record<B: FusedOps, C: CheckpointStrategy, O: Backward<B, N>, const N: usize>(
     op: O,
-    node: NodeGuard,
+    nodes: [NodeGuard; N],
     output: FloatTensor<B>,
     state: O::State,
 ) -> Tracked<B, C> {
-    match op.prepare::<C>([node]).compute_bound().stateful() {
+    match op.prepare::<C>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish(state, output),
         OpsKind::UnTracked(prep) => prep.finish(output),
     }
@@ -461,7 +461,7 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let (x, node) = x.into_parts();
         let y = B::fused_softmax(x);
         let state = y.clone();
-        record::<B, C, _>(SoftmaxBackward, node, y, state)
+        record::<B, C, _, 1>(SoftmaxBackward, [node], y, state)
     }
 
     fn fused_biased_softmax(x: Tracked<B, C>, bias: Tracked<B, C>) -> Tracked<B, C> {
@@ -469,7 +469,7 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let (x, node) = x.into_parts();
         let y = B::fused_biased_softmax(x, bias.into_primitive());
         let state = y.clone();
-        record::<B, C, _>(SoftmaxBackward, node, y, state)
+        record::<B, C, _, 1>(SoftmaxBackward, [node], y, state)
     }
 
     fn fused_softmax_backward(y: Tracked<B, C>, grad: Tracked<B, C>) -> Tracked<B, C> {
@@ -482,7 +482,7 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn fused_gelu(x: Tracked<B, C>) -> Tracked<B, C> {
         let (x, node) = x.into_parts();
         let y = B::fused_gelu(x.clone());
-        record::<B, C, _>(GeluBackward, node, y, x)
+        record::<B, C, _, 1>(GeluBackward, [node], y, x)
     }
 
     fn fused_gelu_backward(x: Tracked<B, C>, grad: Tracked<B, C>) -> Tracked<B, C> {
@@ -502,14 +502,9 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let (gamma, gamma_node) = gamma.into_parts();
         let (beta, beta_node) = beta.into_parts();
         let (y, mean, rstd) = B::fused_layer_norm(x.clone(), gamma.clone(), beta, eps);
-        let y = match LayerNormBackward
-            .prepare::<C>([x_node, gamma_node, beta_node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((x, gamma, mean.clone(), rstd.clone()), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
+        let nodes = [x_node, gamma_node, beta_node];
+        let state = (x, gamma, mean.clone(), rstd.clone());
+        let y = record::<B, C, _, 3>(LayerNormBackward, nodes, y, state);
         (y, constant::<B, C>(mean), constant::<B, C>(rstd))
     }
 
@@ -517,14 +512,7 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let (lhs, lhs_node) = lhs.into_parts();
         let (rhs, rhs_node) = rhs.into_parts();
         let out = B::fused_matmul(lhs.clone(), rhs.clone());
-        match MatmulBackward
-            .prepare::<C>([lhs_node, rhs_node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((lhs, rhs), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        record::<B, C, _, 2>(MatmulBackward, [lhs_node, rhs_node], out, (lhs, rhs))
     }
 
     fn fused_linear(x: Tracked<B, C>, weight: Tracked<B, C>, bias: Tracked<B, C>) -> Tracked<B, C> {
@@ -532,14 +520,8 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let (weight, weight_node) = weight.into_parts();
         let (bias, bias_node) = bias.into_parts();
         let out = B::fused_linear(x.clone(), weight.clone(), bias);
-        match LinearBackward
-            .prepare::<C>([x_node, weight_node, bias_node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((x, weight), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        let nodes = [x_node, weight_node, bias_node];
+        record::<B, C, _, 3>(LinearBackward, nodes, out, (x, weight))
     }
 
     fn fused_layer_norm_backward(
