@@ -22,6 +22,7 @@ pub(crate) mod dsl;
 pub(crate) mod error;
 pub(crate) mod exec;
 pub(crate) mod graph;
+pub(crate) mod hub;
 pub mod ml;
 pub(crate) mod ops;
 pub(crate) mod report;

@@ -144,6 +144,8 @@ fn plan(dir: &Path, file: &str) -> (i32, String, f64) {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .env_remove("EFRLHF_PLUGIN_PATH")
+        // `paper.kdl` names the Hub: plans here use only what is known locally.
+        .env("HF_HUB_OFFLINE", "1")
         .spawn()
         .unwrap();
     // Read stderr while waiting: a long message must not fill the pipe and stall the child.

@@ -11,7 +11,9 @@
 //! 3. the *output* digests of its inputs, in order, with the role each fills
 //!    (an upstream rerun that produces identical bytes does not force this
 //!    stage to rerun), and the content digests of `path` parameters (not the
-//!    paths themselves),
+//!    paths themselves); for an `hf://` path, the repository, the commit its
+//!    revision resolved to and the Hub's content hashes of the files it
+//!    selects (never the bytes re-read),
 //! 4. the seed, and the backend class (`cpu`/`gpu`) for kinds that compute on one.
 //!
 //! **Out** of the key, on purpose: the experiment's name and file path,
@@ -26,6 +28,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::dsl::Value;
+use crate::hub::HubIdentity;
 
 /// Bump when the encoding or the meaning of a component changes.
 pub const KEY_FORMAT: u32 = 1;
@@ -55,6 +58,10 @@ pub struct KeyComponents {
     pub params: BTreeMap<String, Value>,
     /// `path` parameters: content digests by parameter name (`name[i]` in lists).
     pub files: BTreeMap<String, String>,
+    /// `hf://` path parameters: what they resolved to, by parameter name.
+    /// Absent from the encoding when empty, so keys without one are unchanged.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hub: BTreeMap<String, HubIdentity>,
     pub inputs: Vec<InputDigest>,
     pub seed: i64,
     pub backend: Option<String>,
@@ -64,8 +71,23 @@ impl KeyComponents {
     pub fn key(&self) -> StageKey {
         let mut h = blake3::Hasher::new();
         h.update(b"efrlhf-stage-key\n");
+        // Hub parameters count by content: the name of the revision is left out.
+        let hashed;
+        let this = if self.hub.is_empty() {
+            self
+        } else {
+            hashed = KeyComponents {
+                hub: self
+                    .hub
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.content()))
+                    .collect(),
+                ..self.clone()
+            };
+            &hashed
+        };
         // Serialising plain data with ordered maps cannot fail and is deterministic.
-        h.update(&serde_json::to_vec(self).unwrap_or_default());
+        h.update(&serde_json::to_vec(this).unwrap_or_default());
         h.finalize().to_hex().to_string()
     }
 }
@@ -97,6 +119,21 @@ pub enum Change {
     },
     File {
         name: String,
+        old: Option<String>,
+        new: Option<String>,
+    },
+    /// The same `hf://` revision resolved to another commit (a branch moved).
+    HubMoved {
+        param: String,
+        repo: String,
+        revision: String,
+        old: String,
+        new: String,
+    },
+    /// An `hf://` parameter now names another repository, revision or file,
+    /// or the files it selects changed.
+    HubSource {
+        param: String,
         old: Option<String>,
         new: Option<String>,
     },
@@ -160,6 +197,24 @@ impl fmt::Display for Change {
                     if new.is_some() { "set" } else { "unset" }
                 )
             }
+            Change::HubMoved {
+                param,
+                repo,
+                revision,
+                old,
+                new,
+            } => write!(
+                f,
+                "`{revision}` of {repo} moved from {} to {} (param `{param}`)",
+                short(old),
+                short(new)
+            ),
+            Change::HubSource { param, old, new } => write!(
+                f,
+                "param `{param}`: {} -> {}",
+                old.as_deref().unwrap_or("(unset)"),
+                new.as_deref().unwrap_or("(unset)")
+            ),
             Change::InputCount { old, new } => write!(f, "number of inputs: {old} -> {new}"),
             Change::Input {
                 stage, old_stage, ..
@@ -178,6 +233,37 @@ impl fmt::Display for Change {
                 old.as_deref().unwrap_or("none"),
                 new.as_deref().unwrap_or("none")
             ),
+        }
+    }
+}
+
+/// A commit hash as people read it: its first seven digits.
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(7)]
+}
+
+/// How the `hf://` parameters differ.
+fn hub_changes(old: &KeyComponents, new: &KeyComponents, out: &mut Vec<Change>) {
+    let names: std::collections::BTreeSet<&String> = old.hub.keys().chain(new.hub.keys()).collect();
+    for name in names {
+        match (old.hub.get(name), new.hub.get(name)) {
+            (Some(o), Some(n)) if o.content() == n.content() => {}
+            (Some(o), Some(n))
+                if o.repo == n.repo && o.path == n.path && o.revision == n.revision =>
+            {
+                out.push(Change::HubMoved {
+                    param: name.clone(),
+                    repo: n.repo.clone(),
+                    revision: n.revision.clone(),
+                    old: o.commit.clone(),
+                    new: n.commit.clone(),
+                })
+            }
+            (o, n) => out.push(Change::HubSource {
+                param: name.clone(),
+                old: o.map(HubIdentity::label),
+                new: n.map(HubIdentity::label),
+            }),
         }
     }
 }
@@ -232,6 +318,7 @@ pub fn diff(old: &KeyComponents, new: &KeyComponents, with_inputs: bool) -> Vec<
             });
         }
     }
+    hub_changes(old, new, &mut out);
     if old.inputs.len() != new.inputs.len() {
         out.push(Change::InputCount {
             old: old.inputs.len(),
@@ -282,6 +369,7 @@ mod tests {
             implementation: "x".into(),
             params: BTreeMap::from([("times".to_string(), Value::Int(1))]),
             files: BTreeMap::new(),
+            hub: BTreeMap::new(),
             inputs: vec![InputDigest {
                 stage: "a".into(),
                 output: "d1".into(),
@@ -316,6 +404,37 @@ mod tests {
         let mut d = comp();
         d.seed = 8;
         assert_eq!(diff(&a, &d, true), vec![Change::Seed { old: 7, new: 8 }]);
+    }
+
+    #[test]
+    fn a_moved_branch_is_named_and_an_empty_hub_part_leaves_keys_alone() {
+        let a = comp();
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(!json.contains("hub"), "{json}");
+        let id = |commit: &str| HubIdentity {
+            repo: "facebook/bart-large".into(),
+            path: None,
+            revision: "main".into(),
+            commit: commit.into(),
+            files: BTreeMap::from([("config.json".to_string(), "ab".to_string())]),
+        };
+        let mut b = comp();
+        b.hub.insert("pretrained".into(), id("1a2b3c4d"));
+        let mut c = comp();
+        c.hub.insert("pretrained".into(), id("5d6e7f8a"));
+        assert_ne!(b.key(), c.key());
+        let d = diff(&b, &c, true);
+        assert_eq!(
+            d[0].to_string(),
+            "`main` of facebook/bart-large moved from 1a2b3c4 to 5d6e7f8 (param `pretrained`)"
+        );
+        // Naming the same commit another way changes nothing.
+        let mut e = comp();
+        let mut pinned = id("1a2b3c4d");
+        pinned.revision = "1a2b3c4d".into();
+        e.hub.insert("pretrained".into(), pinned);
+        assert_eq!(b.key(), e.key());
+        assert!(diff(&b, &e, true).is_empty());
     }
 
     #[test]

@@ -551,6 +551,9 @@ fn run(cache_dir: &Option<PathBuf>, args: RunArgs) -> Result<i32, Diags> {
     if let Some(note) = ops::backend_note(&plan) {
         reporter.note(note);
     }
+    for note in plan.hub.notes() {
+        reporter.note(&note);
+    }
     let opts = RunOptions {
         jobs,
         only: args.only,

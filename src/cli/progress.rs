@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::dsl::Metrics;
-use crate::exec::{Event, EventSink, Plan, RunEvent, RunSummary, Status};
+use crate::exec::{DownloadEvent, Event, EventSink, Plan, RunEvent, RunSummary, Status};
 use crate::ops::RunEta;
 use crate::report::fmt_duration;
 
@@ -46,6 +46,8 @@ pub struct Reporter {
     left: BTreeSet<usize>,
     eta: RunEta,
     names: Vec<String>,
+    /// The bar of a download from the Hub, while one runs.
+    download: Option<ProgressBar>,
 }
 
 fn fmt_metrics(m: &Metrics) -> String {
@@ -99,6 +101,7 @@ impl Reporter {
                 .collect(),
             eta: RunEta::new(plan, jobs),
             names: plan.pipeline.nodes.iter().map(|n| n.id.clone()).collect(),
+            download: None,
         }
     }
 
@@ -374,9 +377,98 @@ impl Reporter {
     }
 }
 
+impl Reporter {
+    /// A download from the Hub: a bytes bar with speed and ETA on a terminal,
+    /// a line per file otherwise, the event itself under `--json`.
+    fn show_download(&mut self, ev: &DownloadEvent) {
+        use crate::exec::human_bytes;
+        if self.mode == Mode::Json {
+            self.json_value(ev);
+            return;
+        }
+        match ev {
+            DownloadEvent::DownloadStart { files, bytes } => {
+                self.line(
+                    "Download",
+                    &format!("{files} file(s), {} from the Hub", human_bytes(*bytes)),
+                );
+                if let Some(m) = &self.multi {
+                    let bar = m.insert(0, ProgressBar::new(*bytes));
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{prefix:>10.cyan.bold} [{bar:30}] {bytes}/{total_bytes}  {bytes_per_sec}  eta {eta}  {wide_msg}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                    bar.set_prefix("Fetching");
+                    self.download = Some(bar);
+                }
+            }
+            DownloadEvent::DownloadFile {
+                repo,
+                file,
+                size,
+                resumed_from,
+            } => {
+                let resumed = if *resumed_from > 0 && resumed_from < size {
+                    format!(" (resuming at {})", human_bytes(*resumed_from))
+                } else {
+                    String::new()
+                };
+                match &self.download {
+                    Some(b) => b.set_message(format!("{repo}/{file}{resumed}")),
+                    None => self.line(
+                        "Fetching",
+                        &format!("{repo}/{file} ({}){resumed}", human_bytes(*size)),
+                    ),
+                }
+            }
+            DownloadEvent::DownloadProgress { bytes, .. } => {
+                if let Some(b) = &self.download {
+                    b.set_position(*bytes);
+                }
+            }
+            DownloadEvent::DownloadWaiting { repo, file } => self.line(
+                "Waiting",
+                &format!("for another process downloading {repo}/{file}"),
+            ),
+            DownloadEvent::DownloadDone {
+                files,
+                bytes,
+                seconds,
+                bytes_per_second,
+            } => {
+                if let Some(b) = self.download.take() {
+                    b.finish_and_clear();
+                }
+                self.line(
+                    "Fetched",
+                    &format!(
+                        "{files} file(s), {} in {seconds:.1} s ({}/s)",
+                        human_bytes(*bytes),
+                        human_bytes(*bytes_per_second as u64)
+                    ),
+                );
+            }
+        }
+    }
+
+    fn json_value(&self, value: &impl serde::Serialize) {
+        let mut out = std::io::stdout().lock();
+        if let Ok(text) = serde_json::to_string(value) {
+            let _ = writeln!(out, "{text}");
+            let _ = out.flush();
+        }
+    }
+}
+
 impl EventSink for Reporter {
     fn event(&mut self, plan: &Plan, ev: &Event) {
         self.show(plan, ev);
+    }
+    fn download(&mut self, ev: &DownloadEvent) {
+        self.show_download(ev);
     }
     fn note(&mut self, text: &str) {
         Reporter::note(self, text);

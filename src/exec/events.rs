@@ -62,8 +62,39 @@ pub enum Event {
     },
 }
 
+/// What a run's downloads from the Hub report, before any stage starts.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum DownloadEvent {
+    /// The files and bytes to come.
+    DownloadStart { files: usize, bytes: u64 },
+    /// A file starts; `resumed_from` bytes were already there from an earlier try.
+    DownloadFile {
+        repo: String,
+        file: String,
+        size: u64,
+        resumed_from: u64,
+    },
+    /// Bytes so far of all files, and the speed over the last moments.
+    DownloadProgress {
+        bytes: u64,
+        total: u64,
+        bytes_per_second: f64,
+    },
+    /// Another process (efrlhf or Python) is downloading the same file.
+    DownloadWaiting { repo: String, file: String },
+    DownloadDone {
+        files: usize,
+        bytes: u64,
+        seconds: f64,
+        bytes_per_second: f64,
+    },
+}
+
 /// Where a run's events go.
 pub trait EventSink {
+    /// A download from the Hub made progress.
+    fn download(&mut self, _ev: &DownloadEvent) {}
     /// One event, as it happens.
     fn event(&mut self, plan: &Plan, ev: &Event);
     /// Called a few times a second while stages run.

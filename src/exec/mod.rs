@@ -11,6 +11,7 @@
 mod backend;
 mod events;
 mod executor;
+mod hub_plan;
 mod plan;
 mod run;
 pub mod slurm;
@@ -19,8 +20,9 @@ mod subprocess;
 mod supervise;
 
 pub use backend::resolve_backend;
-pub use events::{Event, EventSink, RunEvent, signal_name};
+pub use events::{DownloadEvent, Event, EventSink, RunEvent, signal_name};
 pub use executor::Executor;
+pub use hub_plan::{human_bytes, missing_list};
 pub use plan::{ClassOf, Plan, PlanOptions, Reason, ReasonItem, Status, plan};
 pub use run::{RunOptions, RunSummary, run};
 pub use spec::exec_stage;

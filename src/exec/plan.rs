@@ -17,6 +17,8 @@ use crate::error::{Diag, Diags, display_path};
 use crate::graph::{Node, Pipeline};
 
 use super::backend::Backend;
+use super::hub_plan::HubPlan;
+use crate::hub::HubIdentity;
 
 /// A stage's backend class where it is not the run's (`None`: the run's).
 pub type ClassOf = std::sync::Arc<dyn Fn(&Node) -> Option<&'static str> + Send + Sync>;
@@ -46,6 +48,9 @@ pub enum Reason {
         upstream: Vec<String>,
         own: Vec<Change>,
     },
+    /// `hf://` parameters whose revision could not be resolved (offline, with
+    /// no earlier resolution): `(param, uri)`. Its key is known once they are.
+    HubUnresolved(Vec<(String, String)>),
 }
 
 impl fmt::Display for Reason {
@@ -62,6 +67,14 @@ impl fmt::Display for Reason {
                     .join("; ")
             ),
             Reason::Forced => write!(f, "forced"),
+            Reason::HubUnresolved(u) => write!(
+                f,
+                "needs the Hub to resolve {}",
+                u.iter()
+                    .map(|(_, uri)| format!("`{uri}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Reason::Damaged(p) => write!(
                 f,
                 "stored result damaged: {}",
@@ -135,6 +148,25 @@ pub enum ReasonItem {
         was_set: bool,
         is_set: bool,
     },
+    /// The same `hf://` revision now resolves to another commit.
+    HubRevisionMoved {
+        param: String,
+        repo: String,
+        revision: String,
+        from: String,
+        to: String,
+    },
+    /// An `hf://` parameter names something else (or was set or unset).
+    HubSourceChanged {
+        param: String,
+        from: Option<String>,
+        to: Option<String>,
+    },
+    /// An `hf://` parameter could not be resolved without the network.
+    HubUnresolved {
+        param: String,
+        uri: String,
+    },
     InputCountChanged {
         from: usize,
         to: usize,
@@ -190,6 +222,24 @@ impl ReasonItem {
                 was_set: old.is_some(),
                 is_set: new.is_some(),
             },
+            Change::HubMoved {
+                param,
+                repo,
+                revision,
+                old,
+                new,
+            } => ReasonItem::HubRevisionMoved {
+                param,
+                repo,
+                revision,
+                from: old,
+                to: new,
+            },
+            Change::HubSource { param, old, new } => ReasonItem::HubSourceChanged {
+                param,
+                from: old,
+                to: new,
+            },
             Change::InputCount { old, new } => ReasonItem::InputCountChanged { from: old, to: new },
             Change::Input {
                 index,
@@ -219,6 +269,13 @@ impl Reason {
         match self {
             Reason::New => vec![ReasonItem::NeverRun],
             Reason::Forced => vec![ReasonItem::Forced],
+            Reason::HubUnresolved(u) => u
+                .iter()
+                .map(|(param, uri)| ReasonItem::HubUnresolved {
+                    param: param.clone(),
+                    uri: uri.clone(),
+                })
+                .collect(),
             Reason::Changed(c) if c.is_empty() => vec![ReasonItem::ResultRemoved],
             Reason::Changed(c) => changes(c),
             Reason::Damaged(p) => vec![ReasonItem::Damaged {
@@ -252,6 +309,9 @@ impl Status {
 struct Prepared {
     implementation: String,
     files: BTreeMap<String, String>,
+    hub: BTreeMap<String, HubIdentity>,
+    /// `hf://` parameters not resolvable now: `(param, uri)`.
+    unresolved: Vec<(String, String)>,
     backend: Option<String>,
 }
 
@@ -269,6 +329,8 @@ pub struct Plan {
     pub latest_keys: Vec<Option<StageKey>>,
     pub failures: Vec<Option<FailureRecord>>,
     pub forced: BTreeSet<usize>,
+    /// The `hf://` parameters and the Hub they resolve against.
+    pub hub: HubPlan,
 }
 
 impl Plan {
@@ -290,6 +352,7 @@ impl Plan {
             implementation: prep.implementation.clone(),
             params,
             files: prep.files.clone(),
+            hub: prep.hub.clone(),
             inputs: node
                 .inputs
                 .iter()
@@ -371,6 +434,7 @@ fn prepare(
     backend: &Backend,
     class_of: Option<&ClassOf>,
     stat: &mut StatCache,
+    hub: &mut HubPlan,
 ) -> Result<Vec<Prepared>, Diag> {
     let exp_dir = pipeline.experiment.dir.clone();
     let mut impls: HashMap<String, String> = HashMap::new();
@@ -402,15 +466,49 @@ fn prepare(
             })?;
             files.insert(name, d);
         }
+        let (hub_ids, unresolved) = resolve_hub_params(pipeline, prepared.len(), hub)?;
         let class = class_of.and_then(|f| f(node)).unwrap_or(backend.class);
         let backend_class = node.kind.uses_backend().then(|| class.to_string());
         prepared.push(Prepared {
             implementation,
             files,
+            hub: hub_ids,
+            unresolved,
             backend: backend_class,
         });
     }
     Ok(prepared)
+}
+
+/// Node `n`'s `hf://` parameters, resolved: their key parts, and those that
+/// cannot be resolved now. A Hub that refuses (unknown repo or file, gated)
+/// is an error at the stage.
+#[allow(clippy::type_complexity)]
+fn resolve_hub_params(
+    pipeline: &Pipeline,
+    n: usize,
+    hub: &mut HubPlan,
+) -> Result<(BTreeMap<String, HubIdentity>, Vec<(String, String)>), Diag> {
+    let node = &pipeline.nodes[n];
+    let mut ids = BTreeMap::new();
+    let mut unresolved = Vec::new();
+    for (param, text) in node.hub_params() {
+        let at = |d: Diag| d.at(&pipeline.experiment.source, node.span, "this stage");
+        let uri = crate::hub::HubUri::parse(&text).map_err(|e| {
+            at(Diag::input(
+                "E-HUB-URI",
+                format!("parameter `{param}` of stage `{}`: {e}", node.id),
+            ))
+        })?;
+        let use_ = hub.resolve(n, &param, uri).map_err(at)?;
+        match &use_.resolved {
+            Some((r, files)) => {
+                ids.insert(param.clone(), crate::hub::identity(&use_.uri, r, files));
+            }
+            None => unresolved.push((param.clone(), use_.uri.to_string())),
+        }
+    }
+    Ok((ids, unresolved))
 }
 
 /// Names what changed in an implementation, from the parts the index keeps.
@@ -461,6 +559,10 @@ fn status_of(
     damaged: &Damaged,
 ) -> Result<(Status, Option<StageKey>), Diag> {
     let inputs = &plan.pipeline.nodes[i].inputs;
+    if !plan.prepared[i].unresolved.is_empty() {
+        let reason = Reason::HubUnresolved(plan.prepared[i].unresolved.clone());
+        return Ok((Status::Run(reason), None));
+    }
     let outputs: Option<Vec<String>> = inputs
         .iter()
         .map(|&u| match &plan.statuses[u] {
@@ -600,7 +702,15 @@ pub fn plan(
         stat.entries.insert(p, e);
     }
     stat.dirty = false;
-    let prepared = prepare(&pipeline, &idx, &backend, opts.class_of.as_ref(), &mut stat)?;
+    let mut hub = HubPlan::new(cache);
+    let prepared = prepare(
+        &pipeline,
+        &idx,
+        &backend,
+        opts.class_of.as_ref(),
+        &mut stat,
+        &mut hub,
+    )?;
     let exp_name = pipeline.experiment.name.clone();
     let n = pipeline.nodes.len();
     let mut plan = Plan {
@@ -613,6 +723,7 @@ pub fn plan(
         latest_keys: Vec::with_capacity(n),
         failures: Vec::with_capacity(n),
         forced,
+        hub,
     };
     // A stored result is reused as it is (a stat check), but before a stage
     // consumes one it is re-hashed in full: a damaged input is recomputed

@@ -105,6 +105,7 @@ pub fn run(
         plan.pipeline
             .upstream_closure(&plan.pipeline.select(&opts.only)?)
     };
+    fetch_hub_files(plan, &selected, sink)?;
     cache.clean_scratch();
     let mut s = Scheduler::new(plan, cache, opts, selected);
     s.drive(sink)?;
@@ -112,6 +113,133 @@ pub fn run(
     s.record_latest()?;
     s.summary.seconds = start.elapsed().as_secs_f64();
     Ok(s.summary)
+}
+
+/// Brings the Hub files that the stages to compute read into the Hub cache,
+/// before anything computes: a revision that could not be resolved, or a
+/// file that cannot be had, fails the run here, naming each with its size.
+pub fn fetch_hub_files(
+    plan: &Plan,
+    selected: &BTreeSet<usize>,
+    sink: &mut dyn EventSink,
+) -> Result<(), Diags> {
+    let to_run: BTreeSet<usize> = selected
+        .iter()
+        .copied()
+        .filter(|&n| !plan.statuses[n].is_cached() || plan.forced.contains(&n))
+        .collect();
+    let unresolved = plan.hub.unresolved(&to_run);
+    if let Some(u) = unresolved.first() {
+        let list: Vec<String> = unresolved
+            .iter()
+            .map(|u| {
+                format!(
+                    "  `{}` (parameter `{}` of `{}`)",
+                    u.uri, u.param, plan.pipeline.nodes[u.node].id
+                )
+            })
+            .collect();
+        return Err(Diag::env(
+            "E-HUB-OFFLINE",
+            format!(
+                "nothing was computed: {}, so these cannot be read:\n{}",
+                u.why.as_deref().unwrap_or("the Hub cannot be reached"),
+                list.join("\n")
+            ),
+        )
+        .with_help("run where the Hub is reachable once (or pin a commit whose files are in the Hub cache)")
+        .into());
+    }
+    let todo = plan.hub.missing(&to_run);
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let mut progress = DownloadProgress::new(sink);
+    plan.hub.fetch(&todo, &mut progress)
+}
+
+/// Forwards a download's progress to the sink, a few times a second.
+struct DownloadProgress<'s> {
+    sink: &'s mut dyn EventSink,
+    total: u64,
+    done: u64,
+    last: Instant,
+    window: (Instant, u64),
+    rate: f64,
+}
+
+impl<'s> DownloadProgress<'s> {
+    fn new(sink: &'s mut dyn EventSink) -> Self {
+        let now = Instant::now();
+        DownloadProgress {
+            sink,
+            total: 0,
+            done: 0,
+            last: now,
+            window: (now, 0),
+            rate: 0.0,
+        }
+    }
+
+    fn report(&mut self) {
+        let (t0, b0) = self.window;
+        let dt = t0.elapsed().as_secs_f64();
+        if dt > 0.05 {
+            self.rate = (self.done - b0) as f64 / dt;
+        }
+        if dt > 2.0 {
+            self.window = (Instant::now(), self.done);
+        }
+        self.last = Instant::now();
+        self.sink
+            .download(&super::events::DownloadEvent::DownloadProgress {
+                bytes: self.done,
+                total: self.total,
+                bytes_per_second: self.rate,
+            });
+        self.sink.tick();
+    }
+}
+
+impl crate::hub::Transfer for DownloadProgress<'_> {
+    fn begin(&mut self, files: usize, bytes: u64) {
+        self.total = bytes;
+        self.sink
+            .download(&super::events::DownloadEvent::DownloadStart { files, bytes });
+    }
+    fn file(&mut self, repo: &str, path: &str, size: u64, resumed_from: u64) {
+        self.done += resumed_from;
+        self.sink
+            .download(&super::events::DownloadEvent::DownloadFile {
+                repo: repo.to_string(),
+                file: path.to_string(),
+                size,
+                resumed_from,
+            });
+    }
+    fn bytes(&mut self, n: u64) {
+        self.done += n;
+        if self.last.elapsed() >= Duration::from_millis(250) {
+            self.report();
+        }
+    }
+    fn waiting(&mut self, repo: &str, path: &str) {
+        self.sink
+            .download(&super::events::DownloadEvent::DownloadWaiting {
+                repo: repo.to_string(),
+                file: path.to_string(),
+            });
+    }
+    fn end(&mut self, files: usize, bytes: u64, seconds: f64) {
+        self.report();
+        self.sink
+            .download(&super::events::DownloadEvent::DownloadDone {
+                files,
+                bytes,
+                seconds,
+                bytes_per_second: bytes as f64 / seconds.max(1e-9),
+            });
+    }
 }
 
 /// The state of one run.

@@ -101,7 +101,9 @@ impl StageSpec {
             stage: node.id.clone(),
             kind: node.kind.name.clone(),
             exec,
-            params: node.params_json(Some(&plan.pipeline.experiment.dir)),
+            params: node.params_json_with(Some(&plan.pipeline.experiment.dir), &|v| {
+                plan.hub.local_path(n, v)
+            }),
             inputs_by_role: inputs_by_role(&node.kind, &inputs),
             inputs,
             seed: node.seed,

@@ -49,12 +49,13 @@ impl Node {
             }
             match self.params.get(&spec.name) {
                 // An empty path means "not given".
-                Some(Value::Str(s)) if s.is_empty() => {}
+                Some(Value::Str(s)) if s.is_empty() || crate::hub::is_hub(s) => {}
                 Some(Value::Str(s)) => out.push((spec.name.clone(), base.join(s))),
                 Some(Value::List(items)) => {
                     for (i, v) in items.iter().enumerate() {
                         if let Value::Str(s) = v
                             && !s.is_empty()
+                            && !crate::hub::is_hub(s)
                         {
                             out.push((format!("{}[{i}]", spec.name), base.join(s)));
                         }
@@ -66,9 +67,47 @@ impl Node {
         out
     }
 
-    /// The parameters as a JSON object, `path` values resolved against `base` when given.
+    /// `path` parameters that name the Hub (`hf://...`): `(param, uri)`,
+    /// `name[i]` in lists.
+    pub fn hub_params(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for spec in self.kind.params.iter().filter(|s| s.ty.mentions_path()) {
+            match self.params.get(&spec.name) {
+                Some(Value::Str(s)) if crate::hub::is_hub(s) => {
+                    out.push((spec.name.clone(), s.clone()))
+                }
+                Some(Value::List(items)) => {
+                    for (i, v) in items.iter().enumerate() {
+                        if let Value::Str(s) = v
+                            && crate::hub::is_hub(s)
+                        {
+                            out.push((format!("{}[{i}]", spec.name), s.clone()));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The parameters as a JSON object, `path` values resolved against `base`
+    /// when given, and `hf://` values to the local path `hub` gives for them.
     pub fn params_json(&self, base: Option<&Path>) -> serde_json::Value {
+        self.params_json_with(base, &|_| None)
+    }
+
+    /// [`Node::params_json`], with `hf://` values mapped by `hub`.
+    pub fn params_json_with(
+        &self,
+        base: Option<&Path>,
+        hub: &dyn Fn(&str) -> Option<PathBuf>,
+    ) -> serde_json::Value {
         let resolve = |v: &Value| match (base, v) {
+            (Some(_), Value::Str(s)) if crate::hub::is_hub(s) => match hub(s) {
+                Some(p) => serde_json::Value::String(p.display().to_string()),
+                None => v.to_json(),
+            },
             (Some(dir), Value::Str(s)) if !s.is_empty() => {
                 serde_json::Value::String(dir.join(s).display().to_string())
             }
@@ -534,6 +573,20 @@ fn check_params(
                         other => vec![other],
                     };
                     for (i, item) in items.into_iter().enumerate() {
+                        if let Value::Str(p) = item
+                            && crate::hub::is_hub(p)
+                        {
+                            if let Err(e) = crate::hub::HubUri::parse(p) {
+                                let span =
+                                    assign.values.get(i).map(|(_, s)| *s).unwrap_or(assign.span);
+                                diags.push(
+                                    Diag::input("E-HUB-URI", e)
+                                        .at(src, span, "not a Hub path")
+                                        .with_help("write `hf://ORG/NAME[@REVISION][/PATH]` for a model, `hf://datasets/ORG/NAME...` for a dataset"),
+                                );
+                            }
+                            continue;
+                        }
                         if let Value::Str(p) = item
                             && let Some(problem) = path_problem(&exp.dir, p)
                         {

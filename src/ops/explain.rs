@@ -32,6 +32,12 @@ fn explain_one(plan: &Plan, i: usize, out: &mut String) {
             match reason {
                 Reason::New => out.push_str("no earlier run of it is recorded in this cache\n"),
                 Reason::Forced => out.push_str("--force asks for it\n"),
+                Reason::HubUnresolved(uris) => {
+                    out.push_str("its key needs the Hub, which cannot be asked now:\n");
+                    for (param, uri) in uris {
+                        out.push_str(&format!("  - `{uri}` (param `{param}`)\n"));
+                    }
+                }
                 Reason::Damaged(problems) => {
                     out.push_str("its stored result is damaged and is recomputed\n");
                     for p in problems {

@@ -171,6 +171,7 @@ pub fn plan_json(plan: &Plan) -> String {
     let json = PlanJson {
         experiment: plan.experiment_name(),
         stages,
+        hub: hub_json(plan),
     };
     // Plain data with string keys: serialising cannot fail.
     serde_json::to_string(&json).unwrap_or_default()
@@ -181,6 +182,90 @@ pub fn plan_json(plan: &Plan) -> String {
 struct PlanJson<'a> {
     experiment: &'a str,
     stages: Vec<PlanStage<'a>>,
+    /// `hf://` parameters: how they resolved, and what `run` would download.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hub: Option<serde_json::Value>,
+}
+
+/// The stages `run` would compute (all of them, `--only` aside).
+fn stages_to_run(plan: &Plan) -> std::collections::BTreeSet<usize> {
+    (0..plan.pipeline.nodes.len())
+        .filter(|&n| !plan.statuses[n].is_cached() || plan.forced.contains(&n))
+        .collect()
+}
+
+/// `plan --json`'s `hub`: `{"resolved": [{"stage", "param", "uri", "repo",
+/// "revision", "commit", "source"}], "downloads": [{"repo", "commit", "file",
+/// "size"}], "download_bytes", "notes"}`.
+fn hub_json(plan: &Plan) -> Option<serde_json::Value> {
+    if plan.hub.uses.is_empty() {
+        return None;
+    }
+    let resolved: Vec<serde_json::Value> = plan
+        .hub
+        .uses
+        .iter()
+        .map(|u| {
+            let (commit, source) = match &u.resolved {
+                Some((r, _)) => (
+                    Some(r.commit.clone()),
+                    match r.provenance {
+                        crate::hub::Provenance::Hub => "hub",
+                        crate::hub::Provenance::Pinned => "pinned",
+                        crate::hub::Provenance::LastKnown { .. } => "last-known",
+                    },
+                ),
+                None => (None, "unresolved"),
+            };
+            serde_json::json!({
+                "stage": plan.pipeline.nodes[u.node].id,
+                "param": u.param,
+                "uri": u.uri.to_string(),
+                "repo": u.uri.repo_label(),
+                "revision": u.uri.revision(),
+                "commit": commit,
+                "source": source,
+            })
+        })
+        .collect();
+    let todo = plan.hub.missing(&stages_to_run(plan));
+    let downloads: Vec<serde_json::Value> = todo
+        .iter()
+        .map(|m| {
+            serde_json::json!({"repo": m.uri.repo_label(), "commit": m.commit, "file": m.file.path, "size": m.file.size})
+        })
+        .collect();
+    Some(serde_json::json!({
+        "resolved": resolved,
+        "downloads": downloads,
+        "download_bytes": todo.iter().map(|m| m.file.size).sum::<u64>(),
+        "requests": plan.hub.requests(),
+        "notes": plan.hub.notes(),
+    }))
+}
+
+/// `plan`'s lines about the Hub: notes, then what `run` would download.
+fn hub_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    for n in plan.hub.notes() {
+        out.push_str(&format!("note: {n}\n"));
+    }
+    let to_run = stages_to_run(plan);
+    let todo = plan.hub.missing(&to_run);
+    if !todo.is_empty() {
+        out.push_str(&format!(
+            "run would first download {} file(s) from the Hub:\n{}\n",
+            todo.len(),
+            crate::exec::missing_list(&todo)
+        ));
+    }
+    for u in plan.hub.unresolved(&to_run) {
+        out.push_str(&format!(
+            "run needs the Hub to resolve `{}` (size unknown until then)\n",
+            u.uri
+        ));
+    }
+    out
 }
 
 #[derive(serde::Serialize)]
@@ -238,6 +323,7 @@ pub fn plan_text(plan: &Plan) -> String {
         );
         out.push('\n');
     }
+    out.push_str(&hub_text(plan));
     out
 }
 

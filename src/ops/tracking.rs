@@ -98,4 +98,7 @@ impl EventSink for TrackingSink<'_> {
     fn note(&mut self, text: &str) {
         self.inner.note(text);
     }
+    fn download(&mut self, ev: &crate::exec::DownloadEvent) {
+        self.inner.download(ev);
+    }
 }

@@ -45,6 +45,7 @@ pub static BUILTINS: &[Builtin] = &[
     builtin!("reward-model", reward, RewardStage),
     builtin!("featurize", featurize, FeaturizeStage),
     builtin!("sft", sft, SftStage),
+    builtin!("model", model, ModelStage),
     builtin!("ppo", ppo, PpoStage),
     builtin!("eval", eval, EvalStage),
     builtin!("preference", preference, PreferenceStage),

@@ -15,6 +15,7 @@ pub mod featurize;
 pub mod formats;
 pub mod identity;
 pub mod kind;
+pub mod model;
 pub mod ppo;
 pub mod preference;
 pub mod reward;
