@@ -9,8 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${1:-python3}"
 MB="${2:-256}"
-cargo build --release --quiet
-BIN="${CARGO_TARGET_DIR:-target}/release/efrlhf"
+# EFRLHF_BIN: a built binary to measure (else this builds one).
+BIN="${EFRLHF_BIN:-}"
+if [ -z "$BIN" ]; then
+    cargo build --release --quiet
+    BIN="${CARGO_TARGET_DIR:-target}/release/efrlhf"
+fi
 work=$(mktemp -d)
 trap 'kill $HUB 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/repo"

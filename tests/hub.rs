@@ -564,13 +564,17 @@ fn huggingface_hub_and_efrlhf_share_one_cache_both_ways() {
     hub.clear_log();
     ok(run);
     assert!(hub.log().is_empty(), "{:?}", hub.log());
-    // And Python finds what efrlhf downloaded, without the network.
+    // And Python finds what efrlhf downloaded, without the network (into another
+    // Hub cache: the stages are forced, since their results are stored already).
     let ours = sb.path("hf-ours");
     ok(efrlhf(
         &sb,
         &hub.endpoint(),
         &ours,
-        &["run", "exp.kdl", "--only", "bart", "--only", "data"],
+        &[
+            "run", "exp.kdl", "--only", "bart", "--only", "data", "--force", "bart", "--force",
+            "data",
+        ],
     ));
     let check = python_hub(
         &py,

@@ -387,7 +387,7 @@ impl Reporter {
             return;
         }
         match ev {
-            DownloadEvent::DownloadStart { files, bytes } => {
+            DownloadEvent::Start { files, bytes } => {
                 self.line(
                     "Download",
                     &format!("{files} file(s), {} from the Hub", human_bytes(*bytes)),
@@ -405,7 +405,7 @@ impl Reporter {
                     self.download = Some(bar);
                 }
             }
-            DownloadEvent::DownloadFile {
+            DownloadEvent::File {
                 repo,
                 file,
                 size,
@@ -424,16 +424,16 @@ impl Reporter {
                     ),
                 }
             }
-            DownloadEvent::DownloadProgress { bytes, .. } => {
+            DownloadEvent::Progress { bytes, .. } => {
                 if let Some(b) = &self.download {
                     b.set_position(*bytes);
                 }
             }
-            DownloadEvent::DownloadWaiting { repo, file } => self.line(
+            DownloadEvent::Waiting { repo, file } => self.line(
                 "Waiting",
                 &format!("for another process downloading {repo}/{file}"),
             ),
-            DownloadEvent::DownloadDone {
+            DownloadEvent::Done {
                 files,
                 bytes,
                 seconds,

@@ -64,26 +64,31 @@ pub enum Event {
 
 /// What a run's downloads from the Hub report, before any stage starts.
 #[derive(Debug, Clone, Serialize)]
-#[serde(tag = "event", rename_all = "kebab-case")]
+#[serde(tag = "event")]
 pub enum DownloadEvent {
     /// The files and bytes to come.
-    DownloadStart { files: usize, bytes: u64 },
+    #[serde(rename = "download-start")]
+    Start { files: usize, bytes: u64 },
     /// A file starts; `resumed_from` bytes were already there from an earlier try.
-    DownloadFile {
+    #[serde(rename = "download-file")]
+    File {
         repo: String,
         file: String,
         size: u64,
         resumed_from: u64,
     },
     /// Bytes so far of all files, and the speed over the last moments.
-    DownloadProgress {
+    #[serde(rename = "download-progress")]
+    Progress {
         bytes: u64,
         total: u64,
         bytes_per_second: f64,
     },
     /// Another process (efrlhf or Python) is downloading the same file.
-    DownloadWaiting { repo: String, file: String },
-    DownloadDone {
+    #[serde(rename = "download-waiting")]
+    Waiting { repo: String, file: String },
+    #[serde(rename = "download-done")]
+    Done {
         files: usize,
         bytes: u64,
         seconds: f64,

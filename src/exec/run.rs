@@ -191,12 +191,11 @@ impl<'s> DownloadProgress<'s> {
             self.window = (Instant::now(), self.done);
         }
         self.last = Instant::now();
-        self.sink
-            .download(&super::events::DownloadEvent::DownloadProgress {
-                bytes: self.done,
-                total: self.total,
-                bytes_per_second: self.rate,
-            });
+        self.sink.download(&super::events::DownloadEvent::Progress {
+            bytes: self.done,
+            total: self.total,
+            bytes_per_second: self.rate,
+        });
         self.sink.tick();
     }
 }
@@ -205,17 +204,16 @@ impl crate::hub::Transfer for DownloadProgress<'_> {
     fn begin(&mut self, files: usize, bytes: u64) {
         self.total = bytes;
         self.sink
-            .download(&super::events::DownloadEvent::DownloadStart { files, bytes });
+            .download(&super::events::DownloadEvent::Start { files, bytes });
     }
     fn file(&mut self, repo: &str, path: &str, size: u64, resumed_from: u64) {
         self.done += resumed_from;
-        self.sink
-            .download(&super::events::DownloadEvent::DownloadFile {
-                repo: repo.to_string(),
-                file: path.to_string(),
-                size,
-                resumed_from,
-            });
+        self.sink.download(&super::events::DownloadEvent::File {
+            repo: repo.to_string(),
+            file: path.to_string(),
+            size,
+            resumed_from,
+        });
     }
     fn bytes(&mut self, n: u64) {
         self.done += n;
@@ -224,21 +222,19 @@ impl crate::hub::Transfer for DownloadProgress<'_> {
         }
     }
     fn waiting(&mut self, repo: &str, path: &str) {
-        self.sink
-            .download(&super::events::DownloadEvent::DownloadWaiting {
-                repo: repo.to_string(),
-                file: path.to_string(),
-            });
+        self.sink.download(&super::events::DownloadEvent::Waiting {
+            repo: repo.to_string(),
+            file: path.to_string(),
+        });
     }
     fn end(&mut self, files: usize, bytes: u64, seconds: f64) {
         self.report();
-        self.sink
-            .download(&super::events::DownloadEvent::DownloadDone {
-                files,
-                bytes,
-                seconds,
-                bytes_per_second: bytes as f64 / seconds.max(1e-9),
-            });
+        self.sink.download(&super::events::DownloadEvent::Done {
+            files,
+            bytes,
+            seconds,
+            bytes_per_second: bytes as f64 / seconds.max(1e-9),
+        });
     }
 }
 

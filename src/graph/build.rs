@@ -525,6 +525,19 @@ fn from_flag(mut d: Diag, set: &str) -> Diag {
     d
 }
 
+/// An `hf://` value (the `i`th of `assign`) that does not parse is an error at
+/// its span; one that does is resolved at plan time.
+fn check_hub_uri(value: &str, src: &SourceFile, assign: &ParamAssign, i: usize, diags: &mut Diags) {
+    if let Err(e) = crate::hub::HubUri::parse(value) {
+        let span = assign.values.get(i).map_or(assign.span, |(_, s)| *s);
+        diags.push(
+            Diag::input("E-HUB-URI", e)
+                .at(src, span, "not a Hub path")
+                .with_help("write `hf://ORG/NAME[@REVISION][/PATH]` for a model, `hf://datasets/ORG/NAME...` for a dataset"),
+        );
+    }
+}
+
 fn check_params(
     exp: &Experiment,
     st: &StageDecl,
@@ -576,15 +589,7 @@ fn check_params(
                         if let Value::Str(p) = item
                             && crate::hub::is_hub(p)
                         {
-                            if let Err(e) = crate::hub::HubUri::parse(p) {
-                                let span =
-                                    assign.values.get(i).map(|(_, s)| *s).unwrap_or(assign.span);
-                                diags.push(
-                                    Diag::input("E-HUB-URI", e)
-                                        .at(src, span, "not a Hub path")
-                                        .with_help("write `hf://ORG/NAME[@REVISION][/PATH]` for a model, `hf://datasets/ORG/NAME...` for a dataset"),
-                                );
-                            }
+                            check_hub_uri(p, src, assign, i, diags);
                             continue;
                         }
                         if let Value::Str(p) = item

@@ -292,6 +292,9 @@ mod tests {
                 defaults.insert("source".into(), "opinpref".into());
                 defaults.insert("path".into(), "data/opinpref".into());
             }
+            if b.name == "model" {
+                defaults.insert("pretrained".into(), "tests/fixtures/bart/tiny".into());
+            }
             b.stage
                 .check_params(&Json::Object(defaults))
                 .unwrap_or_else(|e| panic!("`{}` defaults: {e}", b.name));

@@ -19,6 +19,7 @@ use super::kind::{Kind, Metrics, StageContext};
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Params {
     /// The Hugging Face folder (an `hf://` URI arrives as its snapshot folder).
+    #[schemars(extend("x-required" = true))]
     pub pretrained: PathBuf,
 }
 
