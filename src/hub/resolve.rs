@@ -295,17 +295,6 @@ fn snapshot_files(repo: &RepoCache, commit: &str) -> Option<Vec<RemoteFile>> {
     (!out.is_empty()).then_some(out)
 }
 
-/// File extensions a model snapshot keeps: configuration, safetensors
-/// weights (and their index), tokenizer and generation files.
-const MODEL_FILES: &[&str] = &[
-    ".json",
-    ".safetensors",
-    ".txt",
-    ".model",
-    ".jinja",
-    ".tiktoken",
-];
-
 /// The files `uri` selects from its resolution, or why none.
 pub fn select(uri: &HubUri, r: &Resolution) -> Result<Vec<RemoteFile>, String> {
     let files = &r.files;
@@ -361,7 +350,9 @@ pub fn select(uri: &HubUri, r: &Resolution) -> Result<Vec<RemoteFile>, String> {
 fn keep(repo_type: RepoType, path: &str) -> bool {
     match repo_type {
         RepoType::Dataset => path != ".gitattributes",
-        RepoType::Model => !path.contains('/') && MODEL_FILES.iter().any(|e| path.ends_with(e)),
+        RepoType::Model => {
+            !path.contains('/') && crate::stages::formats::model::is_model_file(path)
+        }
     }
 }
 

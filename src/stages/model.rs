@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::formats::model::is_model_file;
 use super::kind::{Kind, Metrics, StageContext};
 
 /// The kind's parameters.
@@ -30,21 +31,6 @@ pub struct Inputs {}
 
 /// The `model` kind.
 pub struct ModelStage;
-
-/// Files of a model folder that the loaders read; weights in other formats
-/// (`.bin`, `.h5`, `.msgpack`, ONNX) are left out.
-fn wanted(name: &str) -> bool {
-    [
-        ".json",
-        ".safetensors",
-        ".txt",
-        ".model",
-        ".jinja",
-        ".tiktoken",
-    ]
-    .iter()
-    .any(|e| name.ends_with(e))
-}
 
 /// How a file reached the output folder.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -99,7 +85,11 @@ fn checked_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.is_file())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(wanted))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(is_model_file)
+        })
         .collect();
     files.sort();
     for need in ["config.json", "tokenizer.json", "model.safetensors"] {

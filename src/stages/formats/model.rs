@@ -10,6 +10,23 @@ use tokenizers::Tokenizer;
 
 use crate::ml::bart::{Bart, EarlyStopping, GenerateOptions, io};
 
+/// The files of a Hugging Face model folder that the loaders read, by name
+/// ending: configuration, safetensors weights (and their index), tokenizer and
+/// generation files. Weights in other formats (`.bin`, `.h5`, `.msgpack`, ONNX) are not.
+pub const MODEL_FILE_ENDINGS: &[&str] = &[
+    ".json",
+    ".safetensors",
+    ".txt",
+    ".model",
+    ".jinja",
+    ".tiktoken",
+];
+
+/// Whether a model folder's file `name` is one the loaders read.
+pub fn is_model_file(name: &str) -> bool {
+    MODEL_FILE_ENDINGS.iter().any(|e| name.ends_with(e))
+}
+
 /// An input in the `model` format.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[schemars(rename = "model")]
