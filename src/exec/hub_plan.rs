@@ -81,13 +81,12 @@ impl HubPlan {
             .uses
             .iter()
             .find(|u| u.node == n && u.uri.to_string() == canonical(value))?;
-        let (r, files) = u.resolved.as_ref()?;
+        let (r, _) = u.resolved.as_ref()?;
         let hub = self.hub.as_ref()?;
         let snap = hub
             .repo_cache(r.repo_type, &r.repo_id)
             .snapshot_dir(&r.commit);
         Some(match &u.uri.path {
-            Some(p) if files.len() == 1 && &files[0].path == p => snap.join(p),
             Some(p) => snap.join(p),
             None => snap,
         })
