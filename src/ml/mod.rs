@@ -6,7 +6,11 @@
 
 pub mod alloc;
 pub mod bart;
+pub mod beam;
 pub mod bt;
+pub mod causal;
+pub(crate) mod checkpoint;
+pub mod decoding;
 pub mod fused;
 pub mod phi;
 pub mod ppo;

@@ -1,106 +1,96 @@
-//! Batched autoregressive decoding with a key/value cache: greedy,
-//! sampled (temperature, top-k, top-p) or beam search (`beam.rs`), EOS handling, optional n-gram
-//! blocking; padding is never generated, nor `<s>` after the first
-//! token (neither is ever a label there). Token choice happens on the host with the project's seeded
-//! RNG, so sampled outputs are reproducible on every backend.
+//! BART's side of decoding: a [`Stepper`] over the encoder's output and
+//! the decoder's key/value cache, and the token rules of its config
+//! (padding is never generated, nor `<s>` after the first token: neither is
+//! ever a label there). Greedy, sampled and beam search are shared
+//! (`ml::decoding`, `ml::beam`).
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::BartConfig;
-use super::model::{Bart, Batch};
+use super::model::{Bart, Batch, LayerCache};
+use crate::ml::beam::beam_search;
+use crate::ml::decoding::{Stepper, TokenRules, decode};
 use crate::rng::Rng;
 
-/// Decoding settings (HF `generate` names in comments).
-#[derive(Debug, Clone, PartialEq)]
-pub struct GenerateOptions {
-    /// `max_new_tokens`: tokens generated after the decoder start token, EOS included.
-    pub max_new_tokens: usize,
-    /// `do_sample`: false picks the most likely token.
-    pub sample: bool,
-    /// Divides the logits before sampling.
-    pub temperature: f64,
-    /// 0 keeps every token.
-    pub top_k: usize,
-    /// 1.0 keeps every token.
-    pub top_p: f64,
-    /// `no_repeat_ngram_size`; 0 is off.
-    pub no_repeat_ngram: usize,
-    /// `min_new_tokens`: EOS is banned before this many tokens.
-    pub min_new_tokens: usize,
-    /// `num_beams`; 1 is no beam search.
-    pub num_beams: usize,
-    /// `length_penalty`: a finished beam's score is its log-probability over
-    /// its length to this power (above 0 favours longer summaries).
-    pub length_penalty: f64,
-    /// `early_stopping`.
-    pub early_stopping: EarlyStopping,
-}
+pub use crate::ml::decoding::{EarlyStopping, GenerateOptions, Generated, choose};
 
-/// When beam search stops (HF's `early_stopping`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum EarlyStopping {
-    /// `False`: when the best running beam, at its current length, cannot
-    /// beat the worst of the `num_beams` finished ones.
-    #[default]
-    Heuristic,
-    /// `True`: as soon as `num_beams` beams have finished.
-    Done,
-    /// `"never"`: only when no running beam can improve even at the longest
-    /// length (the canonical bound).
-    Never,
-}
-
-impl GenerateOptions {
-    /// Greedy decoding of at most `max_new_tokens`, as `generate()` does by default.
-    pub fn greedy(max_new_tokens: usize) -> GenerateOptions {
-        GenerateOptions {
-            max_new_tokens,
-            sample: false,
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            no_repeat_ngram: 0,
-            min_new_tokens: 0,
-            num_beams: 1,
-            length_penalty: 1.0,
-            early_stopping: EarlyStopping::Heuristic,
+impl BartConfig {
+    /// What this config says about tokens while decoding.
+    pub fn token_rules(&self) -> TokenRules {
+        TokenRules {
+            vocab: self.vocab_size,
+            eos: vec![self.eos_token_id],
+            banned: vec![self.pad_token_id],
+            banned_after_first: if self.bos_token_id != self.eos_token_id {
+                vec![self.bos_token_id]
+            } else {
+                Vec::new()
+            },
+            forced_bos: self.forced_bos_token_id,
+            forced_eos: self.forced_eos_token_id,
+            pad: self.pad_token_id,
         }
-    }
-
-    /// An error for settings that cannot generate (a zero length, a non-positive temperature).
-    pub fn check(&self) -> Result<(), String> {
-        if self.max_new_tokens == 0 {
-            return Err("max-new-tokens must be at least 1".into());
-        }
-        if self.sample && self.temperature <= 0.0 {
-            return Err("temperature must be > 0 when sampling".into());
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(format!("top-p must be in (0, 1], got {}", self.top_p));
-        }
-        if self.num_beams == 0 {
-            return Err("num-beams must be at least 1".into());
-        }
-        if self.num_beams > 1 && self.sample {
-            return Err(
-                "beam search samples nothing: set `sample #false` with `num-beams` above 1".into(),
-            );
-        }
-        if !self.length_penalty.is_finite() {
-            return Err("length-penalty must be a finite number".into());
-        }
-        Ok(())
     }
 }
 
-/// One generated sequence: tokens after the decoder start (EOS included when
-/// reached), and whether EOS was reached.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Generated {
-    /// The generated ids, decoder start token excluded.
-    pub tokens: Vec<u32>,
-    /// Whether it ended with EOS (else it reached the length limit).
-    pub finished: bool,
+/// The decoder of `model` over encoded sources, one row per sequence.
+struct BartStepper<'a> {
+    model: &'a Bart,
+    cache: Vec<LayerCache>,
+    bias: Tensor<4>,
+    rows: usize,
+    past: usize,
+}
+
+impl<'a> BartStepper<'a> {
+    fn new(model: &'a Bart, sources: &[Vec<u32>], device: &Device) -> BartStepper<'a> {
+        let source = Batch::new(sources, model.config.pad_token_id, device);
+        let cache = model.start_cache(&model.encode(&source));
+        BartStepper {
+            model,
+            cache,
+            bias: source.key_bias(),
+            rows: sources.len(),
+            past: 0,
+        }
+    }
+}
+
+impl Stepper for BartStepper<'_> {
+    fn step(&mut self, last: Option<&[u32]>) -> Vec<f32> {
+        let start = [self.model.config.decoder_start_token_id];
+        let ids: Vec<i64> = match last {
+            Some(last) => last.iter().map(|&t| t as i64).collect(),
+            None => start.repeat(self.rows).iter().map(|&t| t as i64).collect(),
+        };
+        let device = self.bias.device();
+        let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [self.rows, 1]), &device);
+        let hidden = self
+            .model
+            .decode(ids, self.past, &mut self.cache, &self.bias);
+        self.past += 1;
+        crate::ml::to_vec(self.model.logits(hidden))
+    }
+
+    fn select(&mut self, index: &[usize], dropped: bool) {
+        let device = self.bias.device();
+        let index: Vec<i64> = index.iter().map(|&i| i as i64).collect();
+        self.rows = index.len();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(index, [self.rows]), &device);
+        for c in self.cache.iter_mut() {
+            if let Some((k, v)) = c.own.take() {
+                c.own = Some((k.select(0, index.clone()), v.select(0, index.clone())));
+            }
+            // The encoder's part is the same for all of a source's beams.
+            if dropped {
+                let (k, v) = c.cross.clone();
+                c.cross = (k.select(0, index.clone()), v.select(0, index.clone()));
+            }
+        }
+        if dropped {
+            self.bias = self.bias.clone().select(0, index);
+        }
+    }
 }
 
 /// Generates one sequence per source row. `sources` are token ids with their
@@ -113,54 +103,22 @@ pub fn generate(
     device: &Device,
 ) -> Vec<Generated> {
     let cfg = &model.config;
-    let b = sources.len();
-    if b == 0 {
+    if sources.is_empty() {
         return Vec::new();
     }
+    let rules = cfg.token_rules();
+    let prefixes = vec![vec![cfg.decoder_start_token_id]; sources.len()];
     if opts.num_beams > 1 {
-        return super::beam::beam_search(model, sources, opts, device);
+        // Rows i*k .. i*k+k are source i's beams.
+        let rows: Vec<Vec<u32>> = sources
+            .iter()
+            .flat_map(|s| std::iter::repeat_n(s.clone(), opts.num_beams))
+            .collect();
+        let mut stepper = BartStepper::new(model, &rows, device);
+        return beam_search(&mut stepper, &prefixes, opts, &rules);
     }
-    let source = Batch::new(sources, cfg.pad_token_id, device);
-    let encoded = model.encode(&source);
-    let mut cache = model.start_cache(&encoded);
-    let bias = source.key_bias();
-    let mut out: Vec<Generated> = (0..b)
-        .map(|_| Generated {
-            tokens: Vec::new(),
-            finished: false,
-        })
-        .collect();
-    let mut current = vec![cfg.decoder_start_token_id; b];
-    for step in 0..opts.max_new_tokens {
-        let ids: Tensor<2, Int> = Tensor::from_data(
-            TensorData::new(current.iter().map(|&t| t as i64).collect(), [b, 1]),
-            device,
-        );
-        let hidden = model.decode(ids, step, &mut cache, &bias);
-        let logits = super::super::to_vec(model.logits(hidden));
-        let v = cfg.vocab_size;
-        for (i, g) in out.iter_mut().enumerate() {
-            if g.finished {
-                current[i] = cfg.pad_token_id;
-                continue;
-            }
-            let mut row = logits[i * v..(i + 1) * v].to_vec();
-            let token = match forced_token(cfg, step, opts) {
-                Some(t) => t,
-                None => {
-                    ban(&mut row, &g.tokens, step, opts, cfg);
-                    choose(&mut row, opts, rng)
-                }
-            };
-            g.tokens.push(token);
-            g.finished = token == cfg.eos_token_id;
-            current[i] = token;
-        }
-        if out.iter().all(|g| g.finished) {
-            break;
-        }
-    }
-    out
+    let mut stepper = BartStepper::new(model, sources, device);
+    decode(&mut stepper, &prefixes, opts, &rules, rng)
 }
 
 /// [`generate`] over `sources` in batches of `batch` rows, drawing from one
@@ -177,190 +135,4 @@ pub fn generate_batched(
         .chunks(batch.max(1))
         .flat_map(|chunk| generate(model, chunk, opts, rng, device))
         .collect()
-}
-
-/// The token the model's config forces at `step`: `forced_bos_token_id`
-/// first, `forced_eos_token_id` last.
-pub(super) fn forced_token(cfg: &BartConfig, step: usize, opts: &GenerateOptions) -> Option<u32> {
-    if step == 0 {
-        cfg.forced_bos_token_id
-    } else if step + 1 == opts.max_new_tokens {
-        cfg.forced_eos_token_id
-    } else {
-        None
-    }
-}
-
-/// Bans what may not come next after `tokens`: padding, and `<s>` after the
-/// first position (never labels there; generating them only stalls a weak
-/// model: `<s><s><s>...`), EOS before `min_new_tokens`, repeated n-grams.
-pub(super) fn ban(
-    row: &mut [f32],
-    tokens: &[u32],
-    step: usize,
-    opts: &GenerateOptions,
-    cfg: &BartConfig,
-) {
-    row[cfg.pad_token_id as usize] = f32::NEG_INFINITY;
-    if step > 0 && cfg.bos_token_id != cfg.eos_token_id {
-        row[cfg.bos_token_id as usize] = f32::NEG_INFINITY;
-    }
-    if step < opts.min_new_tokens {
-        row[cfg.eos_token_id as usize] = f32::NEG_INFINITY;
-    }
-    if opts.no_repeat_ngram > 0 {
-        block_repeats(row, tokens, cfg.decoder_start_token_id, opts);
-    }
-}
-
-/// Bans tokens that would repeat an n-gram already in the sequence
-/// (HF's `NoRepeatNGramLogitsProcessor`, whose sequence includes the start token).
-fn block_repeats(row: &mut [f32], tokens: &[u32], start: u32, opts: &GenerateOptions) {
-    let n = opts.no_repeat_ngram;
-    let mut seq = Vec::with_capacity(tokens.len() + 1);
-    seq.push(start);
-    seq.extend_from_slice(tokens);
-    if seq.len() + 1 < n {
-        return;
-    }
-    let prefix = &seq[seq.len() + 1 - n..];
-    for w in seq.windows(n) {
-        if &w[..n - 1] == prefix {
-            row[w[n - 1] as usize] = f32::NEG_INFINITY;
-        }
-    }
-}
-
-/// Picks a token from one row of logits.
-pub fn choose(row: &mut [f32], opts: &GenerateOptions, rng: &mut Rng) -> u32 {
-    if !opts.sample {
-        return argmax(row);
-    }
-    let t = opts.temperature as f32;
-    for x in row.iter_mut() {
-        *x /= t;
-    }
-    let mut order: Vec<usize> = (0..row.len()).collect();
-    // Descending by logit, ties by id: deterministic.
-    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-    if opts.top_k > 0 && opts.top_k < order.len() {
-        order.truncate(opts.top_k);
-    }
-    let max = row[order[0]];
-    let mut probs: Vec<f64> = order
-        .iter()
-        .map(|&i| ((row[i] - max) as f64).exp())
-        .collect();
-    let total: f64 = probs.iter().sum();
-    for p in probs.iter_mut() {
-        *p /= total;
-    }
-    if opts.top_p < 1.0 {
-        // Keep the smallest prefix whose mass reaches top_p (at least one token).
-        let mut cum = 0.0;
-        let mut keep = probs.len();
-        for (i, p) in probs.iter().enumerate() {
-            cum += p;
-            if cum >= opts.top_p {
-                keep = i + 1;
-                break;
-            }
-        }
-        probs.truncate(keep);
-        order.truncate(keep);
-        let total: f64 = probs.iter().sum();
-        for p in probs.iter_mut() {
-            *p /= total;
-        }
-    }
-    let u = rng.next_f64();
-    let mut cum = 0.0;
-    for (i, p) in probs.iter().enumerate() {
-        cum += p;
-        if u < cum {
-            return order[i] as u32;
-        }
-    }
-    order[order.len() - 1] as u32
-}
-
-fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, x) in row.iter().enumerate() {
-        if *x > row[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn greedy_takes_the_first_maximum() {
-        let mut row = vec![0.1, 2.0, -1.0, 2.0];
-        let mut rng = Rng::new(1);
-        assert_eq!(choose(&mut row, &GenerateOptions::greedy(5), &mut rng), 1);
-    }
-
-    #[test]
-    fn top_k_one_and_tiny_top_p_are_greedy() {
-        let mut rng = Rng::new(3);
-        for _ in 0..50 {
-            let mut opts = GenerateOptions::greedy(5);
-            opts.sample = true;
-            opts.top_k = 1;
-            let mut row = vec![0.5, 1.5, 1.4, -3.0];
-            assert_eq!(choose(&mut row, &opts, &mut rng), 1);
-            opts.top_k = 0;
-            opts.top_p = 0.01;
-            let mut row = vec![0.5, 1.5, 1.4, -3.0];
-            assert_eq!(choose(&mut row, &opts, &mut rng), 1);
-        }
-    }
-
-    #[test]
-    fn sampling_follows_the_softmax_and_top_p_cuts_the_tail() {
-        // logits ln(0.5), ln(0.3), ln(0.2): probabilities 0.5/0.3/0.2.
-        let logits = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
-        let mut opts = GenerateOptions::greedy(5);
-        opts.sample = true;
-        let mut rng = Rng::new(11);
-        let mut counts = [0usize; 3];
-        let n = 20_000;
-        for _ in 0..n {
-            let mut row = logits.to_vec();
-            counts[choose(&mut row, &opts, &mut rng) as usize] += 1;
-        }
-        for (c, p) in counts.iter().zip([0.5, 0.3, 0.2]) {
-            assert!((*c as f64 / n as f64 - p).abs() < 0.015, "{counts:?}");
-        }
-        // top_p 0.75: keeps 0.5 + 0.3 (0.8 >= 0.75), renormalised to 0.625 / 0.375.
-        opts.top_p = 0.75;
-        let mut counts = [0usize; 3];
-        for _ in 0..n {
-            let mut row = logits.to_vec();
-            counts[choose(&mut row, &opts, &mut rng) as usize] += 1;
-        }
-        assert_eq!(counts[2], 0);
-        assert!(
-            (counts[0] as f64 / n as f64 - 0.625).abs() < 0.015,
-            "{counts:?}"
-        );
-    }
-
-    #[test]
-    fn ngram_blocking_bans_the_completing_token() {
-        let opts = GenerateOptions {
-            no_repeat_ngram: 2,
-            ..GenerateOptions::greedy(5)
-        };
-        // Sequence (with start 2): 2 5 6 5 -> bigram (5, 6) seen, so 6 is banned after 5.
-        let mut row = vec![0.0; 8];
-        block_repeats(&mut row, &[5, 6, 5], 2, &opts);
-        assert_eq!(row[6], f32::NEG_INFINITY);
-        assert_eq!(row.iter().filter(|x| x.is_infinite()).count(), 1);
-    }
 }

@@ -2,7 +2,6 @@
 //! `transformers` defines them, so a local `facebook/bart-large` folder
 //! loads as is and everything saved here loads back in `transformers`.
 
-mod beam;
 pub mod config;
 pub mod generate;
 pub mod generation_config;

@@ -7,18 +7,18 @@
 //! `length ** length_penalty`; running beams exclude it; `early_stopping`'s
 //! three rules. Each source's beams are rows of one batch with a shared
 //! key/value cache, reordered after every step; a source whose search is
-//! over leaves the batch (its hypotheses can no longer change).
+//! over leaves the batch (its hypotheses can no longer change). Any model
+//! family searches through its [`Stepper`]; lengths count new tokens only,
+//! as HF counts them past the prompt (`decoder_prompt_len`).
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
-
-use super::config::BartConfig;
-use super::generate::{EarlyStopping, GenerateOptions, Generated, ban, forced_token};
-use super::model::{Bart, Batch, LayerCache};
+use super::decoding::{
+    EarlyStopping, GenerateOptions, Generated, Stepper, TokenRules, ban, forced_token,
+};
 
 /// What HF adds to a score to rule a candidate out (float32 arithmetic, as there).
 const OUT: f32 = -1.0e9;
 
-/// A sequence being searched: tokens after the decoder start, summed log-probability.
+/// A sequence being searched: its new tokens, summed log-probability.
 #[derive(Debug, Clone)]
 struct Hyp {
     tokens: Vec<u32>,
@@ -37,6 +37,8 @@ struct Candidate {
 
 /// The search for one source.
 struct Search {
+    /// What n-gram blocking sees before the new tokens.
+    prefix: Vec<u32>,
     running: Vec<Hyp>,
     /// The best `num_beams` finished hypotheses (placeholders score `OUT`).
     finished: Vec<(Hyp, bool)>,
@@ -46,7 +48,7 @@ struct Search {
 }
 
 impl Search {
-    fn new(k: usize) -> Search {
+    fn new(k: usize, prefix: Vec<u32>) -> Search {
         // Only the first beam is live at first, so the k beams do not all pick the same token.
         let running = (0..k)
             .map(|j| Hyp {
@@ -59,6 +61,7 @@ impl Search {
             score: OUT,
         };
         Search {
+            prefix,
             running,
             finished: vec![(placeholder, false); k],
             can_improve: true,
@@ -73,16 +76,16 @@ impl Search {
         logits: &[f32],
         step: usize,
         opts: &GenerateOptions,
-        cfg: &BartConfig,
+        rules: &TokenRules,
     ) -> Vec<usize> {
         let k = opts.num_beams;
-        let v = cfg.vocab_size;
-        let cur_len = 1 + step; // HF counts the decoder start token
+        let v = rules.vocab;
+        let cur_len = 1 + step; // HF's length past the prompt, plus one
         let max_length = 1 + opts.max_new_tokens;
         let mut scores = Vec::with_capacity(k * v);
         for (j, hyp) in self.running.iter().enumerate() {
             let mut row = log_softmax(&logits[j * v..(j + 1) * v]);
-            process(&mut row, &hyp.tokens, step, opts, cfg);
+            process(&mut row, &self.prefix, &hyp.tokens, opts, rules);
             scores.extend(row.iter().map(|x| x + hyp.score));
         }
         let top: Vec<Candidate> = top_indices(&scores, 2 * k)
@@ -93,7 +96,7 @@ impl Search {
                     beam: i / v,
                     token,
                     score: scores[i],
-                    ends: token == cfg.eos_token_id || cur_len + 1 >= max_length,
+                    ends: rules.is_eos(token) || cur_len + 1 >= max_length,
                 }
             })
             .collect();
@@ -187,9 +190,9 @@ impl Search {
     }
 
     /// The best finished hypothesis.
-    fn best(&self, eos: u32) -> Generated {
+    fn best(&self, rules: &TokenRules) -> Generated {
         let tokens = self.finished[0].0.tokens.clone();
-        let finished = tokens.last() == Some(&eos);
+        let finished = tokens.last().is_some_and(|&t| rules.is_eos(t));
         Generated { tokens, finished }
     }
 }
@@ -212,9 +215,15 @@ fn log_softmax(row: &[f32]) -> Vec<f32> {
 /// The logits processors of `generate` on one beam's log-probabilities:
 /// the bans greedy decoding applies too, then forced BOS/EOS (every other
 /// token impossible, the forced one at log-probability 0).
-fn process(row: &mut [f32], tokens: &[u32], step: usize, opts: &GenerateOptions, cfg: &BartConfig) {
-    ban(row, tokens, step, opts, cfg);
-    if let Some(t) = forced_token(cfg, step, opts) {
+fn process(
+    row: &mut [f32],
+    prefix: &[u32],
+    tokens: &[u32],
+    opts: &GenerateOptions,
+    rules: &TokenRules,
+) {
+    ban(row, prefix, tokens, opts, rules);
+    if let Some(t) = forced_token(rules, tokens.len(), opts) {
         row.fill(f32::NEG_INFINITY);
         row[t as usize] = 0.0;
     }
@@ -234,73 +243,41 @@ fn top_indices(values: &[f32], n: usize) -> Vec<usize> {
     idx
 }
 
-/// Beam search over `sources` (see the module's comment).
-pub(super) fn beam_search(
-    model: &Bart,
-    sources: &[Vec<u32>],
+/// Beam search (see the module's comment) for `prefixes.len()` sources;
+/// `stepper` holds `num_beams` rows per source, source by source.
+pub fn beam_search(
+    stepper: &mut dyn Stepper,
+    prefixes: &[Vec<u32>],
     opts: &GenerateOptions,
-    device: &Device,
+    rules: &TokenRules,
 ) -> Vec<Generated> {
-    let cfg = &model.config;
     let k = opts.num_beams;
-    // Rows i*k .. i*k+k are source i's beams.
-    let rows: Vec<Vec<u32>> = sources
-        .iter()
-        .flat_map(|s| std::iter::repeat_n(s.clone(), k))
-        .collect();
-    let source = Batch::new(&rows, cfg.pad_token_id, device);
-    let mut cache = model.start_cache(&model.encode(&source));
-    let mut bias = source.key_bias();
-    let mut searches: Vec<Search> = sources.iter().map(|_| Search::new(k)).collect();
+    let mut searches: Vec<Search> = prefixes.iter().map(|p| Search::new(k, p.clone())).collect();
     // The sources still searched, in the order of their rows.
-    let mut live: Vec<usize> = (0..sources.len()).collect();
+    let mut live: Vec<usize> = (0..prefixes.len()).collect();
     for step in 0..opts.max_new_tokens {
-        let last: Vec<i64> = live
+        let last: Vec<u32> = live
             .iter()
             .flat_map(|&i| searches[i].running.iter())
-            .map(|h| *h.tokens.last().unwrap_or(&cfg.decoder_start_token_id) as i64)
+            .map(|h| h.tokens.last().copied().unwrap_or(rules.pad))
             .collect();
-        let n = last.len();
-        let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(last, [n, 1]), device);
-        let hidden = model.decode(ids, step, &mut cache, &bias);
-        let logits = super::super::to_vec(model.logits(hidden));
-        let width = k * cfg.vocab_size;
-        let mut rows_next: Vec<i64> = Vec::with_capacity(n);
+        let logits = stepper.step((step > 0).then_some(&last[..]));
+        let width = k * rules.vocab;
+        let mut rows_next: Vec<usize> = Vec::with_capacity(last.len());
         let mut still = Vec::with_capacity(live.len());
         for (slot, &i) in live.iter().enumerate() {
-            let from = searches[i].step(&logits[slot * width..(slot + 1) * width], step, opts, cfg);
+            let from =
+                searches[i].step(&logits[slot * width..(slot + 1) * width], step, opts, rules);
             if !searches[i].over {
                 still.push(i);
-                rows_next.extend(from.iter().map(|&j| (slot * k + j) as i64));
+                rows_next.extend(from.iter().map(|&j| slot * k + j));
             }
         }
         if still.is_empty() {
             break;
         }
-        let dropped = still.len() < live.len();
-        let index = Tensor::<1, Int>::from_data(
-            TensorData::new(rows_next.clone(), [rows_next.len()]),
-            device,
-        );
-        reorder(&mut cache, &index, dropped);
-        if dropped {
-            bias = bias.select(0, index);
-        }
+        stepper.select(&rows_next, still.len() < live.len());
         live = still;
     }
-    searches.iter().map(|s| s.best(cfg.eos_token_id)).collect()
-}
-
-/// Each row of the cache becomes the beam it continues; the encoder's part
-/// (the same for all of a source's beams) only when sources left the batch.
-fn reorder(cache: &mut [LayerCache], index: &Tensor<1, Int>, dropped: bool) {
-    for c in cache.iter_mut() {
-        if let Some((k, v)) = c.own.take() {
-            c.own = Some((k.select(0, index.clone()), v.select(0, index.clone())));
-        }
-        if dropped {
-            let (k, v) = c.cross.clone();
-            c.cross = (k.select(0, index.clone()), v.select(0, index.clone()));
-        }
-    }
+    searches.iter().map(|s| s.best(rules)).collect()
 }
