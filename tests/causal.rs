@@ -79,7 +79,8 @@ fn logits_match_transformers_below_1e_4() {
         let pad = model.config.pad_token_id.unwrap();
         let prompts = rows(&e, arch, "rows");
         for (i, row) in prompts.iter().enumerate() {
-            let ours = to_vec(model.forward(&Inputs::left_padded(&[row.clone()], pad, &dev)));
+            let ours =
+                to_vec(model.forward(&Inputs::left_padded(std::slice::from_ref(row), pad, &dev)));
             let (shape, theirs) = &refs[&format!("{arch}.row{i}")];
             assert_eq!(shape, &vec![row.len(), model.config.vocab_size]);
             let diff = max_diff(&ours, theirs);
@@ -119,8 +120,7 @@ fn greedy_generation_matches_transformers_token_for_token() {
     let max_new = e["max_new_tokens"].as_u64().unwrap() as usize;
     for arch in ARCHS {
         let model = load(arch, &dev);
-        let generation = io::read_generation_config(&fixture().join(arch)).unwrap();
-        let rules = model.config.token_rules(&generation);
+        let rules = model.config.token_rules(&model.generation);
         // The second EOS id comes from generation_config.json's list.
         let eos: Vec<u32> = serde_json::from_value(e[arch]["eos"].clone()).unwrap();
         assert_eq!(rules.eos, eos);
@@ -141,7 +141,7 @@ fn greedy_generation_matches_transformers_token_for_token() {
         for (i, p) in prompts.iter().enumerate() {
             let alone = generate(
                 &model,
-                &[p.clone()],
+                std::slice::from_ref(p),
                 &greedy(max_new),
                 &rules,
                 &mut Rng::new(0),
@@ -159,8 +159,7 @@ fn beam_search_matches_transformers_token_for_token() {
     let max_new = e["max_new_tokens"].as_u64().unwrap() as usize;
     for arch in ARCHS {
         let model = load(arch, &dev);
-        let generation = io::read_generation_config(&fixture().join(arch)).unwrap();
-        let rules = model.config.token_rules(&generation);
+        let rules = model.config.token_rules(&model.generation);
         let prompts = rows(&e, arch, "rows");
         for case in e[arch]["beam"].as_array().unwrap() {
             let opts = GenerateOptions {
@@ -240,9 +239,8 @@ fn saved_folders_hold_what_transformers_saved() {
     let dev = device();
     for arch in ARCHS {
         let model = load(arch, &dev);
-        let generation = io::read_generation_config(&fixture().join(arch)).unwrap();
         let dir = std::env::temp_dir().join(format!("efrlhf-causal-{arch}-{}", std::process::id()));
-        io::save(&model, &generation, &dir).unwrap();
+        io::save(&model, &dir).unwrap();
         let ours = tensors(&dir);
         let theirs = tensors(&fixture().join(arch));
         let mut names: Vec<&String> = ours.keys().collect();
@@ -264,7 +262,7 @@ fn saved_folders_hold_what_transformers_saved() {
         let reloaded = io::load(&dir, &dev).unwrap().0;
         let row = vec![5u32, 9, 17, 33];
         let pad = model.config.pad_token_id.unwrap();
-        let a = to_vec(model.forward(&Inputs::left_padded(&[row.clone()], pad, &dev)));
+        let a = to_vec(model.forward(&Inputs::left_padded(std::slice::from_ref(&row), pad, &dev)));
         let b = to_vec(reloaded.forward(&Inputs::left_padded(&[row], pad, &dev)));
         assert_eq!(a, b, "{arch}");
         // EFRLHF_CAUSAL_EXPORT keeps the folders for make_causal_fixture.py --check.
@@ -330,4 +328,51 @@ fn a_checkpoint_that_does_not_match_its_config_names_the_tensor_and_both_shapes(
         "{err}"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_stage_seam_scores_what_generation_and_transformers_compute() {
+    use efrlhf::ml::lm::{LanguageModel, cross_entropy};
+    let dev = device();
+    let e = expected();
+    for arch in ARCHS {
+        let model = load(arch, &dev);
+        // Teacher-forced on (prompt, greedy continuation), left-padded
+        // prompts of different lengths: each position's argmax is the token
+        // greedy decoding picked there.
+        let prompts = rows(&e, arch, "rows");
+        let greedy = rows(&e, arch, "greedy");
+        let (hidden, labels) = model.response_hidden(&prompts, &greedy, &dev);
+        let logits = to_vec(LanguageModel::logits(&model, hidden));
+        let (t, v) = (labels.ids.dims()[1], model.config.vocab_size);
+        for (i, g) in greedy.iter().enumerate() {
+            for (j, &token) in g.iter().enumerate() {
+                let row = &logits[(i * t + j) * v..(i * t + j + 1) * v];
+                let best = (0..v).max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)));
+                assert_eq!(best, Some(token as usize), "{arch} row {i} token {j}");
+            }
+        }
+        // SFT's loss through the seam (prompt = each sequence's first part,
+        // response = the rest) is transformers' completion-only loss.
+        let t = &e[arch]["train"];
+        let seqs: Vec<Vec<u32>> = serde_json::from_value(t["sequences"].clone()).unwrap();
+        let prompt: Vec<usize> = serde_json::from_value(t["prompt_lengths"].clone()).unwrap();
+        let theirs = t["losses"][0].as_f64().unwrap();
+        let sources: Vec<Vec<u32>> = seqs
+            .iter()
+            .zip(&prompt)
+            .map(|(s, &p)| s[..p].to_vec())
+            .collect();
+        let responses: Vec<Vec<u32>> = seqs
+            .iter()
+            .zip(&prompt)
+            .map(|(s, &p)| s[p..].to_vec())
+            .collect();
+        let (hidden, labels) = model.response_hidden(&sources, &responses, &dev);
+        let ours = to_vec(cross_entropy(
+            LanguageModel::logits(&model, hidden),
+            &labels,
+        ))[0] as f64;
+        assert!((ours - theirs).abs() < 1e-5, "{arch}: {ours} vs {theirs}");
+    }
 }

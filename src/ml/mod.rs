@@ -12,12 +12,14 @@ pub mod causal;
 pub(crate) mod checkpoint;
 pub mod decoding;
 pub mod fused;
+pub mod lm;
 pub mod phi;
 pub mod ppo;
 pub mod precision;
 pub mod rlhf;
 pub mod schedule;
 pub mod text_rm;
+pub mod train;
 
 use burn::tensor::{Device, Tensor, TensorData};
 

@@ -9,24 +9,23 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::bart::generate::{GenerateOptions, generate};
-use super::bart::model::{
-    Bart, Batch, Targets, ValueHead, cross_entropy, label_logprobs, label_logprobs_and_entropy,
-};
-use super::bart::train::unscale_and_clip;
+use super::bart::model::{ValueHead, label_logprobs, label_logprobs_and_entropy};
+use super::decoding::{GenerateOptions, Generated};
+use super::lm::{LanguageModel, cross_entropy};
 use super::ppo::{
     KlController, RewardNorm, RunningMoments, gae, masked_mean, policy_loss, sequence_kl,
     shaped_rewards, value_loss, whiten,
 };
 use super::precision::{LossScaler, Precision};
+use super::train::unscale_and_clip;
 use crate::rng::Rng;
 use crate::stats::{mean, sample_std};
 
 /// The trained pair: the policy and its critic, optimised together.
 #[derive(Module, Debug)]
-pub struct PolicyValue {
+pub struct PolicyValue<M: Module> {
     /// The summarizer being trained.
-    pub policy: Bart,
+    pub policy: M,
     /// Its critic.
     pub value: ValueHead,
 }
@@ -34,11 +33,11 @@ pub struct PolicyValue {
 /// What a PPO checkpoint holds besides the optimizer: the trained pair and,
 /// when the KL reference is the previous policy, that policy.
 #[derive(Module, Debug)]
-pub struct PpoModules {
+pub struct PpoModules<M: Module> {
     /// Policy and critic.
-    pub trained: PolicyValue,
+    pub trained: PolicyValue<M>,
     /// The policy one update behind, when it is the KL reference.
-    pub previous: Option<Bart>,
+    pub previous: Option<M>,
 }
 
 /// PPO settings (the authors' values as defaults in the stage manifest).
@@ -152,8 +151,8 @@ fn tensor_rows(t: Tensor<2>, lens: &[usize]) -> Vec<Vec<f64>> {
 
 /// Per-token log-probabilities (logits divided by `temperature`, as TRL does)
 /// and, with a value head, values of each response token.
-pub fn score_responses(
-    policy: &Bart,
+pub fn score_responses<M: LanguageModel>(
+    policy: &M,
     value: Option<&ValueHead>,
     sources: &[Vec<u32>],
     responses: &[Vec<u32>],
@@ -161,10 +160,8 @@ pub fn score_responses(
     device: &Device,
 ) -> (Vec<Vec<f64>>, Option<Vec<Vec<f64>>>) {
     let lens: Vec<usize> = responses.iter().map(Vec::len).collect();
-    let src = Batch::new(sources, policy.config.pad_token_id, device);
-    let tg = Targets::new(responses, &policy.config, device);
-    let hidden = policy.forward_hidden(&src, tg.decoder_input.clone());
-    let lp = label_logprobs(policy.logits(hidden.clone()), tg.labels, temperature);
+    let (hidden, labels) = policy.response_hidden(sources, responses, device);
+    let lp = label_logprobs(policy.logits(hidden.clone()), labels.ids, temperature);
     let values = value.map(|v| tensor_rows(v.forward(hidden), &lens));
     (tensor_rows(lp, &lens), values)
 }
@@ -184,9 +181,9 @@ struct Experience {
 
 /// Rolls out (or takes the `given` responses), scores and normalises.
 #[allow(clippy::too_many_arguments)]
-fn collect_experience(
-    model: &PolicyValue,
-    reference: &Bart,
+fn collect_experience<M: LanguageModel>(
+    model: &PolicyValue<M>,
+    reference: &M,
     sources: &[Vec<u32>],
     given: Option<&[Vec<u32>]>,
     reward: &mut RewardFn<'_>,
@@ -202,12 +199,15 @@ fn collect_experience(
     let generated = match given {
         Some(rows) => rows
             .iter()
-            .map(|r| super::bart::Generated {
+            .map(|r| Generated {
                 tokens: r.clone(),
                 finished: true,
             })
             .collect(),
-        None => generate(&frozen.policy, sources, &settings.generation, rng, device),
+        // One batch: rollouts sample from one RNG stream in order.
+        None => frozen
+            .policy
+            .generate(sources, &settings.generation, sources.len(), rng, device),
     };
     let responses: Vec<Vec<u32>> = generated.iter().map(|g| g.tokens.clone()).collect();
     let finished: Vec<bool> = generated.iter().map(|g| g.finished).collect();
@@ -281,8 +281,8 @@ struct Rollouts<'a> {
 /// One optimizer step on the responses `mb`; adds its losses to `stats`.
 /// Under f16 a step whose gradients overflowed is skipped (see [`LossScaler`]).
 #[allow(clippy::too_many_arguments)]
-fn minibatch_step(
-    trained: PolicyValue,
+fn minibatch_step<M: LanguageModel>(
+    trained: PolicyValue<M>,
     optim: &mut ModuleOptimizer,
     mb: &[usize],
     data: &Rollouts<'_>,
@@ -290,27 +290,25 @@ fn minibatch_step(
     scaler: &mut LossScaler,
     stats: &mut UpdateStats,
     train_dev: &Device,
-) -> PolicyValue {
+) -> PolicyValue<M> {
     let master = trained;
     let trained = settings.precision.compute(&master);
     let temperature = settings.generation.temperature;
     let pick = |v: &[Vec<u32>]| -> Vec<Vec<u32>> { mb.iter().map(|&i| v[i].clone()).collect() };
     let pickf = |v: &[Vec<f64>]| -> Vec<Vec<f64>> { mb.iter().map(|&i| v[i].clone()).collect() };
     let (src_rows, resp_rows) = (pick(data.sources), pick(&data.exp.responses));
-    let t = resp_rows.iter().map(Vec::len).max().unwrap_or(1);
-    let src = Batch::new(&src_rows, trained.policy.config.pad_token_id, train_dev);
-    let tg = Targets::new(&resp_rows, &trained.policy.config, train_dev);
-    let hidden = trained
+    let (hidden, labels) = trained
         .policy
-        .forward_hidden(&src, tg.decoder_input.clone());
+        .response_hidden(&src_rows, &resp_rows, train_dev);
+    let t = labels.ids.dims()[1];
     let (new_lp, entropy) = label_logprobs_and_entropy(
         trained.policy.logits(hidden.clone()),
-        tg.labels.clone(),
+        labels.ids.clone(),
         temperature,
     );
-    stats.entropy += super::to_vec(masked_mean(entropy.detach(), tg.mask.clone()))[0] as f64;
+    stats.entropy += super::to_vec(masked_mean(entropy.detach(), labels.mask.clone()))[0] as f64;
     let values = trained.value.forward(hidden);
-    let mask = tg.mask.clone();
+    let mask = labels.mask.clone();
     let (pg, clipfrac, ratio) = policy_loss(
         new_lp,
         rows_to_tensor(&pickf(&data.exp.old_lp), t, train_dev),
@@ -327,11 +325,11 @@ fn minibatch_step(
     );
     let mut loss = pg.clone() + vl.clone() * settings.vf_coef;
     if let (Some(targets), true) = (data.ce_targets, settings.ce_mix > 0.0) {
-        let ce_tg = Targets::new(&pick(targets), &trained.policy.config, train_dev);
-        let ce = cross_entropy(
-            trained.policy.forward(&src, ce_tg.decoder_input.clone()),
-            &ce_tg,
-        );
+        let (ce_hidden, ce_labels) =
+            trained
+                .policy
+                .response_hidden(&src_rows, &pick(targets), train_dev);
+        let ce = cross_entropy(trained.policy.logits(ce_hidden), &ce_labels);
         stats.ce_loss += super::to_vec(ce.clone())[0] as f64;
         loss = loss + ce * settings.ce_mix;
     }
@@ -357,10 +355,10 @@ fn minibatch_step(
 /// that keeps it for many updates casts it once). Returns the new model and
 /// the update's statistics.
 #[allow(clippy::too_many_arguments)]
-pub fn ppo_update(
-    model: PolicyValue,
+pub fn ppo_update<M: LanguageModel>(
+    model: PolicyValue<M>,
     optim: &mut ModuleOptimizer,
-    reference: &Bart,
+    reference: &M,
     sources: &[Vec<u32>],
     given: Option<&[Vec<u32>]>,
     ce_targets: Option<&[Vec<u32>]>,
@@ -369,7 +367,7 @@ pub fn ppo_update(
     settings: &PpoSettings,
     rng: &mut Rng,
     device: &Device,
-) -> Result<(PolicyValue, UpdateStats), String> {
+) -> Result<(PolicyValue<M>, UpdateStats), String> {
     let train_dev = device.clone().autodiff();
     let n = sources.len();
     let exp = collect_experience(
@@ -426,7 +424,7 @@ pub fn ppo_update(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ml::bart::BartConfig;
+    use crate::ml::bart::{Bart, BartConfig};
     use burn::optim::AdamWConfig;
 
     #[test]

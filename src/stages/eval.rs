@@ -12,14 +12,16 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::ml::bart::{Bart, GenerateOptions, generate_batched};
 use crate::ml::bt::pairwise_accuracy;
+use crate::ml::decoding::GenerateOptions;
+use crate::ml::lm::{LanguageModel, WithModel};
 use crate::ml::rlhf::score_responses;
 use crate::rng::Rng;
 use crate::stages::formats::dataset::{
     DOMAIN_KEYS, DatasetInput, GoodTarget, Product, products_of,
 };
-use crate::stages::formats::model::{Decoding, ModelInput, Sampling, decode, encode};
+use crate::stages::formats::model::{Decoding, ModelInput, Sampling, decode};
+use crate::stages::formats::prompt::Prompter;
 use crate::stages::formats::reward::{RewardModelInput, Scorer, ToScore};
 use crate::stages::kind::{Kind, Metrics, StageContext};
 use crate::stats::mean;
@@ -46,6 +48,8 @@ pub struct Params {
     /// How summaries are sampled.
     #[serde(flatten)]
     pub sampling: Sampling,
+    /// What the model reads: a Jinja template over `reviews` and `product` (empty: the model's default).
+    pub prompt: String,
     /// Source tokens kept.
     #[schemars(range(min = 8, max = 1000000))]
     pub max_source: i64,
@@ -62,6 +66,7 @@ impl Default for Params {
             max_products: 0,
             sample: true,
             sampling: Sampling::default(),
+            prompt: String::new(),
             max_source: 512,
             decoding: Decoding::default(),
         }
@@ -74,7 +79,7 @@ impl Params {
     }
 
     /// The decoding of `model`: these settings, and its `generation_config.json` where they are defaults.
-    fn generation_for(&self, model: &Bart) -> GenerateOptions {
+    fn generation_for(&self, model: &impl LanguageModel) -> GenerateOptions {
         let base_default = Sampling::default().options(self.sample);
         self.decoding
             .options_for(self.sampling.options(self.sample), &base_default, model)
@@ -132,12 +137,43 @@ struct Bench<'a> {
     device: burn::tensor::Device,
 }
 
+/// Log-probabilities of responses (token ids) under a model, given its own
+/// sources, at a temperature.
+type LogProbs = Box<dyn Fn(&[Vec<u32>], f64) -> Vec<Vec<f64>>>;
+
 /// What one model produced, and what the next models compare with.
 struct Measured {
-    model: Bart,
     texts: Vec<String>,
     /// Per reward model, each summary's reward.
     rewards: Vec<Vec<f64>>,
+    /// Scores responses under this model (the baseline's KL reference).
+    logprobs: LogProbs,
+    /// Its tokenizer's vocabulary (token ids mean the same only under the same one).
+    vocab: Vec<(String, u32)>,
+}
+
+/// One model measured, generic over its family.
+struct Measure<'a, 'b> {
+    bench: &'a Bench<'b>,
+    input: &'a ModelInput,
+    base: Option<&'a Measured>,
+    base_name: &'a str,
+    m: &'a mut Metrics,
+}
+
+impl WithModel for Measure<'_, '_> {
+    type Output = Result<Measured, String>;
+
+    fn run<M: LanguageModel>(self, model: M, _unused: Vec<String>) -> Result<Measured, String> {
+        self.bench
+            .measure_model(model, self.input, self.base, self.base_name, self.m)
+    }
+}
+
+fn sorted_vocab(tk: &tokenizers::Tokenizer) -> Vec<(String, u32)> {
+    let mut v: Vec<(String, u32)> = tk.get_vocab(true).into_iter().collect();
+    v.sort();
+    v
 }
 
 impl Bench<'_> {
@@ -149,39 +185,65 @@ impl Bench<'_> {
         base_name: &str,
         m: &mut Metrics,
     ) -> Result<Measured, String> {
+        let work = Measure {
+            bench: self,
+            input,
+            base,
+            base_name,
+            m,
+        };
+        input.with_model(&self.device, work)?
+    }
+
+    fn measure_model<M: LanguageModel>(
+        &self,
+        model: M,
+        input: &ModelInput,
+        base: Option<&Measured>,
+        base_name: &str,
+        m: &mut Metrics,
+    ) -> Result<Measured, String> {
         let name = &input.stage;
-        let (model, tk) = input.load(&self.device)?;
-        let eos = model.config.eos_token_id;
-        let sources: Vec<Vec<u32>> = self
-            .test
-            .iter()
-            .map(|(x, _)| encode(&tk, &x.source_text(), self.p.max_source as usize, eos))
-            .collect::<Result<_, _>>()?;
+        let tk = input.tokenizer()?;
+        let prompter = Prompter::new(
+            &self.p.prompt,
+            Some(&input.folder()),
+            model.shares_positions(),
+            model.eos(),
+            self.p.max_source as usize,
+        )
+        .map_err(|e| format!("input `{name}`: {e}"))?;
+        let mut cut = 0usize;
+        let mut sources = Vec::with_capacity(self.test.len());
+        for (x, _) in &self.test {
+            let s = prompter.source(&tk, x)?;
+            cut += usize::from(s.cut);
+            sources.push(s.ids);
+        }
+        m.insert(format!("{name}.prompts_cut"), cut as f64);
         let opts = self.p.generation_for(&model);
         opts.check().map_err(|e| format!("input `{name}`: {e}"))?;
         let mut rng = Rng::new(self.seed);
-        let tokens: Vec<Vec<u32>> =
-            generate_batched(&model, &sources, &opts, 16, &mut rng, &self.device)
-                .into_iter()
-                .map(|g| g.tokens)
-                .collect();
+        let tokens: Vec<Vec<u32>> = model
+            .generate(&sources, &opts, 16, &mut rng, &self.device)
+            .into_iter()
+            .map(|g| g.tokens)
+            .collect();
         let texts: Vec<String> = tokens.iter().map(|t| decode(&tk, t)).collect();
         let scores7 = self.text_metrics(name, &texts, m);
         let rewards = self.rewards(name, &texts, &scores7, base, base_name, m)?;
-        if let Some(base) = base {
-            // KL from the first model on this model's own summaries; log-probabilities
-            // of sampled summaries use the sampling temperature, as in PPO.
-            let temperature = if opts.sample { opts.temperature } else { 1.0 };
-            let (lp, _) =
-                score_responses(&model, None, &sources, &tokens, temperature, &self.device);
-            let (lp0, _) = score_responses(
-                &base.model,
-                None,
-                &sources,
-                &tokens,
-                temperature,
-                &self.device,
-            );
+        // KL from the first model on this model's own summaries; log-probabilities
+        // of sampled summaries use the sampling temperature, as in PPO.
+        let temperature = if opts.sample { opts.temperature } else { 1.0 };
+        let vocab = sorted_vocab(&tk);
+        let device = self.device.clone();
+        let own_sources = sources.clone();
+        let logprobs: LogProbs = Box::new(move |responses, temperature| {
+            score_responses(&model, None, &own_sources, responses, temperature, &device).0
+        });
+        if let Some(base) = base.filter(|b| b.vocab == vocab) {
+            let lp = logprobs(&tokens, temperature);
+            let lp0 = (base.logprobs)(&tokens, temperature);
             let kl: Vec<f64> = lp
                 .iter()
                 .zip(&lp0)
@@ -190,9 +252,10 @@ impl Bench<'_> {
             m.insert(format!("{name}.kl_vs_{base_name}"), mean(&kl));
         }
         Ok(Measured {
-            model,
             texts,
             rewards,
+            logprobs,
+            vocab,
         })
     }
 

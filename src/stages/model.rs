@@ -92,8 +92,11 @@ fn checked_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
         })
         .collect();
     files.sort();
+    let sharded = !dir.join("model.safetensors").is_file()
+        && dir.join("model.safetensors.index.json").is_file();
     for need in ["config.json", "tokenizer.json", "model.safetensors"] {
-        if !dir.join(need).is_file() {
+        let present = dir.join(need).is_file() || (need == "model.safetensors" && sharded);
+        if !present {
             let hint = if need == "model.safetensors" && dir.join("pytorch_model.bin").exists() {
                 " (it has pytorch_model.bin: save it with `save_pretrained(..., safe_serialization=True)`)"
             } else {
@@ -106,8 +109,12 @@ fn checked_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
         }
     }
     let config = fs::read_to_string(dir.join("config.json")).map_err(|e| e.to_string())?;
-    crate::ml::bart::BartConfig::from_json(&config)
-        .map_err(|e| format!("`{}`: {e}", dir.join("config.json").display()))?;
+    let checked = if crate::ml::causal::CausalConfig::is_causal(&config) {
+        crate::ml::causal::CausalConfig::from_json(&config).map(drop)
+    } else {
+        crate::ml::bart::BartConfig::from_json(&config).map(drop)
+    };
+    checked.map_err(|e| format!("`{}`: {e}", dir.join("config.json").display()))?;
     Ok(files)
 }
 
@@ -124,7 +131,11 @@ impl Kind for ModelStage {
 
     fn run(&self, p: &Params, _: &Inputs, ctx: &mut StageContext<'_>) -> Result<Metrics, String> {
         let files = checked_files(&p.pretrained)?;
-        let parameters = safetensors_parameters(&p.pretrained.join("model.safetensors"))?;
+        let parameters = files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|x| x == "safetensors"))
+            .map(|f| safetensors_parameters(f))
+            .sum::<Result<u64, String>>()?;
         let out = ctx.output.join("model");
         fs::create_dir_all(&out).map_err(|e| e.to_string())?;
         let (mut linked, mut bytes) = (0usize, 0u64);

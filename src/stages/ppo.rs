@@ -14,14 +14,17 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use crate::ml::bart::train::{Checkpoints, epoch_order};
-use crate::ml::bart::{Bart, GenerateOptions, ValueHead, io};
+use crate::ml::bart::ValueHead;
+use crate::ml::decoding::GenerateOptions;
+use crate::ml::lm::{LanguageModel, WithModel};
 use crate::ml::ppo::{KlController, RewardNorm, RunningMoments};
 use crate::ml::precision::Precision;
 use crate::ml::rlhf::{PolicyValue, PpoModules, PpoSettings, PpoState, UpdateStats, ppo_update};
+use crate::ml::train::{Checkpoints, epoch_order};
 use crate::rng::Rng;
 use crate::stages::formats::dataset::{DatasetInput, GoodTarget, Product, features, products_of};
-use crate::stages::formats::model::{ModelInput, Sampling, decode, encode};
+use crate::stages::formats::model::{ModelInput, Sampling, copy_tokenizer_files, decode};
+use crate::stages::formats::prompt::Prompter;
 use crate::stages::formats::reward::{RewardModelInput, Scorer, ToScore};
 use crate::stages::kind::{Kind, Metrics, StageContext, eta, progress_bar};
 use crate::text::lexical::{Lexical, ReviewProfile};
@@ -117,6 +120,8 @@ pub struct Params {
     /// How rollouts are sampled.
     #[serde(flatten)]
     pub sampling: RolloutSampling,
+    /// What the model reads: a Jinja template over `reviews` and `product` (empty: the model's default).
+    pub prompt: String,
     /// Source tokens kept.
     #[schemars(range(min = 8, max = 1000000))]
     pub max_source: i64,
@@ -196,6 +201,7 @@ impl Default for Params {
             precision: Precision::F32,
             missing_eos_penalty: 1.0,
             sampling: RolloutSampling::default(),
+            prompt: String::new(),
             max_source: 512,
             checkpoint_every: 5,
             train_split: "train".into(),
@@ -265,21 +271,21 @@ struct Rollout<'a> {
 }
 
 /// What stays fixed across updates.
-struct Setup<'a> {
+struct Setup<'a, M> {
     p: &'a Params,
     tk: Tokenizer,
-    eos: u32,
+    prompter: Prompter,
     scorer: Scorer,
     lexical: Lexical,
-    reference: Bart,
+    reference: M,
     settings: PpoSettings,
     device: burn::tensor::Device,
 }
 
 /// The products of the training split that can be rolled out.
-fn rollouts<'a>(s: &Setup<'_>, products: &'a [Product]) -> Result<Vec<Rollout<'a>>, String> {
+fn rollouts<'a, M>(s: &Setup<'_, M>, products: &'a [Product]) -> Result<Vec<Rollout<'a>>, String> {
     let p = s.p;
-    let (max_source, max_new) = (p.max_source as usize, p.sampling.max_new_tokens as usize);
+    let max_new = p.sampling.max_new_tokens as usize;
     let mut out = Vec::new();
     for prod in products.iter().filter(|x| x.split == p.train_split) {
         if p.mode == Mode::Offline && !prod.candidates.iter().any(|c| c.scores.is_some()) {
@@ -290,8 +296,8 @@ fn rollouts<'a>(s: &Setup<'_>, products: &'a [Product]) -> Result<Vec<Rollout<'a
         };
         out.push(Rollout {
             product: prod,
-            source: encode(&s.tk, &prod.source_text(), max_source, s.eos)?,
-            ce_target: encode(&s.tk, &target, max_new + 1, s.eos)?,
+            source: s.prompter.source(&s.tk, prod)?.ids,
+            ce_target: s.prompter.target(&s.tk, &target, max_new + 1)?,
             profile: s.lexical.profile(&prod.reviews),
         });
     }
@@ -312,14 +318,14 @@ fn rollouts<'a>(s: &Setup<'_>, products: &'a [Product]) -> Result<Vec<Rollout<'a
 
 /// The trained pair, the previous policy, the optimizer and the progress:
 /// from the checkpoint when one is there, else fresh from the SFT policy.
-type Resumed = (PolicyValue, Option<Bart>, ModuleOptimizer, Progress);
+type Resumed<M> = (PolicyValue<M>, Option<M>, ModuleOptimizer, Progress);
 
-fn resume_or_start(
-    s: &Setup<'_>,
-    policy: Bart,
+fn resume_or_start<M: LanguageModel>(
+    s: &Setup<'_, M>,
+    policy: M,
     ckpt: &Checkpoints,
     log: &mut dyn std::io::Write,
-) -> Result<Resumed, String> {
+) -> Result<Resumed<M>, String> {
     let updates = s.p.updates as usize;
     let new_optim = || {
         AdamWConfig::new()
@@ -330,7 +336,7 @@ fn resume_or_start(
     let fresh = PpoModules {
         previous: (s.p.reference == Reference::Previous).then(|| policy.clone()),
         trained: PolicyValue {
-            value: ValueHead::new(policy.config.d_model, &s.device),
+            value: ValueHead::new(policy.hidden_size(), &s.device),
             policy,
         },
     };
@@ -364,7 +370,7 @@ fn resume_or_start(
 /// Offline: one stored, scored candidate per product, as tokens, with its stored scores.
 type Replayed = (Vec<Vec<u32>>, Vec<[f64; 7]>);
 
-fn replay(s: &Setup<'_>, picked: &[&Rollout<'_>], rng: &mut Rng) -> Result<Replayed, String> {
+fn replay<M>(s: &Setup<'_, M>, picked: &[&Rollout<'_>], rng: &mut Rng) -> Result<Replayed, String> {
     let mut rows = Vec::new();
     let mut scores = Vec::new();
     for r in picked {
@@ -377,26 +383,24 @@ fn replay(s: &Setup<'_>, picked: &[&Rollout<'_>], rng: &mut Rng) -> Result<Repla
         let c = scored[rng.below(scored.len() as u64) as usize];
         let f = features(r.product, c, 1.0)?;
         scores.push(f.map(|x| x as f64));
-        rows.push(encode(
-            &s.tk,
-            &c.text,
-            s.p.sampling.max_new_tokens as usize + 1,
-            s.eos,
-        )?);
+        rows.push(
+            s.prompter
+                .target(&s.tk, &c.text, s.p.sampling.max_new_tokens as usize + 1)?,
+        );
     }
     Ok((rows, scores))
 }
 
 /// One PPO update on the batch of update `u`.
-fn one_update(
-    s: &Setup<'_>,
+fn one_update<M: LanguageModel>(
+    s: &Setup<'_, M>,
     rollouts: &[Rollout<'_>],
-    model: PolicyValue,
-    previous: Option<&Bart>,
+    model: PolicyValue<M>,
+    previous: Option<&M>,
     optim: &mut ModuleOptimizer,
     progress: &mut Progress,
     seed: u64,
-) -> Result<(PolicyValue, UpdateStats), String> {
+) -> Result<(PolicyValue<M>, UpdateStats), String> {
     let u = progress.update;
     let batch = (s.p.batch as usize).min(rollouts.len());
     let per_epoch = rollouts.len().div_ceil(batch);
@@ -476,16 +480,18 @@ fn log_update(
 }
 
 /// The policy folder, the value head and the curve.
-fn write_outputs(
+fn write_outputs<M: LanguageModel>(
     out: &std::path::Path,
-    model: &PolicyValue,
+    model: &PolicyValue<M>,
     tk: &Tokenizer,
+    tokenizer_dir: &std::path::Path,
     curve: &[UpdateStats],
 ) -> Result<(), String> {
     let model_dir = out.join("model");
-    io::save(&model.policy, &model_dir)?;
+    model.policy.save(&model_dir)?;
     tk.save(model_dir.join("tokenizer.json"), true)
         .map_err(|e| format!("cannot save tokenizer.json: {e}"))?;
+    copy_tokenizer_files(tokenizer_dir, &model_dir)?;
     let mut store = crate::ml::safetensors_writer(&out.join("value_head.safetensors"));
     burn::store::ModuleSnapshot::save_into(&model.value, &mut store)
         .map_err(|e| format!("cannot save the value head: {e}"))?;
@@ -568,12 +574,50 @@ impl Kind for PpoStage {
     ) -> Result<Metrics, String> {
         let products = products_of(&inputs.datasets)?;
         let device = crate::ml::device(ctx.backend, ctx.seed as u64)?;
-        let (mut policy, tk) = inputs.policy.load(&device)?;
+        let work = Ppo {
+            p,
+            inputs,
+            ctx,
+            products: &products,
+            device: device.clone(),
+        };
+        inputs.policy.with_model(&device, work)?
+    }
+}
+
+/// One ppo run, generic over the policy's family.
+struct Ppo<'a, 'c> {
+    p: &'a Params,
+    inputs: &'a Inputs,
+    ctx: &'a mut StageContext<'c>,
+    products: &'a [Product],
+    device: burn::tensor::Device,
+}
+
+impl WithModel for Ppo<'_, '_> {
+    type Output = Result<Metrics, String>;
+
+    fn run<M: LanguageModel>(self, mut policy: M, _unused: Vec<String>) -> Result<Metrics, String> {
+        let Ppo {
+            p,
+            inputs,
+            ctx,
+            products,
+            device,
+        } = self;
+        let tk = inputs.policy.tokenizer()?;
+        let tokenizer_dir = inputs.policy.folder();
         // PPO runs without dropout (TRL, lm-human-preferences).
         policy.set_dropout(0.0);
         let setup = Setup {
             p,
-            eos: policy.config.eos_token_id,
+            prompter: Prompter::new(
+                &p.prompt,
+                Some(&tokenizer_dir),
+                policy.shares_positions(),
+                policy.eos(),
+                p.max_source as usize,
+            )?,
             // Frozen: cast to the compute precision once, not every update.
             reference: p.precision.compute(&policy),
             tk,
@@ -582,65 +626,84 @@ impl Kind for PpoStage {
             settings: p.settings(),
             device,
         };
-        let rollouts = rollouts(&setup, &products)?;
-        let updates = p.updates as usize;
-        let ckpt = Checkpoints {
-            dir: ctx.checkpoint_dir.to_path_buf(),
-        };
-        let (mut model, mut previous, mut optim, mut progress) =
-            resume_or_start(&setup, policy, &ckpt, ctx.log)?;
-        let _ = writeln!(
-            ctx.log,
-            "ppo ({}): {} products, {updates} updates of {}",
-            match p.mode {
-                Mode::Online => "online",
-                Mode::Offline => "offline",
-            },
-            rollouts.len(),
-            (p.batch as usize).min(rollouts.len())
-        );
-        if let Some(w) = truncation_warning(p) {
-            let _ = writeln!(ctx.log, "{w}");
-        }
-        let seed = ctx.seed as u64;
-        let (started, first_update) = (std::time::Instant::now(), progress.update);
-        while progress.update < updates {
-            let before = previous.is_some().then(|| model.policy.clone());
-            let (m, stats) = one_update(
-                &setup,
-                &rollouts,
-                model,
-                previous.as_ref(),
-                &mut optim,
-                &mut progress,
-                seed,
-            )?;
-            diverged(&stats, progress.update + 1, p)?;
-            model = m;
-            if before.is_some() {
-                previous = before;
-            }
-            progress.update += 1;
-            let left = eta(
-                started,
-                progress.update - first_update,
-                updates - progress.update,
-            );
-            log_update(ctx.log, &stats, progress.update, updates, left);
-            progress.curve.push(stats);
-            let every = p.checkpoint_every as usize;
-            if every > 0 && progress.update % every == 0 && progress.update < updates {
-                let modules = PpoModules {
-                    trained: model.clone(),
-                    previous: previous.clone(),
-                };
-                ckpt.save(&modules, &optim, &progress)?;
-                let _ = writeln!(ctx.log, "checkpoint after update {}", progress.update);
-            }
-        }
-        write_outputs(ctx.output, &model, &setup.tk, &progress.curve)?;
-        Ok(curve_metrics(&progress))
+        let rollouts = rollouts(&setup, products)?;
+        train(&setup, &rollouts, policy, ctx, &tokenizer_dir)
     }
+}
+
+/// The updates, checkpoints and outputs.
+fn train<M: LanguageModel>(
+    setup: &Setup<'_, M>,
+    rollouts: &[Rollout<'_>],
+    policy: M,
+    ctx: &mut StageContext<'_>,
+    tokenizer_dir: &std::path::Path,
+) -> Result<Metrics, String> {
+    let p = setup.p;
+    let updates = p.updates as usize;
+    let ckpt = Checkpoints {
+        dir: ctx.checkpoint_dir.to_path_buf(),
+    };
+    let (mut model, mut previous, mut optim, mut progress) =
+        resume_or_start(setup, policy, &ckpt, ctx.log)?;
+    let _ = writeln!(
+        ctx.log,
+        "ppo ({}, {}): {} products, {updates} updates of {}",
+        model.policy.architecture(),
+        match p.mode {
+            Mode::Online => "online",
+            Mode::Offline => "offline",
+        },
+        rollouts.len(),
+        (p.batch as usize).min(rollouts.len())
+    );
+    if let Some(w) = truncation_warning(p) {
+        let _ = writeln!(ctx.log, "{w}");
+    }
+    let seed = ctx.seed as u64;
+    let (started, first_update) = (std::time::Instant::now(), progress.update);
+    while progress.update < updates {
+        let before = previous.is_some().then(|| model.policy.clone());
+        let (m, stats) = one_update(
+            setup,
+            rollouts,
+            model,
+            previous.as_ref(),
+            &mut optim,
+            &mut progress,
+            seed,
+        )?;
+        diverged(&stats, progress.update + 1, p)?;
+        model = m;
+        if before.is_some() {
+            previous = before;
+        }
+        progress.update += 1;
+        let left = eta(
+            started,
+            progress.update - first_update,
+            updates - progress.update,
+        );
+        log_update(ctx.log, &stats, progress.update, updates, left);
+        progress.curve.push(stats);
+        let every = p.checkpoint_every as usize;
+        if every > 0 && progress.update % every == 0 && progress.update < updates {
+            let modules = PpoModules {
+                trained: model.clone(),
+                previous: previous.clone(),
+            };
+            ckpt.save(&modules, &optim, &progress)?;
+            let _ = writeln!(ctx.log, "checkpoint after update {}", progress.update);
+        }
+    }
+    write_outputs(
+        ctx.output,
+        &model,
+        &setup.tk,
+        tokenizer_dir,
+        &progress.curve,
+    )?;
+    Ok(curve_metrics(&progress))
 }
 
 #[cfg(test)]

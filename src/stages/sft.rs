@@ -1,10 +1,15 @@
-//! The `sft` stage kind: supervised fine-tuning of the BART summarizer.
+//! The `sft` stage kind: supervised fine-tuning of the summarizer, BART or
+//! a causal model of the Llama family (`ml::lm` is the seam: nothing here
+//! knows the family).
 //!
-//! Source = a product's reviews joined by spaces, `<s> ... </s>`, cut at
-//! `max-source` tokens; target = `<s> summary </s>` as `transformers`'
-//! BART tokenizer makes labels. Validation generates greedily and scores
-//! ROUGE (with stemming, max over references) next to two baselines that
-//! copy a review. The output is a Hugging Face model folder.
+//! BART: source = a product's reviews joined by spaces, `<s> ... </s>`, cut
+//! at `max-source` tokens; target = `<s> summary </s>` as `transformers`'
+//! BART tokenizer makes labels. A causal model: source = the `prompt`
+//! rendered (through the chat template when the tokenizer has one), target
+//! = the summary and EOS, loss on the summary only (TRL's default).
+//! Validation generates and scores ROUGE (with stemming, max over
+//! references) next to two baselines that copy a review. The output is a
+//! Hugging Face model folder.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,14 +20,17 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use crate::ml::bart::generation_config::GenerationConfig;
-use crate::ml::bart::train::{
+use crate::ml::causal::Sizes;
+use crate::ml::decoding::GenerateOptions;
+use crate::ml::lm::{self, LanguageModel, Scratch, WithModel};
+use crate::ml::precision::Precision;
+use crate::ml::train::{
     Checkpoints, Example, Observer, SftSettings, StepLog, Trained, Validation, mean_loss, train_sft,
 };
-use crate::ml::bart::{Bart, BartConfig, GenerateOptions, generate_batched, io};
-use crate::ml::precision::Precision;
 use crate::rng::Rng;
 use crate::stages::formats::dataset::{DatasetInput, Product, Target, products_of};
-use crate::stages::formats::model::{Decoding, decode, encode};
+use crate::stages::formats::model::{Decoding, copy_tokenizer_files, decode};
+use crate::stages::formats::prompt::Prompter;
 use crate::stages::formats::tokenizer::{self, TokenizerInput, special};
 use crate::stages::kind::{Kind, Metrics, StageContext, eta, progress_bar};
 use crate::text::rouge::{MultiRef, RougeScorer, RougeScores, mean};
@@ -36,8 +44,10 @@ pub struct SftStage;
 pub struct Params {
     /// What the model learns to write.
     pub target: Target,
-    /// A Hugging Face BART folder to start from (empty: from scratch).
+    /// A Hugging Face folder to start from (empty: from scratch); its config.json decides the architecture.
     pub pretrained: PathBuf,
+    /// From scratch: `bart`, or a causal `llama`, `qwen2` or `qwen3`.
+    pub architecture: Architecture,
     /// From scratch: model width.
     #[schemars(range(min = 8, max = 65536))]
     pub d_model: i64,
@@ -47,6 +57,9 @@ pub struct Params {
     /// From scratch: attention heads.
     #[schemars(range(min = 1, max = 1024))]
     pub heads: i64,
+    /// From scratch, causal: key/value heads (0: as many as `heads`).
+    #[schemars(range(min = 0, max = 1024))]
+    pub kv_heads: i64,
     /// From scratch: feed-forward width (0: 4 x d-model).
     #[schemars(range(min = 0, max = 1048576))]
     pub ffn: i64,
@@ -79,6 +92,8 @@ pub struct Params {
     pub max_grad_norm: f64,
     /// Arithmetic of the forward and backward passes.
     pub precision: Precision,
+    /// What the model reads: a Jinja template over `reviews` and `product` (empty: the model's default).
+    pub prompt: String,
     /// Source tokens kept.
     #[schemars(range(min = 8, max = 1000000))]
     pub max_source: i64,
@@ -110,9 +125,11 @@ impl Default for Params {
         Params {
             target: Target::Preferred,
             pretrained: PathBuf::new(),
+            architecture: Architecture::Bart,
             d_model: 128,
             layers: 2,
             heads: 4,
+            kv_heads: 0,
             ffn: 0,
             dropout: 0.1,
             epochs: 4,
@@ -124,6 +141,7 @@ impl Default for Params {
             weight_decay: 0.05,
             max_grad_norm: 1.0,
             precision: Precision::F32,
+            prompt: String::new(),
             max_source: 512,
             max_target: 128,
             eval_every: 0,
@@ -153,6 +171,32 @@ impl Params {
             keep_best: self.keep_best,
             seed: seed as u64,
             precision: self.precision,
+        }
+    }
+}
+
+/// What a model trained from scratch is built as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    /// BART, encoder-decoder.
+    Bart,
+    /// Llama (plain pre-norm decoder).
+    Llama,
+    /// Qwen2 (biases on q, k, v).
+    Qwen2,
+    /// Qwen3 (q/k norms).
+    Qwen3,
+}
+
+impl Architecture {
+    /// The name `ml::lm` builds it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Bart => "bart",
+            Architecture::Llama => "llama",
+            Architecture::Qwen2 => "qwen2",
+            Architecture::Qwen3 => "qwen3",
         }
     }
 }
@@ -215,14 +259,15 @@ fn put_rouge(m: &mut Metrics, prefix: &str, r: &RougeScores) {
 }
 
 /// Summaries of `sources` (greedy, or beam search), in batches.
-pub fn summarize(
-    model: &Bart,
+pub fn summarize<M: LanguageModel>(
+    model: &M,
     tk: &Tokenizer,
     sources: &[Vec<u32>],
     opts: &GenerateOptions,
     device: &burn::tensor::Device,
 ) -> Vec<String> {
-    generate_batched(model, sources, opts, 16, &mut Rng::new(0), device)
+    model
+        .generate(sources, opts, 16, &mut Rng::new(0), device)
         .iter()
         .map(|g| decode(tk, &g.tokens))
         .collect()
@@ -241,7 +286,7 @@ struct StageObserver<'a, 'b> {
     first_step: Option<usize>,
 }
 
-impl Observer for StageObserver<'_, '_> {
+impl<M: LanguageModel> Observer<M> for StageObserver<'_, '_> {
     fn step(&mut self, log: &StepLog, total: usize) {
         let first = *self.first_step.get_or_insert(log.step - 1);
         let _ = writeln!(
@@ -258,7 +303,7 @@ impl Observer for StageObserver<'_, '_> {
         );
     }
 
-    fn validate(&mut self, model: &Bart, step: usize) -> Validation {
+    fn validate(&mut self, model: &M, step: usize) -> Validation {
         let loss = mean_loss(model, self.val_examples, self.batch, &self.device);
         let sources: Vec<Vec<u32>> = self.val_examples.iter().map(|e| e.source.clone()).collect();
         let preds = summarize(model, self.tk, &sources, &self.decoding, &self.device);
@@ -299,72 +344,69 @@ fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<(), Strin
     std::fs::write(path, out).map_err(|e| format!("cannot write `{}`: {e}", path.display()))
 }
 
-/// A model from scratch, sized by the parameters, for the tokenizer input.
-fn scratch_model(
+/// The tokenizer a model trains with, and the folder it came from (whose
+/// `tokenizer_config.json` may hold a chat template): the checkpoint's own,
+/// else the input's.
+fn tokenizer_of(
     p: &Params,
-    tokenizer: Option<&TokenizerInput>,
-    device: &burn::tensor::Device,
-) -> Result<(Bart, Tokenizer), String> {
-    let tk_input =
-        tokenizer.ok_or("training from scratch needs a tokenizer input (a `tokenizer` stage)")?;
-    let tk = tk_input.load()?;
-    let mut cfg = BartConfig::small(
-        tk.get_vocab_size(true),
-        p.d_model as usize,
-        p.layers as usize,
-        p.heads as usize,
-    );
-    if p.ffn > 0 {
-        cfg.encoder_ffn_dim = p.ffn as usize;
-        cfg.decoder_ffn_dim = p.ffn as usize;
-    }
-    cfg.dropout = p.dropout;
-    cfg.pad_token_id = special(&tk, "<pad>")?;
-    cfg.bos_token_id = special(&tk, "<s>")?;
-    cfg.eos_token_id = special(&tk, "</s>")?;
-    cfg.decoder_start_token_id = cfg.eos_token_id;
-    cfg.max_position_embeddings = (p.max_source as usize).max(p.max_target as usize + 1);
-    cfg.check()
-        .map_err(|e| format!("{e} (check `d-model` and `heads`)"))?;
-    Ok((Bart::new(&cfg, device)?, tk))
-}
-
-/// A Hugging Face checkpoint folder, with its own tokenizer (else the input's).
-fn pretrained_model(
-    p: &Params,
-    tokenizer: Option<&TokenizerInput>,
+    input: Option<&TokenizerInput>,
     log: &mut dyn Write,
-    device: &burn::tensor::Device,
-) -> Result<(Bart, Tokenizer), String> {
+) -> Result<(Tokenizer, PathBuf), String> {
     let dir = &p.pretrained;
-    let (model, report) = io::load(dir, device)?;
-    if !report.unused.is_empty() {
-        let _ = writeln!(log, "unused tensors in the checkpoint: {:?}", report.unused);
-    }
-    let tk = if dir.join("tokenizer.json").is_file() {
-        if tokenizer.is_some() {
+    if !dir.as_os_str().is_empty() && dir.join("tokenizer.json").is_file() {
+        if input.is_some() {
             let _ = writeln!(
                 log,
                 "using the checkpoint's own tokenizer.json, not the tokenizer input"
             );
         }
-        tokenizer::load(&dir.join("tokenizer.json"))?
-    } else {
-        tokenizer
-            .ok_or(format!(
+        return Ok((tokenizer::load(&dir.join("tokenizer.json"))?, dir.clone()));
+    }
+    let input = input.ok_or_else(|| {
+        if dir.as_os_str().is_empty() {
+            "training from scratch needs a tokenizer input (a `tokenizer` stage)".to_string()
+        } else {
+            format!(
                 "`{}` has no tokenizer.json and no tokenizer input is given",
                 dir.display()
-            ))?
-            .load()?
+            )
+        }
+    })?;
+    Ok((input.load()?, input.path.clone()))
+}
+
+/// A model from scratch, sized by the parameters, for the tokenizer.
+fn scratch_spec(p: &Params, tk: &Tokenizer) -> Result<Scratch, String> {
+    let bart = p.architecture == Architecture::Bart;
+    let eos = special(tk, "</s>")?;
+    let (d, heads) = (p.d_model as usize, p.heads as usize);
+    let (source, target) = (p.max_source as usize, p.max_target as usize);
+    let sizes = Sizes {
+        vocab: tk.get_vocab_size(true),
+        hidden: d,
+        intermediate: if p.ffn > 0 { p.ffn as usize } else { 4 * d },
+        layers: p.layers as usize,
+        heads,
+        kv_heads: if p.kv_heads > 0 {
+            p.kv_heads as usize
+        } else {
+            heads
+        },
+        // BART positions source and target apart; a causal model, both in one sequence.
+        max_positions: if bart {
+            source.max(target + 1)
+        } else {
+            source + target
+        },
+        bos: Some(special(tk, "<s>")?),
+        eos,
+        pad: Some(special(tk, "<pad>")?),
     };
-    let positions = model.config.max_position_embeddings;
-    let (max_source, max_target) = (p.max_source as usize, p.max_target as usize);
-    if max_source > positions || max_target + 1 > positions {
-        return Err(format!(
-            "max-source {max_source} / max-target {max_target} exceed the checkpoint's {positions} positions"
-        ));
-    }
-    Ok((model, tk))
+    Ok(Scratch {
+        architecture: p.architecture.name().to_string(),
+        sizes,
+        dropout: p.dropout,
+    })
 }
 
 /// Training examples (one per product and target summary) and validation ones (one per product).
@@ -373,9 +415,16 @@ struct Data {
     train: Vec<Example>,
     train_products: usize,
     val: Vec<Example>,
+    /// Sources whose reviews were cut to fit `max-source`.
+    cut: usize,
 }
 
-fn examples(p: &Params, products: &[Product], tk: &Tokenizer, eos: u32) -> Result<Data, String> {
+fn examples(
+    p: &Params,
+    products: &[Product],
+    tk: &Tokenizer,
+    prompter: &Prompter,
+) -> Result<Data, String> {
     let train_pairs = pairs(products, &p.train_split, p.target);
     let mut val_pairs = pairs(products, &p.validation_split, p.target);
     let target = p.target.name();
@@ -394,31 +443,38 @@ fn examples(p: &Params, products: &[Product], tk: &Tokenizer, eos: u32) -> Resul
     if p.val_products > 0 {
         val_pairs.truncate(p.val_products as usize);
     }
-    let (max_source, max_target) = (p.max_source as usize, p.max_target as usize);
+    let max_target = p.max_target as usize;
+    let by_id = |id: &str| products.iter().find(|x| x.id == id);
+    let mut cut = 0;
+    let mut source_of = |pair: &Pair| -> Result<Vec<u32>, String> {
+        let product = by_id(&pair.product).ok_or("a pair without its product")?;
+        let s = prompter.source(tk, product)?;
+        cut += usize::from(s.cut);
+        Ok(s.ids)
+    };
     let mut train = Vec::new();
     for pair in &train_pairs {
-        let source = encode(tk, &pair.source, max_source, eos)?;
+        let source = source_of(pair)?;
         for t in &pair.targets {
             train.push(Example {
                 source: source.clone(),
-                target: encode(tk, t, max_target, eos)?,
+                target: prompter.target(tk, t, max_target)?,
             });
         }
     }
-    let val: Vec<Example> = val_pairs
-        .iter()
-        .map(|pair| {
-            Ok(Example {
-                source: encode(tk, &pair.source, max_source, eos)?,
-                target: encode(tk, &pair.targets[0], max_target, eos)?,
-            })
-        })
-        .collect::<Result<_, String>>()?;
+    let mut val = Vec::with_capacity(val_pairs.len());
+    for pair in &val_pairs {
+        val.push(Example {
+            source: source_of(pair)?,
+            target: prompter.target(tk, &pair.targets[0], max_target)?,
+        });
+    }
     Ok(Data {
         val_pairs,
         train,
         train_products: train_pairs.len(),
         val,
+        cut,
     })
 }
 
@@ -449,19 +505,22 @@ fn baselines(val_pairs: &[Pair], seed: i64, m: &mut Metrics) {
 }
 
 /// The model folder, curves and validation summaries; returns the summaries.
-fn write_outputs(
+#[allow(clippy::too_many_arguments)]
+fn write_outputs<M: LanguageModel>(
     out: &Path,
-    kept: &Bart,
+    kept: &M,
     tk: &Tokenizer,
-    trained: &Trained,
+    tokenizer_dir: &Path,
+    trained: &Trained<M>,
     data: &Data,
     decoding: &GenerateOptions,
     device: &burn::tensor::Device,
 ) -> Result<Vec<String>, String> {
     let model_dir = out.join("model");
-    io::save(kept, &model_dir)?;
+    kept.save(&model_dir)?;
     tk.save(model_dir.join("tokenizer.json"), true)
         .map_err(|e| format!("cannot save tokenizer.json: {e}"))?;
+    copy_tokenizer_files(tokenizer_dir, &model_dir)?;
     write_jsonl(&out.join("train_curve.jsonl"), &trained.progress.curve)?;
     write_jsonl(
         &out.join("validation_curve.jsonl"),
@@ -480,10 +539,10 @@ fn write_outputs(
 }
 
 /// Sizes, losses and the kept model's validation scores.
-fn final_metrics(
+fn final_metrics<M>(
     m: &mut Metrics,
-    cfg: &BartConfig,
-    trained: &Trained,
+    parameters: usize,
+    trained: &Trained<M>,
     data: &Data,
     keep_best: bool,
 ) {
@@ -495,8 +554,9 @@ fn final_metrics(
     let head = curve.len().clamp(1, 10);
     let mean_loss_of =
         |xs: &[StepLog]| xs.iter().map(|s| s.loss).sum::<f64>() / xs.len().max(1) as f64;
-    m.insert("parameters".into(), cfg.parameters() as f64);
+    m.insert("parameters".into(), parameters as f64);
     m.insert("train_examples".into(), data.train.len() as f64);
+    m.insert("prompts_cut".into(), data.cut as f64);
     m.insert("val_products".into(), data.val.len() as f64);
     m.insert("steps".into(), curve.len() as f64);
     m.insert(
@@ -527,11 +587,19 @@ impl Kind for SftStage {
         p.decoding
             .options(GenerateOptions::greedy(p.max_target as usize))
             .check()?;
-        if p.pretrained.as_os_str().is_empty() && p.d_model % p.heads != 0 {
-            return Err(format!(
-                "`d-model` {} is not divisible by `heads` {}",
-                p.d_model, p.heads
-            ));
+        if p.pretrained.as_os_str().is_empty() {
+            if p.d_model % p.heads != 0 {
+                return Err(format!(
+                    "`d-model` {} is not divisible by `heads` {}",
+                    p.d_model, p.heads
+                ));
+            }
+            if p.kv_heads > 0 && p.heads % p.kv_heads != 0 {
+                return Err(format!(
+                    "`heads` {} is not a multiple of `kv-heads` {}",
+                    p.heads, p.kv_heads
+                ));
+            }
         }
         Ok(())
     }
@@ -544,22 +612,67 @@ impl Kind for SftStage {
     ) -> Result<Metrics, String> {
         let products = products_of(&inputs.datasets)?;
         let device = crate::ml::device(ctx.backend, ctx.seed as u64)?;
-        let (initial, tk) = if p.pretrained.as_os_str().is_empty() {
-            scratch_model(p, inputs.tokenizer.as_ref(), &device)?
-        } else {
-            pretrained_model(p, inputs.tokenizer.as_ref(), &mut *ctx.log, &device)?
+        let (tk, tokenizer_dir) = tokenizer_of(p, inputs.tokenizer.as_ref(), &mut *ctx.log)?;
+        let work = Sft {
+            p,
+            ctx,
+            products: &products,
+            tk,
+            tokenizer_dir,
+            device: device.clone(),
         };
-        let cfg = initial.config.clone();
-        if tk.get_vocab_size(true) > cfg.vocab_size {
-            return Err(format!(
-                "the tokenizer has {} tokens but the model only {}",
-                tk.get_vocab_size(true),
-                cfg.vocab_size
-            ));
+        if p.pretrained.as_os_str().is_empty() {
+            let spec = scratch_spec(p, &work.tk)?;
+            lm::create(&spec, &device, work)?
+        } else {
+            lm::load(&p.pretrained, &device, work)?
         }
-        let data = examples(p, &products, &tk, cfg.eos_token_id)?;
+    }
+}
+
+/// One sft run, generic over the model's family.
+struct Sft<'a, 'c> {
+    p: &'a Params,
+    ctx: &'a mut StageContext<'c>,
+    products: &'a [Product],
+    tk: Tokenizer,
+    tokenizer_dir: PathBuf,
+    device: burn::tensor::Device,
+}
+
+impl WithModel for Sft<'_, '_> {
+    type Output = Result<Metrics, String>;
+
+    fn run<M: LanguageModel>(self, initial: M, unused: Vec<String>) -> Result<Metrics, String> {
+        let Sft {
+            p,
+            ctx,
+            products,
+            tk,
+            tokenizer_dir,
+            device,
+        } = self;
+        if !unused.is_empty() {
+            let _ = writeln!(ctx.log, "unused tensors in the checkpoint: {unused:?}");
+        }
+        check_fits(p, &initial, &tk)?;
+        let prompter = Prompter::new(
+            &p.prompt,
+            Some(&tokenizer_dir),
+            initial.shares_positions(),
+            initial.eos(),
+            p.max_source as usize,
+        )?;
+        let data = examples(p, products, &tk, &prompter)?;
         let settings = p.settings(ctx.seed);
-        log_sizes(ctx.log, &cfg, &data, &settings);
+        let parameters = initial.parameters();
+        log_sizes(
+            ctx.log,
+            initial.architecture(),
+            parameters,
+            &data,
+            &settings,
+        );
 
         let mut m = Metrics::new();
         baselines(&data.val_pairs, ctx.seed, &mut m);
@@ -594,26 +707,57 @@ impl Kind for SftStage {
             &device,
         )?;
         // The model's default decoding is how it was validated (its length limit is eval's).
-        trained.model.config.generation = GenerationConfig {
+        trained.model.set_generation(GenerationConfig {
             max_new_tokens: None,
             ..GenerationConfig::of(&decoding)
-        };
+        });
         let preds = write_outputs(
             ctx.output,
             &trained.model,
             &tk,
+            &tokenizer_dir,
             &trained,
             &data,
             &decoding,
             &device,
         )?;
-        final_metrics(&mut m, &cfg, &trained, &data, settings.keep_best);
+        final_metrics(&mut m, parameters, &trained, &data, settings.keep_best);
         put_rouge(&mut m, "val_", &rouge_against(&data.val_pairs, &preds));
         Ok(m)
     }
 }
 
-fn log_sizes(log: &mut dyn Write, cfg: &BartConfig, data: &Data, settings: &SftSettings) {
+/// The tokenizer fits the model, and the lengths fit its positions.
+fn check_fits<M: LanguageModel>(p: &Params, model: &M, tk: &Tokenizer) -> Result<(), String> {
+    if tk.get_vocab_size(true) > model.vocab_size() {
+        return Err(format!(
+            "the tokenizer has {} tokens but the model only {}",
+            tk.get_vocab_size(true),
+            model.vocab_size()
+        ));
+    }
+    let positions = model.max_positions();
+    let (max_source, max_target) = (p.max_source as usize, p.max_target as usize);
+    let too_long = if model.shares_positions() {
+        max_source + max_target > positions
+    } else {
+        max_source > positions || max_target + 1 > positions
+    };
+    if too_long {
+        return Err(format!(
+            "max-source {max_source} / max-target {max_target} exceed the checkpoint's {positions} positions"
+        ));
+    }
+    Ok(())
+}
+
+fn log_sizes(
+    log: &mut dyn Write,
+    architecture: &str,
+    parameters: usize,
+    data: &Data,
+    settings: &SftSettings,
+) {
     let train = &data.train;
     let mean_len = |f: &dyn Fn(&Example) -> usize| {
         train.iter().map(f).sum::<usize>() as f64 / train.len() as f64
@@ -626,8 +770,7 @@ fn log_sizes(log: &mut dyn Write, cfg: &BartConfig, data: &Data, settings: &SftS
     );
     let _ = writeln!(
         log,
-        "sft: {} parameters, {} training examples from {} products, {} validation products, {} steps",
-        cfg.parameters(),
+        "sft ({architecture}): {parameters} parameters, {} training examples from {} products, {} validation products, {} steps",
         train.len(),
         data.train_products,
         data.val.len(),

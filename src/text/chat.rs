@@ -190,7 +190,8 @@ fn normalise_messages(messages: &Value) -> Value {
             }
             for k in keys {
                 let v = field(&k);
-                if !v.is_none() && !(reasoning.is_some() && k.as_str() == Some("thinking")) {
+                let replaced = reasoning.is_some() && k.as_str() == Some("thinking");
+                if !v.is_none() && !replaced {
                     pairs.push((k, v));
                 }
             }

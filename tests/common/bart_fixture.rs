@@ -85,7 +85,7 @@ pub struct Recorder {
     pub grad_norms: Vec<f64>,
 }
 
-impl Observer for Recorder {
+impl Observer<Bart> for Recorder {
     fn step(&mut self, log: &StepLog, _: usize) {
         self.losses.push(log.loss);
         self.grad_norms.push(log.grad_norm);

@@ -47,7 +47,8 @@ impl GenerationConfig {
         }
     }
 
-    fn from_fields(m: &Map<String, Value>) -> Result<GenerationConfig, String> {
+    /// The fields of a parsed `generation_config.json`.
+    pub fn from_fields(m: &Map<String, Value>) -> Result<GenerationConfig, String> {
         let count = |k: &str| -> Result<Option<usize>, String> {
             match m.get(k) {
                 None | Some(Value::Null) => Ok(None),
@@ -98,6 +99,14 @@ impl GenerationConfig {
                 m.insert(k.into(), v.into());
             }
         }
+        self.write_into(&mut m);
+        let mut text = serde_json::to_string_pretty(&Value::Object(m)).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    /// Sets the decoding fields this config has in `m` (a `generation_config.json`).
+    pub fn write_into(&self, m: &mut Map<String, Value>) {
         let mut put = |k: &str, v: Option<Value>| {
             if let Some(v) = v {
                 m.insert(k.into(), v);
@@ -119,9 +128,6 @@ impl GenerationConfig {
         );
         put("min_new_tokens", self.min_new_tokens.map(|n| json!(n)));
         put("max_new_tokens", self.max_new_tokens.map(|n| json!(n)));
-        let mut text = serde_json::to_string_pretty(&Value::Object(m)).unwrap_or_default();
-        text.push('\n');
-        text
     }
 
     /// `opts` with the model's settings wherever `opts` has `defaults`' value

@@ -7,8 +7,9 @@ pub mod generate;
 pub mod generation_config;
 pub mod io;
 pub mod model;
-pub mod train;
 
+/// The training loop is shared by every family (`ml::train`).
+pub use crate::ml::train;
 pub use config::BartConfig;
 pub use generate::{EarlyStopping, GenerateOptions, Generated, generate, generate_batched};
 pub use model::{Bart, Batch, Targets, ValueHead, cross_entropy, label_logprobs};

@@ -360,7 +360,7 @@ impl CausalConfig {
                 "num_attention_heads ({h}) must be a multiple of num_key_value_heads ({kv})"
             ));
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return Err(format!(
                 "head_dim ({}) must be even for rotary positions",
                 self.head_dim

@@ -130,6 +130,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(CausalLm, LoadReport), Strin
     let config = read_config(dir)?;
     let mut ckpt = Checkpoint::open(dir)?;
     let mut model = CausalLm::new(&config, device)?;
+    model.generation = read_generation_config(dir)?;
     for (name, slot) in slots(&mut model) {
         load_slot(&mut ckpt, &name, slot, device)?;
     }
@@ -163,9 +164,10 @@ pub fn load(dir: &Path, device: &Device) -> Result<(CausalLm, LoadReport), Strin
     ))
 }
 
-/// Writes `config.json`, `generation_config.json` (when `generation` has
-/// fields) and `model.safetensors` into `dir`.
-pub fn save(model: &CausalLm, generation: &Map<String, Value>, dir: &Path) -> Result<(), String> {
+/// Writes `config.json`, `generation_config.json` (when the model has
+/// generation fields) and `model.safetensors` into `dir`.
+pub fn save(model: &CausalLm, dir: &Path) -> Result<(), String> {
+    let generation = &model.generation;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
     let mut m = model.clone();
     let mut tensors: BTreeMap<String, Host> = BTreeMap::new();

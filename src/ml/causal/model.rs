@@ -219,6 +219,9 @@ pub struct CausalLm {
     pub config: CausalConfig,
     #[module(skip)]
     pub(crate) rope: Rope,
+    /// `generation_config.json`'s fields (EOS ids, decoding defaults).
+    #[module(skip)]
+    pub generation: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Token ids with their positions and the attention bias of one forward.
@@ -244,7 +247,7 @@ impl Inputs {
             ids.extend(row.iter().map(|&x| x as i64));
         }
         let starts: Vec<usize> = lens.iter().map(|&n| t - n).collect();
-        Inputs::build(ids, &starts, t, device)
+        Inputs::with_starts(ids, &starts, t, device)
     }
 
     /// Right-padded rows (training batches): positions 0.. in every row.
@@ -265,7 +268,9 @@ impl Inputs {
         }
     }
 
-    fn build(ids: Vec<i64>, starts: &[usize], t: usize, device: &Device) -> Inputs {
+    /// `ids` (`[b, t]` row-major) whose row i starts at `starts[i]` (pads
+    /// before; pads after a row's end are never seen by its real tokens).
+    pub fn with_starts(ids: Vec<i64>, starts: &[usize], t: usize, device: &Device) -> Inputs {
         let b = starts.len();
         let positions = starts
             .iter()
@@ -334,7 +339,34 @@ impl CausalLm {
             lm_head: (!c.tie_word_embeddings).then(|| linear(d, c.vocab_size, false, std, device)),
             rope: Rope::new(c),
             config: c.clone(),
+            generation: serde_json::Map::new(),
         })
+    }
+
+    /// The padding token (`pad_token_id`, else the first EOS id).
+    pub fn pad(&self) -> u32 {
+        self.config.token_rules(&self.generation).pad
+    }
+
+    /// Weights in the model (a tied head counted once).
+    pub fn num_params(&self) -> usize {
+        let c = &self.config;
+        let (d, hd, inter) = (c.hidden_size, c.head_dim, c.intermediate_size);
+        let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+        let bias = |on: bool, n: usize| if on { n } else { 0 };
+        let attn = d * (q + 2 * kv)
+            + q * d
+            + bias(c.qkv_bias, q + 2 * kv)
+            + bias(c.o_bias, d)
+            + bias(c.qk_norm, 2 * hd);
+        let mlp = 3 * d * inter + bias(c.mlp_bias, 2 * inter + d);
+        let layer = attn + mlp + 2 * d;
+        let head = if c.tie_word_embeddings {
+            0
+        } else {
+            c.vocab_size * d
+        };
+        c.vocab_size * d + c.num_hidden_layers * layer + d + head
     }
 
     /// A fresh cache, one slot per layer.

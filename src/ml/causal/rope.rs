@@ -25,7 +25,8 @@ fn llama3(inv: f32, factor: f32, low: f32, high: f32, original: f32) -> f32 {
     } else {
         inv
     };
-    let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+    // Neither high nor low frequency (torch: `~(w < high) * ~(w > low)`; no NaN here).
+    let medium = wavelen >= high_wavelen && wavelen <= low_wavelen;
     if medium {
         let smooth = (original / wavelen - low) / (high - low);
         (1.0 - smooth) * scaled / factor + smooth * scaled

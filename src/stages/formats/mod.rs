@@ -10,6 +10,7 @@
 pub mod dataset;
 pub mod evaluation;
 pub mod model;
+pub mod prompt;
 pub mod reward;
 pub mod tokenizer;
 

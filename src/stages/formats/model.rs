@@ -8,7 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use crate::ml::bart::{Bart, EarlyStopping, GenerateOptions, io};
+use crate::ml::decoding::{EarlyStopping, GenerateOptions};
+use crate::ml::lm::{self, LanguageModel, WithModel};
 
 /// The files of a Hugging Face model folder that the loaders read, by name
 /// ending: configuration, safetensors weights (and their index), tokenizer and
@@ -43,14 +44,37 @@ impl ModelInput {
         self.path.join("model")
     }
 
-    /// Loads the model and its tokenizer.
-    pub fn load(&self, device: &burn::tensor::Device) -> Result<(Bart, Tokenizer), String> {
-        let dir = self.folder();
-        let (model, _) =
-            io::load(&dir, device).map_err(|e| format!("input `{}`: {e}", self.stage))?;
-        let tk = super::tokenizer::load(&dir.join("tokenizer.json"))?;
-        Ok((model, tk))
+    /// The model's tokenizer.
+    pub fn tokenizer(&self) -> Result<Tokenizer, String> {
+        super::tokenizer::load(&self.folder().join("tokenizer.json"))
+            .map_err(|e| format!("input `{}`: {e}", self.stage))
     }
+
+    /// Loads the model, whatever its family, and runs `work` on it.
+    pub fn with_model<W: WithModel>(
+        &self,
+        device: &burn::tensor::Device,
+        work: W,
+    ) -> Result<W::Output, String> {
+        lm::load(&self.folder(), device, work).map_err(|e| format!("input `{}`: {e}", self.stage))
+    }
+}
+
+/// Copies the tokenizer's own files besides `tokenizer.json` (its config,
+/// chat template, special tokens) from `from` into the model folder `to`.
+pub fn copy_tokenizer_files(from: &std::path::Path, to: &std::path::Path) -> Result<(), String> {
+    for name in [
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "special_tokens_map.json",
+    ] {
+        let src = from.join(name);
+        if src.is_file() && from != to {
+            std::fs::copy(&src, to.join(name))
+                .map_err(|e| format!("cannot copy `{}`: {e}", src.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Tokenizes with the special tokens and cuts to `max` tokens, keeping the final EOS.
@@ -187,13 +211,10 @@ impl Decoding {
         &self,
         base: GenerateOptions,
         base_default: &GenerateOptions,
-        model: &Bart,
+        model: &impl LanguageModel,
     ) -> GenerateOptions {
         let defaults = Decoding::default().options(base_default.clone());
-        let mut o = model
-            .config
-            .generation
-            .apply(&self.options(base), &defaults);
+        let mut o = model.generation().apply(&self.options(base), &defaults);
         if self.num_beams > 0 {
             o.num_beams = self.num_beams as usize; // 1 is greedy even on a beam model
         }

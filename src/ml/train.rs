@@ -16,7 +16,7 @@ use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOpti
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::model::{Bart, Batch, Targets, cross_entropy};
+use crate::ml::lm::{LanguageModel, cross_entropy};
 use crate::ml::precision::{LossScaler, Precision};
 use crate::ml::schedule::cosine_lr;
 use crate::rng::Rng;
@@ -122,11 +122,11 @@ pub struct Progress {
 }
 
 /// What the caller sees while training runs.
-pub trait Observer {
+pub trait Observer<M> {
     /// After each optimizer step.
     fn step(&mut self, log: &StepLog, total_steps: usize);
     /// Scores the model on the validation set (called with the inference model).
-    fn validate(&mut self, model: &Bart, step: usize) -> Validation;
+    fn validate(&mut self, model: &M, step: usize) -> Validation;
     /// A checkpoint was written after `step`.
     fn checkpointed(&mut self, _step: usize) {}
     /// Says where training resumed from.
@@ -305,15 +305,14 @@ pub fn unscale_and_clip<M: Module>(
 /// The gradients (of the loss scaled by `scaler`, for the f32 parameters of
 /// `model`) and the loss of one optimizer step over the examples `picked`,
 /// in micro-batches whose losses are weighted by their share of the tokens.
-fn step_gradients(
-    model: &Bart,
+fn step_gradients<M: LanguageModel>(
+    model: &M,
     train: &[Example],
     picked: &[usize],
     settings: &SftSettings,
     scaler: &LossScaler,
 ) -> (GradientsParams, f64) {
     let device = model.devices()[0].clone();
-    let config = &model.config;
     let compute = settings.precision.compute(model);
     let tokens: usize = picked.iter().map(|&i| train[i].target.len()).sum();
     let mut acc = GradientsAccumulator::new();
@@ -322,11 +321,10 @@ fn step_gradients(
         let sources: Vec<Vec<u32>> = micro.iter().map(|&i| train[i].source.clone()).collect();
         let targets: Vec<Vec<u32>> = micro.iter().map(|&i| train[i].target.clone()).collect();
         let n: usize = targets.iter().map(Vec::len).sum();
-        let src = Batch::new(&sources, config.pad_token_id, &device);
-        let tg = Targets::new(&targets, config, &device);
-        let logits = compute.forward(&src, tg.decoder_input.clone());
+        let (hidden, labels) = compute.response_hidden(&sources, &targets, &device);
         // Token-weighted across micro-batches: the step's loss is the mean over all its tokens.
-        let loss = cross_entropy(logits, &tg) * (n as f64 / tokens.max(1) as f64);
+        let loss =
+            cross_entropy(compute.logits(hidden), &labels) * (n as f64 / tokens.max(1) as f64);
         loss_sum += crate::ml::to_vec(loss.clone())[0] as f64;
         let grads = scaler.scale_loss(loss).backward();
         acc.accumulate(model, GradientsParams::from_grads(grads, model));
@@ -335,25 +333,28 @@ fn step_gradients(
 }
 
 /// Mean token cross-entropy of `model` on `examples`, in batches.
-pub fn mean_loss(model: &Bart, examples: &[Example], batch: usize, device: &Device) -> f64 {
+pub fn mean_loss<M: LanguageModel>(
+    model: &M,
+    examples: &[Example],
+    batch: usize,
+    device: &Device,
+) -> f64 {
     let (mut sum, mut tokens) = (0.0, 0usize);
     for chunk in examples.chunks(batch.max(1)) {
         let sources: Vec<Vec<u32>> = chunk.iter().map(|e| e.source.clone()).collect();
         let targets: Vec<Vec<u32>> = chunk.iter().map(|e| e.target.clone()).collect();
         let n: usize = targets.iter().map(Vec::len).sum();
-        let src = Batch::new(&sources, model.config.pad_token_id, device);
-        let tg = Targets::new(&targets, &model.config, device);
-        let logits = model.forward(&src, tg.decoder_input.clone());
-        sum += crate::ml::to_vec(cross_entropy(logits, &tg))[0] as f64 * n as f64;
+        let (hidden, labels) = model.response_hidden(&sources, &targets, device);
+        sum += crate::ml::to_vec(cross_entropy(model.logits(hidden), &labels))[0] as f64 * n as f64;
         tokens += n;
     }
     sum / tokens.max(1) as f64
 }
 
 /// The result of a finished training run.
-pub struct Trained {
+pub struct Trained<M> {
     /// The best model by validation score (the last one if never validated).
-    pub model: Bart,
+    pub model: M,
     /// Steps, curves and validations.
     pub progress: Progress,
     /// Step training resumed from (0 for a fresh start).
@@ -363,19 +364,18 @@ pub struct Trained {
 /// Trains `initial` on `train`, resuming from `checkpoints` when they hold a
 /// checkpoint of this same run (the caller keys the folder by everything
 /// that defines the run).
-pub fn train_sft(
-    initial: Bart,
+pub fn train_sft<M: LanguageModel>(
+    initial: M,
     train: &[Example],
     settings: &SftSettings,
     checkpoints: &Checkpoints,
-    observer: &mut dyn Observer,
+    observer: &mut dyn Observer<M>,
     device: &Device,
-) -> Result<Trained, String> {
+) -> Result<Trained<M>, String> {
     if train.is_empty() {
         return Err("no training examples".into());
     }
     let train_dev = device.clone().autodiff();
-    let config = initial.config.clone();
     let per_epoch = settings.steps_per_epoch(train.len());
     let total = per_epoch * settings.epochs.max(1);
     let warmup = (settings.warmup * total as f64).round() as usize;
@@ -393,7 +393,7 @@ pub fn train_sft(
 
     let (mut model, mut optim, mut progress) = match checkpoints.load_progress::<Progress>() {
         Some(p) if p.step > 0 && p.step <= total => {
-            let (m, o) = checkpoints.load(Bart::new(&config, device)?, new_optim())?;
+            let (m, o) = checkpoints.load(initial.skeleton(device)?, new_optim())?;
             observer.resumed(p.step);
             (m.fork(&train_dev).train(), o, p)
         }
@@ -460,7 +460,7 @@ pub fn train_sft(
                 // Ties (common early, when every summary scores 0) go to the lower loss.
                 .is_none_or(|b| v.score > b.score || (v.score == b.score && v.loss < b.loss));
             if better && settings.keep_best {
-                super::io::save(&model.valid(), &checkpoints.best_dir())?;
+                model.valid().save(&checkpoints.best_dir())?;
                 progress.best_step = Some(progress.step);
             }
             progress.validations.push(v);
@@ -474,7 +474,7 @@ pub fn train_sft(
         }
     }
     let best = match progress.best_step.filter(|_| settings.keep_best) {
-        Some(_) => super::io::load(&checkpoints.best_dir(), device)?.0,
+        Some(_) => M::load(&checkpoints.best_dir(), device)?.0,
         None => model.valid(),
     };
     Ok(Trained {
