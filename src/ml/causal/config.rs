@@ -7,6 +7,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::ml::bart::config::{Activation, activation};
+use crate::ml::decoding::TokenRules;
 
 /// The architectures this module implements, by `architectures[0]`.
 pub const SUPPORTED: [&str; 3] = ["LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"];
@@ -388,6 +389,30 @@ impl CausalConfig {
         m.insert("dtype".into(), "float32".into());
         m.remove("torch_dtype");
         serde_json::to_string_pretty(&Value::Object(m)).unwrap_or_default() + "\n"
+    }
+}
+
+impl CausalConfig {
+    /// What this config and `generation_config.json`'s fields say about
+    /// tokens while decoding. Nothing is banned: transformers bans nothing
+    /// for a decoder-only model.
+    pub fn token_rules(&self, generation: &Map<String, Value>) -> TokenRules {
+        let eos = token_ids(generation.get("eos_token_id"))
+            .ok()
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| self.eos_token_ids.clone());
+        let pad = token_ids(generation.get("pad_token_id"))
+            .ok()
+            .and_then(|p| p.first().copied())
+            .or(self.pad_token_id)
+            .or(eos.first().copied())
+            .unwrap_or(0);
+        TokenRules {
+            vocab: self.vocab_size,
+            eos,
+            pad,
+            ..TokenRules::default()
+        }
     }
 }
 

@@ -5,37 +5,11 @@
 //! `generation_config.json` (a list is allowed), else `config.json`.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use serde_json::{Map, Value};
 
-use super::config::{CausalConfig, token_ids};
 use super::model::{CausalLm, Inputs, LayerCache, causal_bias};
 use crate::ml::beam::beam_search;
 use crate::ml::decoding::{GenerateOptions, Generated, Stepper, TokenRules, decode};
 use crate::rng::Rng;
-
-impl CausalConfig {
-    /// What this config and `generation_config.json`'s fields say about
-    /// tokens while decoding. Nothing is banned: transformers bans nothing
-    /// for a decoder-only model.
-    pub fn token_rules(&self, generation: &Map<String, Value>) -> TokenRules {
-        let eos = token_ids(generation.get("eos_token_id"))
-            .ok()
-            .filter(|e| !e.is_empty())
-            .unwrap_or_else(|| self.eos_token_ids.clone());
-        let pad = token_ids(generation.get("pad_token_id"))
-            .ok()
-            .and_then(|p| p.first().copied())
-            .or(self.pad_token_id)
-            .or(eos.first().copied())
-            .unwrap_or(0);
-        TokenRules {
-            vocab: self.vocab_size,
-            eos,
-            pad,
-            ..TokenRules::default()
-        }
-    }
-}
 
 /// The model over a batch of prompts, one row per sequence.
 struct CausalStepper<'a> {
