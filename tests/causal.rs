@@ -376,3 +376,29 @@ fn the_stage_seam_scores_what_generation_and_transformers_compute() {
         assert!((ours - theirs).abs() < 1e-5, "{arch}: {ours} vs {theirs}");
     }
 }
+
+#[test]
+fn a_reward_model_scores_as_transformers_sequence_classification() {
+    use efrlhf::ml::causal::reward::CausalRm;
+    let dev = device();
+    let e = expected();
+    let dir = fixture().join("qwen2-rm");
+    let rm = CausalRm::load(&dir, &dev).unwrap();
+    let rows = rows(&e, "qwen2-rm", "rows");
+    let theirs: Vec<f32> = serde_json::from_value(e["qwen2-rm"]["scores"].clone()).unwrap();
+    let ours = rm.score_rows(&rows, 8, &dev);
+    let diff = max_diff(&ours, &theirs);
+    assert!(diff < 1e-4, "{ours:?} vs {theirs:?}");
+    // Saved here, it is the same folder: same tensors, sequence-classification config.
+    let out = std::env::temp_dir().join(format!("efrlhf-causal-rm-{}", std::process::id()));
+    rm.save(&out).unwrap();
+    assert_eq!(tensors(&out), tensors(&dir));
+    let config = std::fs::read_to_string(out.join("config.json")).unwrap();
+    assert!(
+        config.contains("\"Qwen2ForSequenceClassification\""),
+        "{config}"
+    );
+    let back = CausalRm::load(&out, &dev).unwrap();
+    assert_eq!(back.score_rows(&rows, 8, &dev), ours);
+    std::fs::remove_dir_all(&out).ok();
+}

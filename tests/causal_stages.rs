@@ -120,3 +120,42 @@ fn a_prompt_that_does_not_render_points_at_its_line() {
     let err = String::from_utf8_lossy(&out.stderr).to_string() + &s.all_logs();
     assert!(err.contains("`prompt` line 2"), "{err}");
 }
+
+#[test]
+fn a_reward_model_on_a_causal_backbone_trains_and_scores_ppo_rollouts() {
+    // φ replaced by a text reward model on the causal fixture (a Llama with
+    // a ChatML template): TRL's RewardTrainer, then PPO and eval read it.
+    let s = Sandbox::new("causal-rm");
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/causal/llama");
+    let rm = format!(
+        "stage \"phi\" kind=\"reward-model\" {{\n    input \"train\" \"val\"\n    method \"text\"\n    backbone \"{}\"\n    max-tokens 192\n    train-pairs 24\n}}\n",
+        fixture.display()
+    );
+    let body = tiny_rlhf();
+    let start = body.find("stage \"phi\"").unwrap();
+    let end = start + body[start..].find("}\n").unwrap() + 2;
+    s.experiment(&format!("{}{rm}{}", &body[..start], &body[end..]));
+    s.ok(&["run", "exp.kdl"]);
+    let m = s.stage_metrics("phi");
+    let acc = m["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc), "{m}");
+    assert!(m["parameters"].as_f64().unwrap() > 60_000.0, "{m}");
+    let folder = s.artifact_with("reward.json").join("model");
+    let config = std::fs::read_to_string(folder.join("config.json")).unwrap();
+    assert!(
+        config.contains("\"LlamaForSequenceClassification\""),
+        "{config}"
+    );
+    assert!(folder.join("chat_template.jinja").is_file());
+    // PPO's rollouts and eval's summaries were scored by it: rewards are sigmoids.
+    let eval = s.stage_metrics("eval");
+    let reward = eval["ppo.reward"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{eval}"));
+    assert!(reward > 0.0 && reward < 1.0, "{eval}");
+    assert!(
+        s.all_logs()
+            .contains("text reward model on a llama backbone")
+    );
+}

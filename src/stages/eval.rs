@@ -312,6 +312,7 @@ impl Bench<'_> {
             .zip(texts)
             .zip(scores7)
             .map(|(((x, _), text), s)| ToScore {
+                product: &x.id,
                 reviews: &x.reviews,
                 summary: text,
                 features: Some(*s),

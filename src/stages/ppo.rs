@@ -426,6 +426,7 @@ fn one_update<M: LanguageModel>(
             .zip(&picked)
             .enumerate()
             .map(|(i, (text, r))| ToScore {
+                product: &r.product.id,
                 reviews: &r.product.reviews,
                 summary: text,
                 features: if given.is_some() {

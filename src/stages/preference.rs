@@ -395,6 +395,7 @@ fn judge_by_rewards(
                 .iter()
                 .zip(per_product)
                 .map(|((_, x), (t, f))| ToScore {
+                    product: &x.id,
                     reviews: &x.reviews,
                     summary: t,
                     features: Some(*f),

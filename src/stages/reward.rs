@@ -26,10 +26,14 @@ pub use crate::stages::formats::dataset::features;
 pub use crate::stages::formats::reward::{RewardSpec, load_phi, load_text_rm, read_spec};
 
 use crate::ml::bt::{PairwiseLoop, bt_loss_values, pairwise_accuracy};
+use crate::ml::causal::CausalConfig;
+use crate::ml::causal::reward::{CausalRm, train_causal_rm};
 use crate::ml::phi::{FeaturePairs, PhiTrainConfig, train_phi};
 use crate::ml::text_rm::{TextRmConfig, TextTrainConfig, pair_sequence, train_text_rm};
 use crate::rng::Rng;
 use crate::stages::formats::dataset::{Candidate, DOMAIN_KEYS, DatasetInput, Product, products_of};
+use crate::stages::formats::model::copy_tokenizer_files;
+use crate::stages::formats::reward::{CausalReader, CausalRmSpec};
 use crate::stages::formats::tokenizer::TokenizerInput;
 use crate::stages::kind::{Kind, Metrics, StageContext};
 
@@ -186,6 +190,10 @@ pub struct Params {
     /// text: tokens read per pair.
     #[schemars(range(min = 16, max = 1000000))]
     pub max_tokens: i64,
+    /// text: a decoder-only checkpoint to put a score head on (empty: a small encoder from scratch).
+    pub backbone: std::path::PathBuf,
+    /// text with a backbone: what the model reads before the summary (as sft's `prompt`).
+    pub prompt: String,
 }
 
 impl Default for Params {
@@ -203,6 +211,8 @@ impl Default for Params {
             layers: 2,
             heads: 4,
             max_tokens: 256,
+            backbone: std::path::PathBuf::new(),
+            prompt: String::new(),
         }
     }
 }
@@ -327,6 +337,14 @@ impl Kind for RewardStage {
             Method::DomainKnowledge | Method::Synthetic => {
                 train_phi_method(p, &pairs, ctx, &mut curve, &mut m)?
             }
+            Method::Text if !p.backbone.as_os_str().is_empty() => train_causal_text_method(
+                p,
+                &pairs,
+                inputs.tokenizer.as_ref(),
+                ctx,
+                &mut curve,
+                &mut m,
+            )?,
             Method::Text => {
                 let tk = inputs
                     .tokenizer
@@ -384,6 +402,7 @@ fn naive_mean(pairs: &Pairs, m: &mut Metrics) -> Result<RewardSpec, String> {
         features: keys(),
         scale: 0.2,
         text: None,
+        causal: None,
         reward: "mean(scores * scale)".into(),
     })
 }
@@ -437,6 +456,7 @@ fn train_phi_method(
         features: keys(),
         scale: 0.2,
         text: None,
+        causal: None,
         reward: "sigmoid(phi)".into(),
     })
 }
@@ -504,6 +524,101 @@ impl PairEncoder<'_> {
         }
         Ok((a, b))
     }
+}
+
+/// `text` with a `backbone`: a score head on a decoder-only checkpoint, the
+/// whole trained with the Bradley-Terry loss (TRL's `RewardTrainer`). Each
+/// side reads the prompt over the product's reviews, then the summary and EOS.
+fn train_causal_text_method(
+    p: &Params,
+    pairs: &Pairs,
+    tk_input: Option<&TokenizerInput>,
+    ctx: &mut StageContext<'_>,
+    curve: &mut String,
+    m: &mut Metrics,
+) -> Result<RewardSpec, String> {
+    let device = crate::ml::device(ctx.backend, ctx.seed as u64)?;
+    let dir = &p.backbone;
+    let config = std::fs::read_to_string(dir.join("config.json"))
+        .map_err(|e| format!("cannot read `{}`: {e}", dir.join("config.json").display()))?;
+    if !CausalConfig::is_causal(&config) {
+        return Err(format!(
+            "`backbone` `{}` is not a decoder-only checkpoint (LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM or their ForSequenceClassification)",
+            dir.display()
+        ));
+    }
+    let rm = CausalRm::load(dir, &device)?;
+    let (tk, tk_dir) = if dir.join("tokenizer.json").is_file() {
+        (
+            crate::stages::formats::tokenizer::load(&dir.join("tokenizer.json"))?,
+            dir.clone(),
+        )
+    } else {
+        let t =
+            tk_input.ok_or("the backbone has no tokenizer.json and no tokenizer input is given")?;
+        (t.load()?, t.path.clone())
+    };
+    let max_tokens = p.max_tokens as usize;
+    let reader = CausalReader::new(&p.prompt, &tk_dir, &rm, max_tokens)?;
+    let sides = |refs: &[PairRef]| -> Result<SequencePairs, String> {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for pr in refs {
+            let prod = &pairs.products[pr.product];
+            let read =
+                |i: usize| reader.row(&tk, &prod.reviews, &prod.id, &prod.candidates[i].text);
+            a.push(read(pr.preferred)?);
+            b.push(read(pr.rejected)?);
+        }
+        Ok((a, b))
+    };
+    let (tpa, tpb) = sides(&pairs.train)?;
+    let (vpa, vpb) = sides(&pairs.val)?;
+    let training = p.training(ctx.seed as u64, 1, 8, 1e-5);
+    let log = &mut *ctx.log;
+    let _ = writeln!(
+        log,
+        "text reward model on a {} backbone",
+        rm.trunk.config.family.model_type()
+    );
+    let mut first_bad = None;
+    let (model, _) = train_causal_rm(rm.trunk, &tpa, &tpb, &training, &device, |e, l| {
+        let _ = writeln!(log, "epoch {} loss {l:.5}", e + 1);
+        let _ = writeln!(curve, "{},{l}", e + 1);
+        if !l.is_finite() {
+            first_bad.get_or_insert((e + 1, l));
+        }
+    });
+    diverged(p, first_bad, training.lr)?;
+    let score = |a: &[Vec<u32>], b: &[Vec<u32>]| {
+        evaluate(
+            &model.score_rows(a, 8, &device),
+            &model.score_rows(b, 8, &device),
+        )
+    };
+    let (va, vl) = score(&vpa, &vpb);
+    let (ta, tl) = score(&tpa, &tpb);
+    m.insert("accuracy".into(), va);
+    m.insert("val_loss".into(), vl);
+    m.insert("train_accuracy".into(), ta);
+    m.insert("train_loss".into(), tl);
+    m.insert("parameters".into(), model.num_params() as f64);
+    let folder = ctx.output.join("model");
+    model.save(&folder)?;
+    tk.save(folder.join("tokenizer.json"), true)
+        .map_err(|e| format!("cannot save tokenizer.json: {e}"))?;
+    copy_tokenizer_files(&tk_dir, &folder)?;
+    Ok(RewardSpec {
+        method: Method::Text.name().into(),
+        hidden: vec![],
+        features: vec![],
+        scale: 0.0,
+        text: None,
+        causal: Some(CausalRmSpec {
+            prompt: p.prompt.clone(),
+            max_tokens,
+        }),
+        reward: "sigmoid(score)".into(),
+    })
 }
 
 /// `text`: trains the text-reading reward model.
@@ -574,6 +689,7 @@ fn train_text_method(
         features: vec![],
         scale: 0.0,
         text: Some(model_cfg),
+        causal: None,
         reward: "sigmoid(score)".into(),
     })
 }

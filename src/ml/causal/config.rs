@@ -264,6 +264,16 @@ impl CausalConfig {
             .unwrap_or(false)
     }
 
+    /// Whether the file describes a `*ForSequenceClassification` (a reward model).
+    pub fn is_classifier(&self) -> bool {
+        self.raw
+            .get("architectures")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(Value::as_str)
+            .is_some_and(|c| c.ends_with("ForSequenceClassification"))
+    }
+
     /// Parses `config.json`.
     pub fn from_json(text: &str) -> Result<CausalConfig, String> {
         let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;

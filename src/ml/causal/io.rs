@@ -149,7 +149,10 @@ pub fn load(dir: &Path, device: &Device) -> Result<(CausalLm, LoadReport), Strin
         ));
     }
     model.embed_tokens.weight = param2(embed, device);
+    // A sequence classifier has a `score` head instead of `lm_head`.
+    let classifier = config.is_classifier() && !ckpt.has("lm_head.weight");
     match &mut model.lm_head {
+        Some(_) if classifier => {}
         Some(head) => load_slot(&mut ckpt, "lm_head", Slot::Linear(head), device)?,
         // transformers ignores a tied model's stored head; so does this.
         None => {
@@ -164,11 +167,9 @@ pub fn load(dir: &Path, device: &Device) -> Result<(CausalLm, LoadReport), Strin
     ))
 }
 
-/// Writes `config.json`, `generation_config.json` (when the model has
-/// generation fields) and `model.safetensors` into `dir`.
-pub fn save(model: &CausalLm, dir: &Path) -> Result<(), String> {
-    let generation = &model.generation;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+/// The model's tensors under HF's names; `lm_head.weight` only when untied
+/// and `head` is asked for (a sequence classifier has none).
+pub(crate) fn tensors(model: &CausalLm, head: bool) -> BTreeMap<String, Host> {
     let mut m = model.clone();
     let mut tensors: BTreeMap<String, Host> = BTreeMap::new();
     let mut put = |name: String, slot: Slot<'_>| match slot {
@@ -189,14 +190,22 @@ pub fn save(model: &CausalLm, dir: &Path) -> Result<(), String> {
         "model.embed_tokens".into(),
         Slot::Embedding(&mut m.embed_tokens.clone()),
     );
-    if let Some(head) = &mut m.lm_head.clone() {
-        put("lm_head".into(), Slot::Linear(head));
+    if let Some(lm_head) = m.lm_head.clone().as_mut().filter(|_| head) {
+        put("lm_head".into(), Slot::Linear(lm_head));
     }
     for (name, slot) in slots(&mut m) {
         put(name, slot);
     }
-    write(&tensors, &dir.join("model.safetensors"))?;
+    tensors
+}
+
+/// Writes `config.json`, `generation_config.json` (when the model has
+/// generation fields) and `model.safetensors` into `dir`.
+pub fn save(model: &CausalLm, dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+    write(&tensors(model, true), &dir.join("model.safetensors"))?;
     write_file(&dir.join("config.json"), model.config.to_json().as_bytes())?;
+    let generation = &model.generation;
     if !generation.is_empty() {
         let text = serde_json::to_string_pretty(&Value::Object(generation.clone()))
             .unwrap_or_default()

@@ -7,6 +7,7 @@ pub mod config;
 pub mod generate;
 pub mod io;
 pub mod model;
+pub mod reward;
 pub mod rope;
 
 pub use config::{CausalConfig, Family, RopeScaling, Sizes};

@@ -98,19 +98,25 @@ impl Prompter {
 
     /// The source of `product`.
     pub fn source(&self, tk: &Tokenizer, product: &Product) -> Result<Source, String> {
+        self.source_of(tk, &product.reviews, &product.id)
+    }
+
+    /// The source of a product's `reviews`, the product's id being `id`.
+    pub fn source_of(
+        &self,
+        tk: &Tokenizer,
+        reviews: &[String],
+        id: &str,
+    ) -> Result<Source, String> {
+        let reviews: Vec<String> = reviews.iter().map(|r| r.trim().to_string()).collect();
         if self.template.is_empty() {
             // BART's source: the reviews joined, `<s> ... </s>`, cut at max-source.
-            let text = product.source_text();
+            let text = reviews.join(" ");
             let ids = encode(tk, &text, self.max_source, self.eos)?;
             let cut = ids.len() == self.max_source && ids.len() < self.tokens(tk, &text)?.len();
             return Ok(Source { ids, cut });
         }
-        let reviews: Vec<String> = product
-            .reviews
-            .iter()
-            .map(|r| r.trim().to_string())
-            .collect();
-        let ids = self.tokens(tk, &self.render(&reviews, &product.id)?)?;
+        let ids = self.tokens(tk, &self.render(&reviews, id)?)?;
         if ids.len() <= self.max_source {
             return Ok(Source { ids, cut: false });
         }
@@ -120,7 +126,7 @@ impl Prompter {
         let mut best = None;
         while lo <= hi {
             let mid = (lo + hi) / 2;
-            let ids = self.tokens(tk, &self.render(&cut_reviews(&reviews, mid), &product.id)?)?;
+            let ids = self.tokens(tk, &self.render(&cut_reviews(&reviews, mid), id)?)?;
             if ids.len() <= self.max_source {
                 best = Some(ids);
                 lo = mid + 1;

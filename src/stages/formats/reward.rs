@@ -8,6 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use super::prompt::Prompter;
+use crate::ml::causal::reward::CausalRm;
 use crate::ml::phi::{FEATURES, Phi};
 use crate::ml::text_rm::{TextRm, TextRmConfig, pair_sequence};
 
@@ -28,8 +30,64 @@ pub struct RewardSpec {
     /// The text model's architecture (`text` method).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextRmConfig>,
+    /// A text model on a decoder-only backbone (`text` with `backbone`), in `model/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causal: Option<CausalRmSpec>,
     /// How the RL reward is derived from the model's output.
     pub reward: String,
+}
+
+/// How a reward model on a decoder-only backbone reads a summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CausalRmSpec {
+    /// The prompt over the reviews (empty: the default).
+    pub prompt: String,
+    /// Tokens read per (reviews, summary): three quarters for the prompt, the rest the summary.
+    pub max_tokens: usize,
+}
+
+/// Turns (reviews, summary) into the token row a causal reward model reads:
+/// the prompt, then the summary and EOS.
+pub struct CausalReader {
+    prompter: Prompter,
+    summary_tokens: usize,
+}
+
+impl CausalReader {
+    /// The reader of `rm`, its prompt rendered through the chat template of `tokenizer_dir`.
+    pub fn new(
+        prompt: &str,
+        tokenizer_dir: &Path,
+        rm: &CausalRm,
+        max_tokens: usize,
+    ) -> Result<CausalReader, String> {
+        let eos = rm.trunk.config.token_rules(&rm.trunk.generation).eos;
+        let eos = eos.first().copied().unwrap_or_else(|| rm.trunk.pad());
+        let summary_tokens = (max_tokens / 4).max(2);
+        Ok(CausalReader {
+            prompter: Prompter::new(
+                prompt,
+                Some(tokenizer_dir),
+                true,
+                eos,
+                max_tokens - summary_tokens,
+            )?,
+            summary_tokens,
+        })
+    }
+
+    /// The row of one summary of a product.
+    pub fn row(
+        &self,
+        tk: &Tokenizer,
+        reviews: &[String],
+        id: &str,
+        summary: &str,
+    ) -> Result<Vec<u32>, String> {
+        let mut row = self.prompter.source_of(tk, reviews, id)?.ids;
+        row.extend(self.prompter.target(tk, summary, self.summary_tokens)?);
+        Ok(row)
+    }
 }
 
 /// An input in the `reward-model` format.
@@ -108,6 +166,8 @@ pub fn text_rm_of(
 /// One summary to score: the product's reviews, the text, and its seven
 /// scores on 0..5 when the scorer reads scores.
 pub struct ToScore<'a> {
+    /// The product's id.
+    pub product: &'a str,
     /// The product's reviews.
     pub reviews: &'a [String],
     /// The summary.
@@ -139,6 +199,16 @@ pub enum Scorer {
         /// Tokens read per (summary, reviews) pair.
         max_tokens: usize,
     },
+    /// `sigmoid(score)` of a reward model on a decoder-only backbone, read
+    /// at the last token of the prompt, summary and EOS.
+    CausalText {
+        /// The trained model.
+        model: Box<CausalRm>,
+        /// Its tokenizer.
+        tokenizer: Box<Tokenizer>,
+        /// How it reads a summary.
+        reader: Box<CausalReader>,
+    },
 }
 
 impl Scorer {
@@ -147,6 +217,21 @@ impl Scorer {
         let spec = read_spec(dir)?;
         match spec.method.as_str() {
             "naive-mean" => Ok(Scorer::NaiveMean),
+            "text" if spec.causal.is_some() => {
+                let c = spec.causal.clone().unwrap_or(CausalRmSpec {
+                    prompt: String::new(),
+                    max_tokens: 256,
+                });
+                let folder = dir.join("model");
+                let model = CausalRm::load(&folder, device)?;
+                let tokenizer = super::tokenizer::load(&folder.join("tokenizer.json"))?;
+                let reader = CausalReader::new(&c.prompt, &folder, &model, c.max_tokens)?;
+                Ok(Scorer::CausalText {
+                    model: Box::new(model),
+                    tokenizer: Box::new(tokenizer),
+                    reader: Box::new(reader),
+                })
+            }
             "text" => {
                 let (cfg, model) = text_rm_of(&spec, dir, device)?;
                 let tokenizer = super::tokenizer::load(&dir.join("tokenizer.json"))?;
@@ -177,7 +262,7 @@ impl Scorer {
 
     /// Whether the scorer reads the seven scores (then every [`ToScore`] needs them).
     pub fn reads_features(&self) -> bool {
-        !matches!(self, Scorer::Text { .. })
+        !matches!(self, Scorer::Text { .. } | Scorer::CausalText { .. })
     }
 
     /// Rewards of summaries.
@@ -204,6 +289,21 @@ impl Scorer {
                 special,
                 max_tokens,
             } => text_rewards(model, tokenizer, *special, *max_tokens, items, device),
+            Scorer::CausalText {
+                model,
+                tokenizer,
+                reader,
+            } => {
+                let rows = items
+                    .iter()
+                    .map(|t| reader.row(tokenizer, t.reviews, t.product, t.summary))
+                    .collect::<Result<Vec<_>, String>>()?;
+                Ok(model
+                    .score_rows(&rows, 8, device)
+                    .into_iter()
+                    .map(sigmoid)
+                    .collect())
+            }
         }
     }
 }
