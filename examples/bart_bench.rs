@@ -14,11 +14,14 @@
 //! the `precision` parameter of `sft` and `ppo`; default f32).
 #![allow(clippy::print_stdout)]
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{Materialise, peak_rss_mib};
+
 use std::time::Instant;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
-use burn::tensor::Tensor;
 use efrlhf::ml::bart::{
     Bart, BartConfig, Batch, GenerateOptions, Targets, ValueHead, cross_entropy, generate, io,
 };
@@ -56,20 +59,6 @@ fn shape(name: &str, precision: Precision) -> Shape {
         train_steps,
         warmup_steps,
     }
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .map(|kib| kib / 1024.0)
-        .unwrap_or(0.0)
 }
 
 fn tokens(rng: &mut Rng, n: usize, vocab: usize) -> Vec<u32> {
@@ -229,15 +218,6 @@ fn ppo(s: &Shape, model: Bart, sources: &[Vec<u32>], rng: &mut Rng, out: &mut Ma
         Err(e) => {
             out.insert("ppo_error".into(), json!(e));
         }
-    }
-}
-
-/// Initialises every parameter (burn's are lazy).
-struct Materialise;
-
-impl ModuleVisitor for Materialise {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let _ = param.val();
     }
 }
 

@@ -11,11 +11,14 @@
 //! process per phase gives each its own peak memory (benches/causal.sh).
 #![allow(clippy::print_stdout)]
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{Materialise, peak_rss_mib};
+
 use std::time::Instant;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
-use burn::tensor::Tensor;
 use efrlhf::ml::causal::{CausalConfig, CausalLm, Family, Sizes, generate};
 use efrlhf::ml::decoding::{GenerateOptions, TokenRules};
 use efrlhf::ml::lm::{LanguageModel, cross_entropy};
@@ -48,31 +51,8 @@ fn config(shape: &str) -> CausalConfig {
     CausalConfig::new(Family::Qwen2, &sizes).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .map(|kib| kib / 1024.0)
-        .unwrap_or(0.0)
-}
-
 fn tokens(rng: &mut Rng, n: usize, vocab: usize) -> Vec<u32> {
     (0..n).map(|_| rng.below(vocab as u64 - 1) as u32).collect()
-}
-
-/// Reads every parameter once, so no phase times burn's lazy initialisation.
-struct Materialise;
-
-impl ModuleVisitor for Materialise {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let _ = param.val();
-    }
 }
 
 /// One warm-up and two timed SFT steps: forward, backward, AdamW.

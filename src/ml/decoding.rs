@@ -184,6 +184,19 @@ pub fn decode(
     out
 }
 
+/// `generate` over `sources` in chunks of `batch` rows, in order (so a
+/// sampler draws from one RNG stream as if unbatched, batch by batch).
+pub fn in_batches(
+    sources: &[Vec<u32>],
+    batch: usize,
+    mut generate: impl FnMut(&[Vec<u32>]) -> Vec<Generated>,
+) -> Vec<Generated> {
+    sources
+        .chunks(batch.max(1))
+        .flat_map(&mut generate)
+        .collect()
+}
+
 /// The token the config forces at `step`: `forced_bos_token_id` first,
 /// `forced_eos_token_id` last.
 pub(crate) fn forced_token(rules: &TokenRules, step: usize, opts: &GenerateOptions) -> Option<u32> {

@@ -17,7 +17,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::bart::generation_config::GenerationConfig;
 use super::bart::{Bart, BartConfig, Batch, Targets};
 use super::causal::{CausalConfig, CausalLm, Family, Inputs, Sizes};
-use super::decoding::{GenerateOptions, Generated};
+use super::decoding::{GenerateOptions, Generated, in_batches};
 use crate::rng::Rng;
 
 /// The labels a batch of hidden states predicts: response token j of row i
@@ -272,10 +272,9 @@ impl LanguageModel for CausalLm {
         device: &Device,
     ) -> Vec<Generated> {
         let rules = self.config.token_rules(&self.generation);
-        sources
-            .chunks(batch.max(1))
-            .flat_map(|chunk| super::causal::generate(self, chunk, opts, &rules, rng, device))
-            .collect()
+        in_batches(sources, batch, |chunk| {
+            super::causal::generate(self, chunk, opts, &rules, rng, device)
+        })
     }
 
     fn generation(&self) -> GenerationConfig {

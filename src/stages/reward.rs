@@ -438,13 +438,7 @@ fn train_phi_method(
             &trained.model.score(&fp.rejected, &device),
         )
     };
-    let (va, vl) = acc(&vp);
-    let (ta, tl) = acc(&tp);
-    m.insert("accuracy".into(), va);
-    m.insert("val_loss".into(), vl);
-    m.insert("train_accuracy".into(), ta);
-    m.insert("train_loss".into(), tl);
-    m.insert("parameters".into(), trained.model.parameters() as f64);
+    put_fit(m, acc(&vp), acc(&tp), trained.model.parameters());
     m.insert("init_draws".into(), trained.init_draws as f64);
     for (k, key) in DOMAIN_KEYS.iter().enumerate() {
         m.insert(format!("importance.{key}"), trained.importance[k]);
@@ -595,13 +589,7 @@ fn train_causal_text_method(
             &model.score_rows(b, 8, &device),
         )
     };
-    let (va, vl) = score(&vpa, &vpb);
-    let (ta, tl) = score(&tpa, &tpb);
-    m.insert("accuracy".into(), va);
-    m.insert("val_loss".into(), vl);
-    m.insert("train_accuracy".into(), ta);
-    m.insert("train_loss".into(), tl);
-    m.insert("parameters".into(), model.num_params() as f64);
+    put_fit(m, score(&vpa, &vpb), score(&tpa, &tpb), model.num_params());
     let folder = ctx.output.join("model");
     model.save(&folder)?;
     tk.save(folder.join("tokenizer.json"), true)
@@ -673,13 +661,7 @@ fn train_text_method(
             &model.score(b, pad, 16, &device),
         )
     };
-    let (va, vl) = score(&vpa, &vpb);
-    let (ta, tl) = score(&tpa, &tpb);
-    m.insert("accuracy".into(), va);
-    m.insert("val_loss".into(), vl);
-    m.insert("train_accuracy".into(), ta);
-    m.insert("train_loss".into(), tl);
-    m.insert("parameters".into(), model.num_params() as f64);
+    put_fit(m, score(&vpa, &vpb), score(&tpa, &tpb), model.num_params());
     model.save(&ctx.output.join("model.safetensors"))?;
     std::fs::copy(tk_input.file(), ctx.output.join("tokenizer.json"))
         .map_err(|e| format!("cannot copy the tokenizer: {e}"))?;
@@ -699,6 +681,15 @@ fn keys() -> Vec<String> {
 
 fn write(dir: &Path, name: &str, text: &str) -> Result<(), String> {
     std::fs::write(dir.join(name), text).map_err(|e| format!("cannot write {name}: {e}"))
+}
+
+/// Validation and training (accuracy, loss) of a fitted reward model, and its size.
+fn put_fit(m: &mut Metrics, (va, vl): (f64, f64), (ta, tl): (f64, f64), parameters: usize) {
+    m.insert("accuracy".into(), va);
+    m.insert("val_loss".into(), vl);
+    m.insert("train_accuracy".into(), ta);
+    m.insert("train_loss".into(), tl);
+    m.insert("parameters".into(), parameters as f64);
 }
 
 /// Pairwise accuracy (ties half) and Bradley-Terry loss of model scores.

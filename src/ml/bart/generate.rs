@@ -9,7 +9,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::config::BartConfig;
 use super::model::{Bart, Batch, LayerCache};
 use crate::ml::beam::beam_search;
-use crate::ml::decoding::{Stepper, TokenRules, decode};
+use crate::ml::decoding::{Stepper, TokenRules, decode, in_batches};
 use crate::rng::Rng;
 
 pub use crate::ml::decoding::{EarlyStopping, GenerateOptions, Generated, choose};
@@ -131,8 +131,7 @@ pub fn generate_batched(
     rng: &mut Rng,
     device: &Device,
 ) -> Vec<Generated> {
-    sources
-        .chunks(batch.max(1))
-        .flat_map(|chunk| generate(model, chunk, opts, rng, device))
-        .collect()
+    in_batches(sources, batch, |chunk| {
+        generate(model, chunk, opts, rng, device)
+    })
 }
