@@ -402,3 +402,45 @@ fn a_reward_model_scores_as_transformers_sequence_classification() {
     assert_eq!(back.score_rows(&rows, 8, &dev), ours);
     std::fs::remove_dir_all(&out).ok();
 }
+
+#[test]
+fn half_precision_compute_keeps_norms_and_softmax_in_f32() {
+    // bf16 weights and activations, RMSNorm and the attention softmax in
+    // f32 (as transformers under autocast): the logits stay close to f32's.
+    use efrlhf::ml::precision::Precision;
+    let dev = device();
+    let e = expected();
+    for arch in ARCHS {
+        let model = load(arch, &dev);
+        let rows = rows(&e, arch, "rows");
+        let pad = model.config.pad_token_id.unwrap();
+        let inputs = Inputs::left_padded(&rows, pad, &dev);
+        let full = to_vec(model.forward(&inputs));
+        let half = to_vec(Precision::Bf16.compute(&model).forward(&inputs));
+        assert!(half.iter().all(|x| x.is_finite()), "{arch}");
+        // At real tokens: the mean |difference| is a small share of the logits' spread.
+        let (t, v) = (inputs.ids.dims()[1], model.config.vocab_size);
+        let (mut diff, mut spread, mut n) = (0.0f64, 0.0f64, 0.0f64);
+        for (i, r) in rows.iter().enumerate() {
+            for j in t - r.len()..t {
+                let at = (i * t + j) * v;
+                for k in at..at + v {
+                    diff += (full[k] - half[k]).abs() as f64;
+                    spread += full[k].abs() as f64;
+                    n += 1.0;
+                }
+            }
+        }
+        eprintln!(
+            "{arch}: bf16 mean |difference| {} against mean |logit| {}",
+            diff / n,
+            spread / n
+        );
+        assert!(
+            diff < 0.05 * spread,
+            "{arch}: {} against {}",
+            diff / n,
+            spread / n
+        );
+    }
+}

@@ -11,7 +11,7 @@ use burn::nn::{
 };
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Int, Tensor, TensorData, activation as act};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData, activation as act};
 
 use super::config::CausalConfig;
 use super::rope::Rope;
@@ -36,6 +36,18 @@ fn linear(d_in: usize, d_out: usize, bias: bool, std: f64, device: &Device) -> L
 
 fn rms_norm(d: usize, eps: f64, device: &Device) -> RmsNorm {
     RmsNormConfig::new(d).with_epsilon(eps).init(device)
+}
+
+/// `norm(x)` as transformers computes it in half precision: normalised in
+/// f32, cast back, then scaled by the weight (burn divides in the input's precision).
+fn rms<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
+    let dtype = x.dtype();
+    if dtype == DType::F32 {
+        return norm.forward(x);
+    }
+    let x = x.cast(DType::F32);
+    let rms = (x.clone().square().mean_dim(D - 1) + norm.epsilon).sqrt();
+    (x / rms).cast(dtype) * norm.gamma.val().unsqueeze()
 }
 
 #[derive(Module, Debug)]
@@ -79,7 +91,7 @@ impl Attention {
         let [b, t, _] = x.dims();
         let x = x.reshape([b, t, heads, self.head_dim]);
         let x = match norm {
-            Some(n) => n.forward(x),
+            Some(n) => rms(n, x),
             None => x,
         };
         x.swap_dims(1, 2)
@@ -113,9 +125,14 @@ impl Attention {
         let rep = self.heads / self.kv_heads;
         let (k, v) = (repeat_kv(k, rep), repeat_kv(v, rep));
         let scale = (self.head_dim as f64).powf(-0.5);
-        let context = if q.device().is_autodiff() {
+        let dtype = q.dtype();
+        let context = if q.device().is_autodiff() || dtype != DType::F32 {
+            // Scores, then the softmax in f32 whatever the compute precision
+            // (transformers upcasts it), then back.
             let scores = fused::matmul(q * scale, k.swap_dims(2, 3));
-            fused::matmul(fused::biased_softmax(scores, bias.clone()), v)
+            let weights =
+                fused::biased_softmax(scores.cast(DType::F32), bias.clone().cast(DType::F32));
+            fused::matmul(weights.cast(dtype), v)
         } else {
             let [bb, _, bq, tk] = bias.dims();
             let bias = bias
@@ -197,11 +214,11 @@ impl Layer {
     ) -> Tensor<3> {
         let h = self
             .self_attn
-            .forward(self.input_layernorm.forward(x.clone()), rope, cache, bias);
+            .forward(rms(&self.input_layernorm, x.clone()), rope, cache, bias);
         let x = x + h;
         let h = self
             .mlp
-            .forward(self.post_attention_layernorm.forward(x.clone()));
+            .forward(rms(&self.post_attention_layernorm, x.clone()));
         x + h
     }
 }
@@ -386,7 +403,7 @@ impl CausalLm {
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
             x = layer.forward(x, &rope, c, &bias);
         }
-        self.norm.forward(x)
+        rms(&self.norm, x)
     }
 
     /// Logits `[b, t, vocab]` of hidden states, in f32 also under mixed precision.
