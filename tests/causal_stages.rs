@@ -159,3 +159,43 @@ fn a_reward_model_on_a_causal_backbone_trains_and_scores_ppo_rollouts() {
             .contains("text reward model on a llama backbone")
     );
 }
+
+#[test]
+fn a_causal_checkpoint_as_a_model_stage_is_evaluated_as_is() {
+    // The `model` kind takes a Llama folder (here the fixture, with its chat
+    // template) and `eval` summarizes with it through the template.
+    let s = Sandbox::new("causal-model-kind");
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/causal/llama");
+    s.experiment(&format!(
+        r#"
+stage "val" kind="dataset" {{
+    source "opinpref" path="{p}"
+    split "validation"
+    limit 3
+}}
+stage "llama" kind="model" {{
+    pretrained "{f}"
+}}
+stage "ev" kind="eval" {{
+    input "llama" "val"
+    split "validation"
+    reference "preferred"
+    sample #false
+    max-new-tokens 8
+    max-source 200
+}}
+"#,
+        p = data("opinpref").display(),
+        f = fixture.display()
+    ));
+    s.ok(&["run", "exp.kdl"]);
+    let m = s.stage_metrics("llama");
+    // 1000 x 64 embedding (tied) + 2 layers + the final norm.
+    assert_eq!(m["parameters"].as_f64(), Some(103_104.0), "{m}");
+    let ev = s.stage_metrics("ev");
+    assert!(ev["llama.length"].as_f64().is_some(), "{ev}");
+    // Of 3 products' prompts, those whose reviews did not fit in 200 tokens.
+    let cut = ev["llama.prompts_cut"].as_f64().unwrap();
+    assert!((0.0..=3.0).contains(&cut), "{ev}");
+}
