@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::Device;
-use efrlhf::ml::causal::{CausalLm, Inputs, Sequences, generate, io};
+use efrlhf::ml::causal::{CausalLm, Inputs, generate, io};
 use efrlhf::ml::decoding::{EarlyStopping, GenerateOptions};
 use efrlhf::ml::to_vec;
 use efrlhf::rng::Rng;
@@ -182,8 +182,11 @@ fn beam_search_matches_transformers_token_for_token() {
 
 #[test]
 fn eight_adamw_steps_match_pytorch() {
-    // Completion-only loss on right-padded prompt + completion rows, full
-    // batch, AdamW(lr 1e-3, weight decay 0.01, eps 1e-8) as torch's.
+    // Completion-only loss (transformers: right-padded prompt + completion
+    // rows, labels -100 on the prompt; here through the stages' seam, the
+    // prompts left-padded), full batch, AdamW(lr 1e-3, weight decay 0.01,
+    // eps 1e-8) as torch's.
+    use efrlhf::ml::lm::{LanguageModel, cross_entropy};
     let dev = device();
     let e = expected();
     let train_dev = dev.clone().autodiff();
@@ -193,14 +196,23 @@ fn eight_adamw_steps_match_pytorch() {
         let prompt: Vec<usize> = serde_json::from_value(t["prompt_lengths"].clone()).unwrap();
         let losses: Vec<f64> = serde_json::from_value(t["losses"].clone()).unwrap();
         let mut model = load(arch, &dev).fork(&train_dev).train();
-        let pad = model.config.pad_token_id.unwrap();
-        let batch = Sequences::new(&seqs, &prompt, pad, &train_dev);
+        let sources: Vec<Vec<u32>> = seqs
+            .iter()
+            .zip(&prompt)
+            .map(|(s, &p)| s[..p].to_vec())
+            .collect();
+        let responses: Vec<Vec<u32>> = seqs
+            .iter()
+            .zip(&prompt)
+            .map(|(s, &p)| s[p..].to_vec())
+            .collect();
         let mut optim = AdamWConfig::new()
             .with_weight_decay(0.01)
             .with_epsilon(1e-8)
             .init();
         for (step, theirs) in losses.iter().enumerate() {
-            let loss = model.completion_loss(&batch);
+            let (hidden, labels) = model.response_hidden(&sources, &responses, &train_dev);
+            let loss = cross_entropy(LanguageModel::logits(&model, hidden), &labels);
             let ours = to_vec(loss.clone())[0] as f64;
             eprintln!("{arch} step {step}: {ours} vs {theirs}");
             assert!(

@@ -216,8 +216,6 @@ pub struct Inputs {
 pub struct Pair {
     /// The product's id.
     pub product: String,
-    /// Its reviews joined.
-    pub source: String,
     /// The summaries `target` names.
     pub targets: Vec<String>,
     /// Its reviews.
@@ -233,7 +231,6 @@ pub fn pairs(products: &[Product], split: &str, target: Target) -> Vec<Pair> {
             let targets = p.targets(target);
             (!targets.is_empty()).then(|| Pair {
                 product: p.id.clone(),
-                source: p.source_text(),
                 targets,
                 reviews: p.reviews.clone(),
             })
@@ -444,11 +441,9 @@ fn examples(
         val_pairs.truncate(p.val_products as usize);
     }
     let max_target = p.max_target as usize;
-    let by_id = |id: &str| products.iter().find(|x| x.id == id);
     let mut cut = 0;
     let mut source_of = |pair: &Pair| -> Result<Vec<u32>, String> {
-        let product = by_id(&pair.product).ok_or("a pair without its product")?;
-        let s = prompter.source(tk, product)?;
+        let s = prompter.source_of(tk, &pair.reviews, &pair.product)?;
         cut += usize::from(s.cut);
         Ok(s.ids)
     };

@@ -147,10 +147,15 @@ impl ChatTemplate {
 
     /// An error that points at the template's line.
     fn error(&self, e: &Error) -> String {
-        let line = e.line().map(|l| format!(" line {l}")).unwrap_or_default();
-        let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
-        format!("chat template {}{line}: {}{detail}", self.origin, e.kind())
+        template_error(&format!("chat template {}", self.origin), e)
     }
+}
+
+/// A template error as `WHAT line N: kind: detail`, pointing at the template's line.
+pub fn template_error(what: &str, e: &Error) -> String {
+    let line = e.line().map(|l| format!(" line {l}")).unwrap_or_default();
+    let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
+    format!("{what}{line}: {}{detail}", e.kind())
 }
 
 /// `{% generation %}` marks assistant text for transformers' mask; it

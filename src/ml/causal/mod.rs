@@ -12,4 +12,4 @@ pub mod rope;
 
 pub use config::{CausalConfig, Family, RopeScaling, Sizes};
 pub use generate::generate;
-pub use model::{CausalLm, Inputs, Sequences};
+pub use model::{CausalLm, Inputs};

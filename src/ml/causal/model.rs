@@ -267,24 +267,6 @@ impl Inputs {
         Inputs::with_starts(ids, &starts, t, device)
     }
 
-    /// Right-padded rows (training batches): positions 0.. in every row.
-    pub fn right_padded(rows: &[Vec<u32>], pad: u32, device: &Device) -> Inputs {
-        let t = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
-        let mut ids = Vec::with_capacity(rows.len() * t);
-        for row in rows {
-            ids.extend(row.iter().map(|&x| x as i64));
-            ids.extend(std::iter::repeat_n(pad as i64, t - row.len()));
-        }
-        let b = rows.len();
-        let positions: Vec<i64> = (0..b).flat_map(|_| 0..t as i64).collect();
-        // Keys past a row's end are only seen by its own pad queries: causal suffices.
-        Inputs {
-            ids: Tensor::from_data(TensorData::new(ids, [b, t]), device),
-            positions,
-            bias: causal_bias(&vec![0; b], t, 0, device),
-        }
-    }
-
     /// `ids` (`[b, t]` row-major) whose row i starts at `starts[i]` (pads
     /// before; pads after a row's end are never seen by its real tokens).
     pub fn with_starts(ids: Vec<i64>, starts: &[usize], t: usize, device: &Device) -> Inputs {
@@ -422,57 +404,5 @@ impl CausalLm {
     pub fn forward(&self, inputs: &Inputs) -> Tensor<3> {
         let mut cache = self.start_cache();
         self.logits(self.hidden(inputs, &mut cache))
-    }
-}
-
-/// Whole sequences (prompt and completion) for teacher forcing,
-/// right-padded: position j predicts token j + 1, and counts in the loss
-/// when that token is part of the completion (TRL's completion-only loss).
-#[derive(Debug, Clone)]
-pub struct Sequences {
-    /// The model's inputs.
-    pub inputs: Inputs,
-    /// Token j + 1 at position j (padding where there is none).
-    pub labels: Tensor<2, Int>,
-    /// 1 where the label is a completion token.
-    pub mask: Tensor<2>,
-}
-
-impl Sequences {
-    /// `rows[i]` is prompt and completion, its first `prompt_lens[i]` tokens the prompt.
-    pub fn new(rows: &[Vec<u32>], prompt_lens: &[usize], pad: u32, device: &Device) -> Sequences {
-        let b = rows.len();
-        let t = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
-        let mut labels = Vec::with_capacity(b * t);
-        let mut mask = Vec::with_capacity(b * t);
-        for (row, &p) in rows.iter().zip(prompt_lens) {
-            for j in 0..t {
-                let next = row.get(j + 1).copied();
-                labels.push(next.unwrap_or(pad) as i64);
-                let counts = next.is_some() && j + 1 >= p.max(1);
-                mask.push(if counts { 1.0f32 } else { 0.0 });
-            }
-        }
-        Sequences {
-            inputs: Inputs::right_padded(rows, pad, device),
-            labels: Tensor::from_data(TensorData::new(labels, [b, t]), device),
-            mask: Tensor::from_data(TensorData::new(mask, [b, t]), device),
-        }
-    }
-
-    /// Completion tokens in the batch.
-    pub fn tokens(&self) -> f32 {
-        crate::ml::to_vec(self.mask.clone().sum())[0]
-    }
-}
-
-impl CausalLm {
-    /// Mean cross-entropy over the completion tokens of `seqs` (as
-    /// transformers' `ForCausalLMLoss` with labels -100 elsewhere).
-    pub fn completion_loss(&self, seqs: &Sequences) -> Tensor<1> {
-        let logits = self.forward(&seqs.inputs);
-        let lp = fused::label_logprobs(logits, seqs.labels.clone(), 1.0);
-        let n = seqs.mask.clone().sum().clamp_min(1.0);
-        -(lp * seqs.mask.clone()).sum() / n
     }
 }

@@ -281,15 +281,6 @@ impl Product {
             .map(|c| c.text.clone())
             .collect()
     }
-
-    /// The source text a summarizer reads: the reviews joined by spaces.
-    pub fn source_text(&self) -> String {
-        self.reviews
-            .iter()
-            .map(|r| r.trim())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
 }
 
 /// The seven scores of a candidate times `scale`, in [`DOMAIN_KEYS`] order.

@@ -84,11 +84,18 @@ pub fn encode(tk: &Tokenizer, text: &str, max: usize, eos: u32) -> Result<Vec<u3
         .map_err(|e| format!("cannot tokenize: {e}"))?
         .get_ids()
         .to_vec();
-    if ids.len() > max {
+    cut_keeping_eos(&mut ids, max, eos);
+    Ok(ids)
+}
+
+/// Cuts `ids` to `max` tokens, the last one `eos`; whether it cut.
+pub fn cut_keeping_eos(ids: &mut Vec<u32>, max: usize, eos: u32) -> bool {
+    let cut = ids.len() > max;
+    if cut {
         ids.truncate(max - 1);
         ids.push(eos);
     }
-    Ok(ids)
+    cut
 }
 
 /// The text of generated ids, special tokens dropped.

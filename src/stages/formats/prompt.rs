@@ -12,8 +12,8 @@ use minijinja::{Environment, context};
 use tokenizers::Tokenizer;
 
 use super::dataset::Product;
-use super::model::encode;
-use crate::text::chat::ChatTemplate;
+use super::model::{cut_keeping_eos, encode};
+use crate::text::chat::{ChatTemplate, template_error};
 
 /// The prompt a causal model gets when the stage sets none.
 pub const DEFAULT_CAUSAL_PROMPT: &str = "Summarize these reviews of one product in a few sentences.\n\n{% for r in reviews %}Review {{ loop.index }}: {{ r }}\n{% endfor %}";
@@ -111,9 +111,8 @@ impl Prompter {
         let reviews: Vec<String> = reviews.iter().map(|r| r.trim().to_string()).collect();
         if self.template.is_empty() {
             // BART's source: the reviews joined, `<s> ... </s>`, cut at max-source.
-            let text = reviews.join(" ");
-            let ids = encode(tk, &text, self.max_source, self.eos)?;
-            let cut = ids.len() == self.max_source && ids.len() < self.tokens(tk, &text)?.len();
+            let mut ids = self.tokens(tk, &reviews.join(" "))?;
+            let cut = cut_keeping_eos(&mut ids, self.max_source, self.eos);
             return Ok(Source { ids, cut });
         }
         let ids = self.tokens(tk, &self.render(&reviews, id)?)?;
@@ -183,9 +182,7 @@ fn cut_reviews(reviews: &[String], chars: usize) -> Vec<String> {
 }
 
 fn prompt_error(e: &minijinja::Error) -> String {
-    let line = e.line().map(|l| format!(" line {l}")).unwrap_or_default();
-    let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
-    format!("`prompt`{line}: {}{detail}", e.kind())
+    template_error("`prompt`", e)
 }
 
 #[cfg(test)]

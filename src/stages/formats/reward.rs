@@ -10,6 +10,7 @@ use tokenizers::Tokenizer;
 
 use super::prompt::Prompter;
 use crate::ml::causal::reward::CausalRm;
+use crate::ml::lm::LanguageModel;
 use crate::ml::phi::{FEATURES, Phi};
 use crate::ml::text_rm::{TextRm, TextRmConfig, pair_sequence};
 
@@ -61,8 +62,7 @@ impl CausalReader {
         rm: &CausalRm,
         max_tokens: usize,
     ) -> Result<CausalReader, String> {
-        let eos = rm.trunk.config.token_rules(&rm.trunk.generation).eos;
-        let eos = eos.first().copied().unwrap_or_else(|| rm.trunk.pad());
+        let eos = LanguageModel::eos(&rm.trunk);
         let summary_tokens = (max_tokens / 4).max(2);
         Ok(CausalReader {
             prompter: Prompter::new(
@@ -217,11 +217,7 @@ impl Scorer {
         let spec = read_spec(dir)?;
         match spec.method.as_str() {
             "naive-mean" => Ok(Scorer::NaiveMean),
-            "text" if spec.causal.is_some() => {
-                let c = spec.causal.clone().unwrap_or(CausalRmSpec {
-                    prompt: String::new(),
-                    max_tokens: 256,
-                });
+            "text" if let Some(c) = &spec.causal => {
                 let folder = dir.join("model");
                 let model = CausalRm::load(&folder, device)?;
                 let tokenizer = super::tokenizer::load(&folder.join("tokenizer.json"))?;
