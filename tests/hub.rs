@@ -503,24 +503,7 @@ fn offline_with_nothing_cached_fails_before_computing_anything() {
 
 /// The Python with `huggingface_hub` (CI's tracking venv), if there is one.
 fn hf_python() -> Option<PathBuf> {
-    let python = std::env::var_os("EFRLHF_TRACKING_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import huggingface_hub"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("EFRLHF_REQUIRE_TRACKING").is_none(),
-        "EFRLHF_REQUIRE_TRACKING is set but {} has no huggingface_hub",
-        python.display()
-    );
-    eprintln!("skipped: no Python with huggingface_hub");
-    None
+    python_with("huggingface_hub")
 }
 
 fn python_hub(py: &Path, hub: &str, hf: &Path, code: &str) -> Output {

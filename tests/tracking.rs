@@ -16,7 +16,7 @@ use common::*;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
@@ -53,24 +53,7 @@ stage "ppo" kind="ppo" {{
 
 /// A Python with `tensorboard` and `mlflow`, or `None` (the test is skipped).
 fn tracking_python() -> Option<PathBuf> {
-    let python = std::env::var_os("EFRLHF_TRACKING_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "python3".into());
-    let ok = Command::new(&python)
-        .args(["-c", "import tensorboard, mlflow"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("EFRLHF_REQUIRE_TRACKING").is_none(),
-        "EFRLHF_REQUIRE_TRACKING is set but {} cannot import tensorboard and mlflow",
-        python.display()
-    );
-    eprintln!("no Python with tensorboard and mlflow here: tests/tracking.rs is skipped");
-    None
+    python_with("tensorboard, mlflow")
 }
 
 /// `mlflow server` on a free port of 127.0.0.1, in its own process group.

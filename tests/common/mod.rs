@@ -8,6 +8,31 @@ pub mod chat;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The Python of `EFRLHF_TRACKING_PYTHON` (CI's venv; else `python3`) if
+/// it imports `modules` (`"tensorboard, mlflow"`); else `None`, and the
+/// calling test is skipped, unless `EFRLHF_REQUIRE_TRACKING` says it must run.
+#[allow(clippy::print_stderr)] // says why the calling test is skipped
+pub fn python_with(modules: &str) -> Option<PathBuf> {
+    let python = std::env::var_os("EFRLHF_TRACKING_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("EFRLHF_REQUIRE_TRACKING").is_none(),
+        "EFRLHF_REQUIRE_TRACKING is set but {} cannot import {modules}",
+        python.display()
+    );
+    eprintln!("skipped: no Python that imports {modules}");
+    None
+}
+
 /// A file or folder of the datasets that ship in `data/`.
 pub fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(rel)
