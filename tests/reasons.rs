@@ -112,9 +112,15 @@ fn an_external_kind_may_declare_roles() {
         v["stages"][2]["roles"],
         serde_json::json!({"left": ["a"], "right": ["b"]})
     );
-    // Two files inputs without `role=` are ambiguous, and the error says how to choose.
+    // A lone input of the format fills the one role that must be filled.
     s.experiment(
         "stage \"a\" kind=\"tshout\" {\n}\nstage \"p\" kind=\"tpair\" {\n    input \"a\"\n}\n",
+    );
+    let v = plan_json(&s);
+    assert_eq!(v["stages"][1]["roles"], serde_json::json!({"left": ["a"]}));
+    // Two files inputs without `role=` are ambiguous, and the error says how to choose.
+    s.experiment(
+        "stage \"a\" kind=\"tshout\" {\n}\nstage \"b\" kind=\"tshout\" {\n}\nstage \"p\" kind=\"tpair\" {\n    input \"a\" \"b\"\n}\n",
     );
     let out = s.run(&["plan", "exp.kdl"]);
     let err = String::from_utf8_lossy(&out.stderr);

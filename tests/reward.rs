@@ -10,7 +10,8 @@ use efrlhf::ml::bt::PairwiseLoop;
 use efrlhf::ml::phi::{FeaturePairs, PhiTrainConfig, train_phi};
 use efrlhf::rng::Rng;
 use efrlhf::stages::dataset::{Candidate, FieldMap, load};
-use efrlhf::stages::reward::{collect_pairs, features, load_phi};
+use efrlhf::stages::formats::dataset::collect_pairs;
+use efrlhf::stages::reward::{features, load_phi};
 
 fn show(s: &Sandbox, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["show", "exp.kdl", "--format", "json"];

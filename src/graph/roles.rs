@@ -20,13 +20,21 @@ pub(super) fn assign_roles(exp: &Experiment, declared: &mut [Declared], diags: &
         let st = &exp.stages[s];
         let mut roles = Vec::with_capacity(declared[s].inputs.len());
         let mut ok = true;
+        let implicit: Vec<_> = st
+            .inputs
+            .iter()
+            .zip(&declared[s].inputs)
+            .filter(|(d, _)| d.role.is_none())
+            .filter_map(|(_, &u)| declared[u].kind.as_ref().map(|k| k.produces))
+            .collect();
         for (decl, &u) in st.inputs.iter().zip(&declared[s].inputs) {
             let Some(upstream) = declared[u].kind.clone() else {
                 roles.push(None);
                 ok = false;
                 continue;
             };
-            match role_of(exp, st, &kind, decl, &exp.stages[u].name, &upstream) {
+            let alone = implicit.iter().filter(|&&f| f == upstream.produces).count() == 1;
+            match role_of(exp, st, &kind, decl, &exp.stages[u].name, &upstream, alone) {
                 Ok(r) => roles.push(Some(r.name.clone())),
                 Err(d) => {
                     diags.push(d);
@@ -50,6 +58,7 @@ fn role_of<'k>(
     decl: &crate::dsl::InputDecl,
     upstream_name: &str,
     upstream: &Manifest,
+    alone: bool,
 ) -> Result<&'k InputRole, Diag> {
     let produced = upstream.produces;
     let src = &exp.source;
@@ -84,8 +93,12 @@ fn role_of<'k>(
         return Ok(role);
     }
     let fits: Vec<&InputRole> = kind.roles.iter().filter(|r| r.format == produced).collect();
+    let required: Vec<&InputRole> = fits.iter().copied().filter(|r| r.min > 0).collect();
     match fits.as_slice() {
         [one] => Ok(one),
+        // The only input of its format fills the one role that must be
+        // filled (dpo's `policy`; its optional `reference` is named).
+        [_, _, ..] if alone && required.len() == 1 => Ok(required[0]),
         [] => Err(Diag::input(
             "E-ROLE",
             format!(

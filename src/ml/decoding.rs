@@ -31,6 +31,9 @@ pub struct GenerateOptions {
     pub length_penalty: f64,
     /// `early_stopping`.
     pub early_stopping: EarlyStopping,
+    /// `num_return_sequences`: sequences per source. Copies share the
+    /// source's encoder pass (BART) or the prompt's key/value cache.
+    pub num_return_sequences: usize,
 }
 
 /// When beam search stops (HF's `early_stopping`).
@@ -61,6 +64,7 @@ impl GenerateOptions {
             num_beams: 1,
             length_penalty: 1.0,
             early_stopping: EarlyStopping::Heuristic,
+            num_return_sequences: 1,
         }
     }
 
@@ -82,6 +86,12 @@ impl GenerateOptions {
             return Err(
                 "beam search samples nothing: set `sample #false` with `num-beams` above 1".into(),
             );
+        }
+        if self.num_return_sequences == 0 {
+            return Err("num-return-sequences must be at least 1".into());
+        }
+        if self.num_return_sequences > 1 && self.num_beams > 1 {
+            return Err("several sequences per source come from sampling or greedy decoding, not from beam search: set `num-beams 1`".into());
         }
         if !self.length_penalty.is_finite() {
             return Err("length-penalty must be a finite number".into());
@@ -139,9 +149,10 @@ pub trait Stepper {
     fn select(&mut self, index: &[usize], dropped: bool);
 }
 
-/// Greedy or sampled decoding of one sequence per row of `stepper`;
-/// `prefixes` are what n-gram blocking sees before the new tokens (the
-/// prompt, or the decoder start token).
+/// Greedy or sampled decoding of `num_return_sequences` sequences per row
+/// of `stepper` (copies of a row are adjacent in the output); `prefixes`
+/// are what n-gram blocking sees before the new tokens (the prompt, or the
+/// decoder start token).
 pub fn decode(
     stepper: &mut dyn Stepper,
     prefixes: &[Vec<u32>],
@@ -149,7 +160,11 @@ pub fn decode(
     rules: &TokenRules,
     rng: &mut Rng,
 ) -> Vec<Generated> {
-    let b = prefixes.len();
+    let copies = opts.num_return_sequences.max(1);
+    let rows: Vec<usize> = (0..prefixes.len())
+        .flat_map(|i| std::iter::repeat_n(i, copies))
+        .collect();
+    let b = rows.len();
     let mut out: Vec<Generated> = (0..b)
         .map(|_| Generated {
             tokens: Vec::new(),
@@ -157,9 +172,17 @@ pub fn decode(
         })
         .collect();
     let mut current = vec![rules.pad; b];
+    let v = rules.vocab;
     for step in 0..opts.max_new_tokens {
-        let logits = stepper.step((step > 0).then_some(&current[..]));
-        let v = rules.vocab;
+        let mut logits = stepper.step((step > 0).then_some(&current[..]));
+        if step == 0 && copies > 1 {
+            // The prompts were read once; their copies share that state.
+            stepper.select(&rows, true);
+            logits = rows
+                .iter()
+                .flat_map(|&i| logits[i * v..(i + 1) * v].iter().copied())
+                .collect();
+        }
         for (i, g) in out.iter_mut().enumerate() {
             if g.finished {
                 current[i] = rules.pad;
@@ -169,7 +192,7 @@ pub fn decode(
             let token = match forced_token(rules, step, opts) {
                 Some(t) => t,
                 None => {
-                    ban(&mut row, &prefixes[i], &g.tokens, opts, rules);
+                    ban(&mut row, &prefixes[rows[i]], &g.tokens, opts, rules);
                     choose(&mut row, opts, rng)
                 }
             };

@@ -6,7 +6,7 @@
 //! in [`super::ppo`]; this file moves tensors around it.
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::bart::model::{ValueHead, label_logprobs, label_logprobs_and_entropy};
@@ -17,7 +17,7 @@ use super::ppo::{
     shaped_rewards, value_loss, whiten,
 };
 use super::precision::{LossScaler, Precision};
-use super::train::unscale_and_clip;
+use super::train::optimizer_step;
 use crate::rng::Rng;
 use crate::stats::{mean, sample_std};
 
@@ -337,14 +337,18 @@ fn minibatch_step<M: LanguageModel>(
     stats.value_loss += super::to_vec(vl)[0] as f64;
     stats.clipfrac += super::to_vec(clipfrac)[0] as f64;
     stats.ratio += super::to_vec(ratio)[0] as f64;
-    let grads = GradientsParams::from_grads(scaler.scale_loss(loss).backward(), &master);
-    let (grads, norm) = unscale_and_clip(grads, &master, scaler.scale, settings.max_grad_norm);
-    if scaler.update(norm.is_finite()) {
-        optim.step(settings.lr, master, grads)
-    } else {
+    let (master, norm) = optimizer_step(
+        master,
+        optim,
+        loss,
+        settings.lr,
+        settings.max_grad_norm,
+        scaler,
+    );
+    if !norm.is_finite() {
         stats.skipped_steps += 1;
-        master
     }
+    master
 }
 
 /// One PPO update on `sources` (one response each). Responses are sampled

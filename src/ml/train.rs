@@ -302,6 +302,28 @@ pub fn unscale_and_clip<M: Module>(
     (grads, norm)
 }
 
+/// One optimizer step of the f32 master `model` on `loss` (computed from it,
+/// possibly in half precision): the loss scaled by `scaler` and backpropagated,
+/// the gradients unscaled and clipped to `max_grad_norm`, then AdamW, unless
+/// f16's gradients overflowed (the step is skipped and the scale lowered).
+/// Returns the model and the gradient norm before clipping (not finite for a skipped step).
+pub fn optimizer_step<M: Module>(
+    model: M,
+    optim: &mut ModuleOptimizer,
+    loss: Tensor<1>,
+    lr: f64,
+    max_grad_norm: f64,
+    scaler: &mut LossScaler,
+) -> (M, f64) {
+    let grads = GradientsParams::from_grads(scaler.scale_loss(loss).backward(), &model);
+    let (grads, norm) = unscale_and_clip(grads, &model, scaler.scale, max_grad_norm);
+    if scaler.update(norm.is_finite()) {
+        (optim.step(lr, model, grads), norm)
+    } else {
+        (model, norm)
+    }
+}
+
 /// The gradients (of the loss scaled by `scaler`, for the f32 parameters of
 /// `model`) and the loss of one optimizer step over the examples `picked`,
 /// in micro-batches whose losses are weighted by their share of the tokens.

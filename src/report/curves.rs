@@ -1,5 +1,6 @@
 //! The curves stages log in their result folders (`train_curve.jsonl`,
-//! `validation_curve.jsonl`, `ppo_curve.jsonl`, a reward model's `curve.csv`),
+//! `validation_curve.jsonl`, `ppo_curve.jsonl`, `grpo_curve.jsonl`,
+//! `dpo_curve.jsonl`, a reward model's `curve.csv`),
 //! read as numeric series for the HTML report and the trackers.
 
 use std::collections::BTreeMap;
@@ -9,10 +10,12 @@ use std::path::Path;
 pub type Curve = BTreeMap<String, Vec<(f64, f64)>>;
 
 /// The curve files stages write, and what their x axis is.
-pub const CURVE_FILES: [(&str, &str); 4] = [
+pub const CURVE_FILES: [(&str, &str); 6] = [
     ("train_curve.jsonl", "step"),
     ("validation_curve.jsonl", "step"),
     ("ppo_curve.jsonl", "update"),
+    ("grpo_curve.jsonl", "update"),
+    ("dpo_curve.jsonl", "step"),
     ("curve.csv", "epoch"),
 ];
 

@@ -47,6 +47,8 @@ pub static BUILTINS: &[Builtin] = &[
     builtin!("sft", sft, SftStage),
     builtin!("model", model, ModelStage),
     builtin!("ppo", ppo, PpoStage),
+    builtin!("grpo", grpo, GrpoStage),
+    builtin!("dpo", dpo, DpoStage),
     builtin!("eval", eval, EvalStage),
     builtin!("preference", preference, PreferenceStage),
 ];

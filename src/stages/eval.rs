@@ -205,14 +205,9 @@ impl Bench<'_> {
     ) -> Result<Measured, String> {
         let name = &input.stage;
         let tk = input.tokenizer()?;
-        let prompter = Prompter::new(
-            &self.p.prompt,
-            Some(&input.folder()),
-            model.shares_positions(),
-            model.eos(),
-            self.p.max_source as usize,
-        )
-        .map_err(|e| format!("input `{name}`: {e}"))?;
+        let prompter =
+            Prompter::for_model(&self.p.prompt, &input.folder(), &model, self.p.max_source)
+                .map_err(|e| format!("input `{name}`: {e}"))?;
         let mut cut = 0usize;
         let mut sources = Vec::with_capacity(self.test.len());
         for (x, _) in &self.test {

@@ -129,3 +129,13 @@ pub fn eta(started: std::time::Instant, done: usize, left: usize) -> String {
     let secs = (per * left as f64) as u64;
     format!("{}:{:02}", secs / 60, secs % 60)
 }
+
+/// Writes `rows` as JSON lines (the curve files of training kinds).
+pub fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<(), String> {
+    let mut out = String::new();
+    for r in rows {
+        out.push_str(&serde_json::to_string(r).map_err(|e| e.to_string())?);
+        out.push('\n');
+    }
+    std::fs::write(path, out).map_err(|e| format!("cannot write `{}`: {e}", path.display()))
+}

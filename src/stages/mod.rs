@@ -10,9 +10,11 @@
 
 pub mod builtins;
 pub mod dataset;
+pub mod dpo;
 pub mod eval;
 pub mod featurize;
 pub mod formats;
+pub mod grpo;
 pub mod identity;
 pub mod kind;
 pub mod model;

@@ -23,10 +23,10 @@ use crate::ml::rlhf::{PolicyValue, PpoModules, PpoSettings, PpoState, UpdateStat
 use crate::ml::train::{Checkpoints, epoch_order};
 use crate::rng::Rng;
 use crate::stages::formats::dataset::{DatasetInput, GoodTarget, Product, features, products_of};
-use crate::stages::formats::model::{ModelInput, Sampling, copy_tokenizer_files, decode};
+use crate::stages::formats::model::{ModelInput, Sampling, decode, save_model_folder};
 use crate::stages::formats::prompt::Prompter;
 use crate::stages::formats::reward::{RewardModelInput, Scorer, ToScore};
-use crate::stages::kind::{Kind, Metrics, StageContext, eta, progress_bar};
+use crate::stages::kind::{Kind, Metrics, StageContext, eta, progress_bar, write_jsonl};
 use crate::text::lexical::{Lexical, ReviewProfile};
 
 /// The `ppo` kind.
@@ -488,21 +488,11 @@ fn write_outputs<M: LanguageModel>(
     tokenizer_dir: &std::path::Path,
     curve: &[UpdateStats],
 ) -> Result<(), String> {
-    let model_dir = out.join("model");
-    model.policy.save(&model_dir)?;
-    tk.save(model_dir.join("tokenizer.json"), true)
-        .map_err(|e| format!("cannot save tokenizer.json: {e}"))?;
-    copy_tokenizer_files(tokenizer_dir, &model_dir)?;
+    save_model_folder(&out.join("model"), &model.policy, tk, tokenizer_dir)?;
     let mut store = crate::ml::safetensors_writer(&out.join("value_head.safetensors"));
     burn::store::ModuleSnapshot::save_into(&model.value, &mut store)
         .map_err(|e| format!("cannot save the value head: {e}"))?;
-    let mut text = String::new();
-    for s in curve {
-        text.push_str(&serde_json::to_string(s).map_err(|e| e.to_string())?);
-        text.push('\n');
-    }
-    std::fs::write(out.join("ppo_curve.jsonl"), text)
-        .map_err(|e| format!("cannot write ppo_curve.jsonl: {e}"))
+    write_jsonl(&out.join("ppo_curve.jsonl"), curve)
 }
 
 /// An error naming the update and the settings when PPO's numbers are no longer finite.
@@ -612,13 +602,7 @@ impl WithModel for Ppo<'_, '_> {
         policy.set_dropout(0.0);
         let setup = Setup {
             p,
-            prompter: Prompter::new(
-                &p.prompt,
-                Some(&tokenizer_dir),
-                policy.shares_positions(),
-                policy.eos(),
-                p.max_source as usize,
-            )?,
+            prompter: Prompter::for_model(&p.prompt, &tokenizer_dir, &policy, p.max_source)?,
             // Frozen: cast to the compute precision once, not every update.
             reference: p.precision.compute(&policy),
             tk,

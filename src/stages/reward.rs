@@ -31,7 +31,9 @@ use crate::ml::causal::reward::{CausalRm, train_causal_rm};
 use crate::ml::phi::{FeaturePairs, PhiTrainConfig, train_phi};
 use crate::ml::text_rm::{TextRmConfig, TextTrainConfig, pair_sequence, train_text_rm};
 use crate::rng::Rng;
-use crate::stages::formats::dataset::{Candidate, DOMAIN_KEYS, DatasetInput, Product, products_of};
+use crate::stages::formats::dataset::{
+    Candidate, DOMAIN_KEYS, DatasetInput, PairRef, Product, collect_pairs, products_of,
+};
 use crate::stages::formats::model::copy_tokenizer_files;
 use crate::stages::formats::reward::{CausalReader, CausalRmSpec};
 use crate::stages::formats::tokenizer::TokenizerInput;
@@ -42,64 +44,6 @@ pub struct RewardStage;
 
 /// Token sequences of the preferred and of the rejected side of each pair.
 type SequencePairs = (Vec<Vec<u32>>, Vec<Vec<u32>>);
-
-/// One preference: (product index, preferred candidate, rejected candidate).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PairRef {
-    /// Index of the product.
-    pub product: usize,
-    /// Index of the preferred candidate.
-    pub preferred: usize,
-    /// Index of the rejected candidate.
-    pub rejected: usize,
-}
-
-/// Pairs of a split: human preferences, or (`by_category`) every two
-/// candidates of different prompt categories, the better category first.
-pub fn collect_pairs(
-    products: &[Product],
-    split: &str,
-    by_category: bool,
-) -> (Vec<PairRef>, usize) {
-    let mut pairs = Vec::new();
-    let mut identical = 0;
-    for (pi, p) in products
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.split == split)
-    {
-        let mut push = |a: usize, b: usize| {
-            if p.candidates[a].text.trim() == p.candidates[b].text.trim() {
-                identical += 1;
-            } else {
-                pairs.push(PairRef {
-                    product: pi,
-                    preferred: a,
-                    rejected: b,
-                });
-            }
-        };
-        if by_category {
-            for a in 0..p.candidates.len() {
-                for b in 0..p.candidates.len() {
-                    if let (Some(ca), Some(cb)) =
-                        (p.candidates[a].category, p.candidates[b].category)
-                        && ca < cb
-                    {
-                        push(a, b);
-                    }
-                }
-            }
-        } else {
-            for pref in &p.preferences {
-                if pref.preferred < p.candidates.len() && pref.rejected < p.candidates.len() {
-                    push(pref.preferred, pref.rejected);
-                }
-            }
-        }
-    }
-    (pairs, identical)
-}
 
 /// The plain mean of the seven scores, compared exactly (scores have at most
 /// a few decimals: summing hundredths as integers keeps ties ties).

@@ -29,10 +29,10 @@ use crate::ml::train::{
 };
 use crate::rng::Rng;
 use crate::stages::formats::dataset::{DatasetInput, Product, Target, products_of};
-use crate::stages::formats::model::{Decoding, copy_tokenizer_files, decode};
+use crate::stages::formats::model::{Decoding, decode, save_model_folder};
 use crate::stages::formats::prompt::Prompter;
 use crate::stages::formats::tokenizer::{self, TokenizerInput, special};
-use crate::stages::kind::{Kind, Metrics, StageContext, eta, progress_bar};
+use crate::stages::kind::{Kind, Metrics, StageContext, eta, progress_bar, write_jsonl};
 use crate::text::rouge::{MultiRef, RougeScorer, RougeScores, mean};
 
 /// The `sft` kind.
@@ -332,15 +332,6 @@ impl<M: LanguageModel> Observer<M> for StageObserver<'_, '_> {
     }
 }
 
-fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<(), String> {
-    let mut out = String::new();
-    for r in rows {
-        out.push_str(&serde_json::to_string(r).map_err(|e| e.to_string())?);
-        out.push('\n');
-    }
-    std::fs::write(path, out).map_err(|e| format!("cannot write `{}`: {e}", path.display()))
-}
-
 /// The tokenizer a model trains with, and the folder it came from (whose
 /// `tokenizer_config.json` may hold a chat template): the checkpoint's own,
 /// else the input's.
@@ -511,11 +502,7 @@ fn write_outputs<M: LanguageModel>(
     decoding: &GenerateOptions,
     device: &burn::tensor::Device,
 ) -> Result<Vec<String>, String> {
-    let model_dir = out.join("model");
-    kept.save(&model_dir)?;
-    tk.save(model_dir.join("tokenizer.json"), true)
-        .map_err(|e| format!("cannot save tokenizer.json: {e}"))?;
-    copy_tokenizer_files(tokenizer_dir, &model_dir)?;
+    save_model_folder(&out.join("model"), kept, tk, tokenizer_dir)?;
     write_jsonl(&out.join("train_curve.jsonl"), &trained.progress.curve)?;
     write_jsonl(
         &out.join("validation_curve.jsonl"),
@@ -651,13 +638,7 @@ impl WithModel for Sft<'_, '_> {
             let _ = writeln!(ctx.log, "unused tensors in the checkpoint: {unused:?}");
         }
         check_fits(p, &initial, &tk)?;
-        let prompter = Prompter::new(
-            &p.prompt,
-            Some(&tokenizer_dir),
-            initial.shares_positions(),
-            initial.eos(),
-            p.max_source as usize,
-        )?;
+        let prompter = Prompter::for_model(&p.prompt, &tokenizer_dir, &initial, p.max_source)?;
         let data = examples(p, products, &tk, &prompter)?;
         let settings = p.settings(ctx.seed);
         let parameters = initial.parameters();

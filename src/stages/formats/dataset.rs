@@ -283,6 +283,64 @@ impl Product {
     }
 }
 
+/// One preference: (product index, preferred candidate, rejected candidate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairRef {
+    /// Index of the product.
+    pub product: usize,
+    /// Index of the preferred candidate.
+    pub preferred: usize,
+    /// Index of the rejected candidate.
+    pub rejected: usize,
+}
+
+/// Pairs of a split: human preferences, or (`by_category`) every two
+/// candidates of different prompt categories, the better category first.
+pub fn collect_pairs(
+    products: &[Product],
+    split: &str,
+    by_category: bool,
+) -> (Vec<PairRef>, usize) {
+    let mut pairs = Vec::new();
+    let mut identical = 0;
+    for (pi, p) in products
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.split == split)
+    {
+        let mut push = |a: usize, b: usize| {
+            if p.candidates[a].text.trim() == p.candidates[b].text.trim() {
+                identical += 1;
+            } else {
+                pairs.push(PairRef {
+                    product: pi,
+                    preferred: a,
+                    rejected: b,
+                });
+            }
+        };
+        if by_category {
+            for a in 0..p.candidates.len() {
+                for b in 0..p.candidates.len() {
+                    if let (Some(ca), Some(cb)) =
+                        (p.candidates[a].category, p.candidates[b].category)
+                        && ca < cb
+                    {
+                        push(a, b);
+                    }
+                }
+            }
+        } else {
+            for pref in &p.preferences {
+                if pref.preferred < p.candidates.len() && pref.rejected < p.candidates.len() {
+                    push(pref.preferred, pref.rejected);
+                }
+            }
+        }
+    }
+    (pairs, identical)
+}
+
 /// The seven scores of a candidate times `scale`, in [`DOMAIN_KEYS`] order.
 pub fn features(product: &Product, c: &Candidate, scale: f64) -> Result<[f32; 7], String> {
     let scores = c

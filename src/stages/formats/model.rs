@@ -60,6 +60,20 @@ impl ModelInput {
     }
 }
 
+/// Writes `model` as the Hugging Face folder `dir`, with its tokenizer and
+/// the tokenizer's own files from `tokenizer_dir` (config, chat template).
+pub fn save_model_folder<M: LanguageModel>(
+    dir: &std::path::Path,
+    model: &M,
+    tk: &Tokenizer,
+    tokenizer_dir: &std::path::Path,
+) -> Result<(), String> {
+    model.save(dir)?;
+    tk.save(dir.join("tokenizer.json"), true)
+        .map_err(|e| format!("cannot save tokenizer.json: {e}"))?;
+    copy_tokenizer_files(tokenizer_dir, dir)
+}
+
 /// Copies the tokenizer's own files besides `tokenizer.json` (its config,
 /// chat template, special tokens) from `from` into the model folder `to`.
 pub fn copy_tokenizer_files(from: &std::path::Path, to: &std::path::Path) -> Result<(), String> {

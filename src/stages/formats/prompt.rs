@@ -13,6 +13,7 @@ use tokenizers::Tokenizer;
 
 use super::dataset::Product;
 use super::model::{cut_keeping_eos, encode};
+use crate::ml::lm::LanguageModel;
 use crate::text::chat::{ChatTemplate, template_error};
 
 /// The prompt a causal model gets when the stage sets none.
@@ -94,6 +95,22 @@ impl Prompter {
             .map_err(|e| format!("cannot tokenize: {e}"))?
             .get_ids()
             .to_vec())
+    }
+
+    /// [`Prompter::new`] for `model`, whose tokenizer folder is `tokenizer_dir`.
+    pub fn for_model<M: LanguageModel>(
+        template: &str,
+        tokenizer_dir: &Path,
+        model: &M,
+        max_source: i64,
+    ) -> Result<Prompter, String> {
+        Prompter::new(
+            template,
+            Some(tokenizer_dir),
+            model.shares_positions(),
+            model.eos(),
+            max_source as usize,
+        )
     }
 
     /// The source of `product`.
