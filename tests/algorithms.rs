@@ -45,6 +45,22 @@ stage "dpo" kind="dpo" {
 }
 "#;
 
+/// The stored result folder of stage `id`.
+fn output_of(s: &Sandbox, id: &str) -> std::path::PathBuf {
+    let v: serde_json::Value =
+        serde_json::from_str(&s.ok(&["show", "exp.kdl", "--format", "json"])).unwrap();
+    let stage = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == id);
+    std::path::PathBuf::from(
+        stage
+            .and_then(|x| x["output"].as_str())
+            .unwrap_or_else(|| panic!("no output of `{id}`: {v}")),
+    )
+}
+
 fn number(m: &serde_json::Value, k: &str) -> f64 {
     m[k].as_f64()
         .unwrap_or_else(|| panic!("no metric `{k}`: {m}"))
@@ -98,7 +114,7 @@ fn dpo_and_grpo_train_both_families_and_dpo_starts_at_ln2_and_learns_its_pairs()
         assert!(number(&m, "train_rewards/margins") > 0.0, "{arch}: {m}");
         assert!(number(&m, "eval_rewards/accuracies").is_finite(), "{m}");
         // The curve under TRL's names, one line per step (6 epochs of 8 steps).
-        let art = s.artifact_with("dpo_curve.jsonl");
+        let art = output_of(&s, "dpo");
         let curve = std::fs::read_to_string(art.join("dpo_curve.jsonl")).unwrap();
         let lines: Vec<serde_json::Value> = curve
             .lines()
@@ -157,6 +173,21 @@ stage "rloo" kind="grpo" {{
     max-new-tokens 16
     checkpoint-every 0
 }}
+stage "naive" kind="reward-model" {{
+    input "train" "val"
+    method "naive-mean"
+}}
+stage "weighted" kind="grpo" {{
+    input "sft" "phi" "naive" "train"
+    reward-weights 1.0 0.5
+    updates 2
+    batch 2
+    group-size 2
+    lr 0.001
+    max-source 64
+    max-new-tokens 16
+    checkpoint-every 0
+}}
 stage "eval" kind="eval" {{
     input "sft" "dpo" "grpo" "rloo" "phi" "val"
     split "validation"
@@ -180,7 +211,7 @@ stage "prefer" kind="preference" {{
         assert!((0.0..1.0).contains(&r), "sigmoid(φ): {m}");
         assert!(number(&m, "kl_last") >= 0.0, "{m}");
     }
-    let art = s.artifact_with("grpo_curve.jsonl");
+    let art = output_of(&s, "grpo");
     let curve = std::fs::read_to_string(art.join("grpo_curve.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(curve.lines().next().unwrap()).unwrap();
     for k in [
@@ -196,6 +227,18 @@ stage "prefer" kind="preference" {{
     }
     // With one reward model of weight 1 the reward is that model's.
     assert_eq!(first["reward"], first["rewards/phi/mean"]);
+    // Two reward models weighed 1 and 0.5: the reward is their weighted sum.
+    let art = output_of(&s, "weighted");
+    for line in std::fs::read_to_string(art.join("grpo_curve.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k}: {v}"));
+        let expected = f("rewards/phi/mean") + 0.5 * f("rewards/naive/mean");
+        assert!((f("reward") - expected).abs() < 1e-9, "{v}");
+        assert!(f("rewards/naive/mean") > 0.0, "{v}");
+    }
     let ev = s.stage_metrics("eval");
     for model in ["dpo", "grpo", "rloo"] {
         for k in ["rougeL", "reward", "win_rate_vs_sft", "kl_vs_sft"] {
