@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# One GRPO update against one PPO update of the same 16 sampled summaries
-# (96 tokens each after 160-token sources; the quickstart's shapes, random
-# weights), for BART and a decoder-only model; and sampling alone: 16
-# distinct sources against 4 sources x 4 copies that share the source's
-# encoder pass or key/value cache. Both algorithms in the same run, so the
+# One GRPO update against one PPO update of the same 16 sampled summaries,
+# for BART and a decoder-only model, at two shapes (random weights): the
+# quickstart's (96-token summaries after 160-token sources) and a long-prompt
+# one (width 256, 4 layers, 32-token summaries after 1,024-token sources);
+# and sampling alone: 16 distinct sources against 4 sources x 4 copies that
+# share the source's encoder pass or key/value cache. Both algorithms in the same run, so the
 # ratios hold on a shared, noisy machine. Writes benches/results/algorithms.json.
 #   benches/algorithms.sh
 set -euo pipefail
@@ -13,9 +14,11 @@ FEATURES=""
 if [ "$BACKEND" = gpu ]; then FEATURES="--features gpu"; fi
 cargo build --release --quiet --example algorithms_bench $FEATURES
 results=$(mktemp -d)
-for family in bart qwen2; do
-    echo "$family" >&2
-    "${CARGO_TARGET_DIR:-target}"/release/examples/algorithms_bench "$BACKEND" "$family" >"$results/$family.json"
+for shape in quickstart long-prompt; do
+    for family in bart qwen2; do
+        echo "$shape $family" >&2
+        "${CARGO_TARGET_DIR:-target}"/release/examples/algorithms_bench "$BACKEND" "$family" "$shape" >"$results/$shape-$family.json"
+    done
 done
 mkdir -p benches/results
 python3 - "$results" <<'PY'
@@ -26,11 +29,11 @@ out = {
     "date": datetime.date.today().isoformat(),
     "cpu": cpu,
     "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-    "families": {f: json.load(open(os.path.join(d, f"{f}.json"))) for f in ("bart", "qwen2")},
+    "runs": [json.load(open(os.path.join(d, f"{s}-{f}.json"))) for s in ("quickstart", "long-prompt") for f in ("bart", "qwen2")],
 }
 json.dump(out, open("benches/results/algorithms.json", "w"), indent=2)
-for f, r in out["families"].items():
-    print(f"{f}: GRPO update {r['grpo_update_seconds']:.2f} s, PPO update {r['ppo_update_seconds']:.2f} s "
+for r in out["runs"]:
+    print(f"{r['shape']} {r['architecture']}: GRPO update {r['grpo_update_seconds']:.2f} s, PPO update {r['ppo_update_seconds']:.2f} s "
           f"(GRPO/PPO {r['grpo_over_ppo']:.2f}); sampling 4x4 copies {r['generate_grouped_seconds']:.2f} s, "
           f"16 distinct {r['generate_distinct_seconds']:.2f} s ({r['grouped_over_distinct_sampling']:.2f})")
 PY

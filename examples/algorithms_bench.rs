@@ -1,10 +1,12 @@
 //! One GRPO update against one PPO update of the same number of sampled
 //! summaries, for benches/algorithms.sh. Prints one JSON object.
 //!
-//!   cargo run --release --example algorithms_bench -- [cpu|gpu] [bart|qwen2]
+//!   cargo run --release --example algorithms_bench -- [cpu|gpu] [bart|qwen2] [quickstart|long-prompt]
 //!
-//! The quickstart's shapes (vocabulary 2,000, width 64, 2 layers, 4 heads),
-//! random weights, 160-token sources, 16 summaries sampled to 96 tokens.
+//! `quickstart`: the quickstart's shapes (vocabulary 2,000, width 64, 2
+//! layers, 4 heads), 160-token sources, 16 summaries sampled to 96 tokens.
+//! `long-prompt`: width 256, 4 layers, vocabulary 8,000, 1,024-token sources,
+//! summaries of 32 tokens (where reading the prompt dominates). Random weights.
 //! PPO: 16 products, one summary each, 2 epochs of minibatches of 4 with
 //! the critic (experiments/algorithms.kdl's settings); GRPO: 4 products, 4
 //! summaries each (the copies share the source's encoder pass or key/value
@@ -33,26 +35,52 @@ use serde_json::{Map, Value, json};
 
 const COMPLETIONS: usize = 16;
 const GROUP: usize = 4;
-const SOURCE: usize = 160;
-const NEW_TOKENS: usize = 96;
-const VOCAB: usize = 2000;
 const REPEATS: usize = 3;
 
-fn sampling() -> GenerateOptions {
+/// The sizes of one benchmark shape.
+#[derive(Clone, Copy)]
+struct Shape {
+    name: &'static str,
+    vocab: usize,
+    width: usize,
+    layers: usize,
+    source: usize,
+    new_tokens: usize,
+}
+
+const QUICKSTART: Shape = Shape {
+    name: "quickstart",
+    vocab: 2000,
+    width: 64,
+    layers: 2,
+    source: 160,
+    new_tokens: 96,
+};
+
+const LONG_PROMPT: Shape = Shape {
+    name: "long-prompt",
+    vocab: 8000,
+    width: 256,
+    layers: 4,
+    source: 1024,
+    new_tokens: 32,
+};
+
+fn sampling(shape: Shape) -> GenerateOptions {
     GenerateOptions {
         sample: true,
         temperature: 0.9,
         // Every summary runs to the limit: EOS is banned, so both sides decode the same number of tokens.
-        min_new_tokens: NEW_TOKENS,
-        ..GenerateOptions::greedy(NEW_TOKENS)
+        min_new_tokens: shape.new_tokens,
+        ..GenerateOptions::greedy(shape.new_tokens)
     }
 }
 
-fn sources(n: usize, rng: &mut Rng) -> Vec<Vec<u32>> {
+fn sources(n: usize, shape: Shape, rng: &mut Rng) -> Vec<Vec<u32>> {
     (0..n)
         .map(|_| {
-            let mut s: Vec<u32> = (0..SOURCE - 2)
-                .map(|_| 4 + rng.below(VOCAB as u64 - 4) as u32)
+            let mut s: Vec<u32> = (0..shape.source - 2)
+                .map(|_| 4 + rng.below(shape.vocab as u64 - 4) as u32)
                 .collect();
             s.insert(0, 0);
             s.push(2);
@@ -82,7 +110,7 @@ fn timed(mut f: impl FnMut()) -> f64 {
     secs[REPEATS / 2]
 }
 
-fn ppo_settings() -> PpoSettings {
+fn ppo_settings(shape: Shape) -> PpoSettings {
     PpoSettings {
         gamma: 0.99,
         lambda: 0.95,
@@ -96,12 +124,12 @@ fn ppo_settings() -> PpoSettings {
         max_grad_norm: 1.0,
         missing_eos_penalty: 0.0,
         reward_norm: RewardNorm::Normalize,
-        generation: sampling(),
+        generation: sampling(shape),
         precision: Precision::F32,
     }
 }
 
-fn grpo_settings() -> GrpoSettings {
+fn grpo_settings(shape: Shape) -> GrpoSettings {
     GrpoSettings {
         group_size: GROUP,
         advantage: Advantage::Grpo,
@@ -118,24 +146,27 @@ fn grpo_settings() -> GrpoSettings {
         missing_eos_penalty: 0.0,
         lr: 3e-4,
         max_grad_norm: 1.0,
-        generation: sampling(),
+        generation: sampling(shape),
         precision: Precision::F32,
     }
 }
 
 fn measure<M: LanguageModel>(
     model: M,
-    hidden: usize,
+    shape: Shape,
     dev: &burn::tensor::Device,
 ) -> Map<String, Value> {
     model.visit(&mut Materialise);
     let mut rng = Rng::new(1);
-    let distinct = sources(COMPLETIONS, &mut rng);
-    let prompts = sources(COMPLETIONS / GROUP, &mut rng);
+    let distinct = sources(COMPLETIONS, shape, &mut rng);
+    let prompts = sources(COMPLETIONS / GROUP, shape, &mut rng);
     let mut out = Map::new();
     out.insert("architecture".into(), json!(model.architecture()));
     out.insert("parameters".into(), json!(model.parameters()));
-    let opts = sampling();
+    out.insert("shape".into(), json!(shape.name));
+    out.insert("source_tokens".into(), json!(shape.source));
+    out.insert("new_tokens".into(), json!(shape.new_tokens));
+    let opts = sampling(shape);
     let grouped = GenerateOptions {
         num_return_sequences: GROUP,
         ..opts.clone()
@@ -148,7 +179,7 @@ fn measure<M: LanguageModel>(
     });
     let mut pv = PolicyValue {
         policy: model.clone(),
-        value: ValueHead::new(hidden, dev),
+        value: ValueHead::new(shape.width, dev),
     };
     let mut optim = AdamWConfig::new().init();
     let mut state = PpoState {
@@ -159,7 +190,7 @@ fn measure<M: LanguageModel>(
         reward_moments: RunningMoments::default(),
         loss_scale: None,
     };
-    let ppo = ppo_settings();
+    let ppo = ppo_settings(shape);
     let ppo_secs = timed(|| {
         let mut r = |rs: &[Vec<u32>]| -> Result<Vec<f64>, String> { Ok(reward(rs)) };
         let (m, _) = ppo_update(
@@ -178,7 +209,7 @@ fn measure<M: LanguageModel>(
         .unwrap_or_else(|e| panic!("{e}"));
         pv = m;
     });
-    let grpo = grpo_settings();
+    let grpo = grpo_settings(shape);
     let mut policy = model.clone();
     let mut optim = AdamWConfig::new().init();
     let mut grpo_state = GrpoState::default();
@@ -217,31 +248,36 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let backend = args.get(1).map_or("cpu", String::as_str);
     let family = args.get(2).map_or("bart", String::as_str);
+    let shape = match args.get(3).map_or("quickstart", String::as_str) {
+        "long-prompt" => LONG_PROMPT,
+        _ => QUICKSTART,
+    };
     let dev = efrlhf::ml::device(Some(backend), 0).unwrap_or_else(|e| panic!("{e}"));
+    let positions = shape.source + shape.new_tokens + 8;
     let mut out = match family {
         "qwen2" => {
             let sizes = Sizes {
-                vocab: VOCAB,
-                hidden: 64,
-                intermediate: 256,
-                layers: 2,
+                vocab: shape.vocab,
+                hidden: shape.width,
+                intermediate: 4 * shape.width,
+                layers: shape.layers,
                 heads: 4,
                 kv_heads: 4,
-                max_positions: 512,
+                max_positions: positions,
                 bos: None,
                 eos: 2,
                 pad: Some(1),
             };
             let cfg = CausalConfig::new(Family::Qwen2, &sizes).unwrap_or_else(|e| panic!("{e}"));
             let model = CausalLm::new(&cfg, &dev).unwrap_or_else(|e| panic!("{e}"));
-            measure(model, 64, &dev)
+            measure(model, shape, &dev)
         }
         _ => {
-            let mut cfg = BartConfig::small(VOCAB, 64, 2, 4);
-            cfg.max_position_embeddings = 512;
+            let mut cfg = BartConfig::small(shape.vocab, shape.width, shape.layers, 4);
+            cfg.max_position_embeddings = positions;
             let mut model = Bart::new(&cfg, &dev).unwrap_or_else(|e| panic!("{e}"));
             model.set_dropout(0.0);
-            measure(model, 64, &dev)
+            measure(model, shape, &dev)
         }
     };
     out.insert("backend".into(), json!(backend));
