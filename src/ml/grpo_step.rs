@@ -216,9 +216,8 @@ fn minibatch_step<M: LanguageModel>(
 /// Completions, their rewards after penalties, and the update's statistics so far.
 type Sampled = (Vec<Vec<u32>>, Vec<f64>, GrpoStats);
 
-/// Samples the groups and scores them: completions, whether each reached
-/// EOS, the weighted rewards (after the missing-EOS penalty) and the stats
-/// of the raw ones.
+/// Samples the groups and scores them: completions, the weighted rewards
+/// (normalised, then the missing-EOS penalty) and the stats of the raw ones.
 fn sample_and_score<M: LanguageModel>(
     policy: &M,
     sources: &[Vec<u32>],
@@ -247,7 +246,7 @@ fn sample_and_score<M: LanguageModel>(
         clipped_ratio: unfinished as f64 / n.max(1) as f64,
         ..Default::default()
     };
-    let mut normalised = raw.clone();
+    let mut normalised = raw;
     settings.reward_norm.apply(&mut normalised, moments);
     let penalised = normalised
         .iter()

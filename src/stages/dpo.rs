@@ -201,30 +201,33 @@ fn tokenized_pairs(
     Ok(out)
 }
 
-/// Fills each pair's reference log-probabilities under `reference`.
+/// Fills the reference log-probabilities of the pairs of every set under
+/// `reference` (cast to the compute precision once).
 fn score_reference<M: LanguageModel>(
     reference: &M,
-    pairs: &mut [Pair],
+    sets: [&mut Vec<Pair>; 2],
     p: &Params,
     device: &burn::tensor::Device,
 ) {
     let compute = p.precision.compute(reference);
-    let sources: Vec<Vec<u32>> = pairs.iter().map(|x| x.source.clone()).collect();
     let batch = p.batch as usize;
-    let side = |f: fn(&Pair) -> &Vec<u32>| -> Vec<Vec<u32>> {
-        pairs.iter().map(|x| f(x).clone()).collect()
-    };
-    let chosen = sequence_logps(&compute, &sources, &side(|x| &x.chosen), batch, device);
-    let rejected = sequence_logps(&compute, &sources, &side(|x| &x.rejected), batch, device);
-    for ((pair, c), r) in pairs.iter_mut().zip(chosen).zip(rejected) {
-        pair.ref_chosen = c;
-        pair.ref_rejected = r;
+    for pairs in sets {
+        let side = |f: fn(&Pair) -> &Vec<u32>| -> Vec<Vec<u32>> {
+            pairs.iter().map(|x| f(x).clone()).collect()
+        };
+        let sources = side(|x| &x.source);
+        let chosen = sequence_logps(&compute, &sources, &side(|x| &x.chosen), batch, device);
+        let rejected = sequence_logps(&compute, &sources, &side(|x| &x.rejected), batch, device);
+        for ((pair, c), r) in pairs.iter_mut().zip(chosen).zip(rejected) {
+            pair.ref_chosen = c;
+            pair.ref_rejected = r;
+        }
     }
 }
 
 /// The reference input: its log-probabilities of the policy's pairs.
 struct ReferenceScores<'a> {
-    pairs: &'a mut [Pair],
+    sets: [&'a mut Vec<Pair>; 2],
     p: &'a Params,
     device: burn::tensor::Device,
     vocab: usize,
@@ -241,7 +244,7 @@ impl WithModel for ReferenceScores<'_> {
                 self.vocab
             ));
         }
-        score_reference(&model, self.pairs, self.p, &self.device);
+        score_reference(&model, self.sets, self.p, &self.device);
         Ok(())
     }
 }
@@ -282,23 +285,17 @@ impl WithModel for Dpo<'_, '_> {
                         reference.stage, inputs.policy.stage
                     ));
                 }
-                let vocab = policy.vocab_size();
-                for pairs in [&mut train, &mut held_out] {
-                    reference.with_model(
-                        &device,
-                        ReferenceScores {
-                            pairs,
-                            p,
-                            device: device.clone(),
-                            vocab,
-                        },
-                    )??;
-                }
+                reference.with_model(
+                    &device,
+                    ReferenceScores {
+                        sets: [&mut train, &mut held_out],
+                        p,
+                        device: device.clone(),
+                        vocab: policy.vocab_size(),
+                    },
+                )??;
             }
-            None => {
-                score_reference(&policy, &mut train, p, &device);
-                score_reference(&policy, &mut held_out, p, &device);
-            }
+            None => score_reference(&policy, [&mut train, &mut held_out], p, &device),
         }
         let _ = writeln!(
             ctx.log,

@@ -412,11 +412,6 @@ fn one_update<M: LanguageModel>(
     let mut rng = Rng::new(seed ^ (u as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let sources: Vec<Vec<u32>> = picked.iter().map(|x| x.source.clone()).collect();
     let mut reward = |completions: &[Vec<u32>]| score(s, &picked, completions);
-    let settings = GrpoSettings {
-        // A short last batch keeps whole minibatches.
-        minibatch: s.settings.minibatch.min(batch * s.settings.group_size),
-        ..s.settings.clone()
-    };
     grpo_update(
         model,
         optim,
@@ -424,7 +419,7 @@ fn one_update<M: LanguageModel>(
         &sources,
         &mut reward,
         &mut progress.state,
-        &settings,
+        &s.settings,
         &mut rng,
         &s.device,
     )
