@@ -263,14 +263,7 @@ fn killed_and_resumed_is_identical(name: &str, body: &str, curve: &str, progress
     whole.ok(&["run", "exp.kdl"]);
     let s = Sandbox::new(&format!("{name}-killed"));
     experiment(&s, "bart", body);
-    s.kill_run_when(|| {
-        std::fs::read_dir(s.path("cache/checkpoints"))
-            .map(|d| {
-                d.filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("state.json")).ok())
-                    .any(|t| t.contains(progress))
-            })
-            .unwrap_or(false)
-    });
+    s.kill_run_when(|| s.has_checkpoint_with(progress));
     s.ok(&["run", "exp.kdl"]);
     let logs = s.all_logs();
     assert!(

@@ -162,14 +162,7 @@ fn a_killed_ppo_resumes_from_its_checkpoint_to_the_identical_policy() {
 
     let s = Sandbox::new("ppo-killed");
     experiment(&s, &setup);
-    s.kill_run_when(|| {
-        std::fs::read_dir(s.path("cache/checkpoints"))
-            .map(|d| {
-                d.filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("state.json")).ok())
-                    .any(|t| t.contains("\"update\""))
-            })
-            .unwrap_or(false)
-    });
+    s.kill_run_when(|| s.has_checkpoint_with("\"update\""));
     s.ok(&["run", "exp.kdl"]);
     let logs = s.all_logs();
     assert!(

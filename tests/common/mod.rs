@@ -356,6 +356,17 @@ impl Sandbox {
             .collect()
     }
 
+    /// Whether a stage checkpoint's `state.json` holds `text` (`"update"`,
+    /// `"step"`): a complete checkpoint of that kind of progress exists.
+    pub fn has_checkpoint_with(&self, text: &str) -> bool {
+        std::fs::read_dir(self.path("cache/checkpoints"))
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("state.json")).ok())
+                    .any(|t| t.contains(text))
+            })
+            .unwrap_or(false)
+    }
+
     /// Starts `run exp.kdl`, waits until `ready` holds, then kills the runner with SIGKILL.
     pub fn kill_run_when(&self, ready: impl Fn() -> bool) {
         let mut child = self
