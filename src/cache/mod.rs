@@ -10,6 +10,7 @@
 //! locks/runs/, gc.lease/   live runs, and a `gc` or `repair` at work (see `lease.rs`)
 //! index/, index.lock       the sled index (see `index.rs`)
 //! ```
+//! A shared remote (`remote/`) holds the same results for several caches.
 //! Invariants: an artifact folder appears only by an atomic rename of a
 //! complete output; a run record is written only after its artifact is in
 //! place, so a kill at any moment leaves no partial result visible; a failed
@@ -23,6 +24,7 @@ mod key;
 mod lease;
 mod pending;
 mod records;
+pub mod remote;
 mod store;
 
 use std::collections::BTreeMap;

@@ -38,6 +38,9 @@ pub struct Outcome {
     pub components: KeyComponents,
     pub metrics: Metrics,
     pub seconds: f64,
+    /// When the result was computed (Unix seconds): `None` for now; a
+    /// result pulled from a remote keeps its own.
+    pub finished_at: Option<u64>,
 }
 
 /// A recorded success.
@@ -134,6 +137,24 @@ impl Pending<'_> {
         self.cache.checkpoint_dir(&self.key)
     }
 
+    /// Empties the output folder and the log again (a pull that was refused
+    /// part-way), so the stage computes into a clean folder.
+    pub fn reset(&self) -> Result<(), Diag> {
+        let out = self.out();
+        if out.exists() {
+            super::remove_tree(&out).map_err(|e| io_error("cannot empty", &out, e))?;
+        }
+        std::fs::create_dir_all(&out).map_err(|e| io_error("cannot create", &out, e))?;
+        let log = self.log();
+        std::fs::write(&log, "").map_err(|e| io_error("cannot create the log", &log, e))
+    }
+
+    /// Gives the claim up without recording anything (a pull that found
+    /// nothing to use): the scratch folder goes, the lock is released.
+    pub fn abandon(self) {
+        let _ = self.cache.discard_scratch(&self.scratch);
+    }
+
     /// Stores the output as an artifact and records the run. On an error the
     /// failure is recorded instead.
     pub fn commit(self, outcome: Outcome) -> Result<Committed, Failed> {
@@ -157,7 +178,7 @@ impl Pending<'_> {
             output: art.digest.clone(),
             metrics: outcome.metrics,
             seconds: outcome.seconds,
-            finished_at: now_unix(),
+            finished_at: outcome.finished_at.unwrap_or_else(now_unix),
             experiment: self.experiment.clone(),
             stage_id: self.stage_id.clone(),
         };

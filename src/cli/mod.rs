@@ -41,6 +41,8 @@ enum Command {
         force: Vec<String>,
         #[command(flatten)]
         target: Target,
+        #[command(flatten)]
+        remote: RemoteArg,
     },
     /// Say which parts of a stage's key changed since its last run
     Explain {
@@ -48,6 +50,8 @@ enum Command {
         stage: String,
         #[command(flatten)]
         target: Target,
+        #[command(flatten)]
+        remote: RemoteArg,
     },
     /// Print the experiment's graph
     Graph {
@@ -150,6 +154,40 @@ struct Target {
     executor_config: Option<PathBuf>,
 }
 
+/// `--remote[=URL]`: look in a shared remote cache.
+#[derive(Args, Debug)]
+struct RemoteArg {
+    /// Also look in a shared remote cache: URL (a folder, `s3://bucket/prefix`,
+    /// `https://host/path`), else $EFRLHF_REMOTE, the experiment's `remote`, or
+    /// ~/.config/efrlhf/remote.kdl
+    #[arg(
+        long,
+        value_name = "URL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = ""
+    )]
+    remote: Option<String>,
+}
+
+impl RemoteArg {
+    fn choice(&self) -> ops::RemoteChoice<'_> {
+        match self.remote.as_deref() {
+            None => ops::RemoteChoice::Off,
+            Some("") => ops::RemoteChoice::Configured,
+            Some(url) => ops::RemoteChoice::Url(url),
+        }
+    }
+
+    /// The remote, which `--push` (or a cache transfer) implies even unnamed.
+    fn required(&self) -> ops::RemoteChoice<'_> {
+        match self.choice() {
+            ops::RemoteChoice::Off => ops::RemoteChoice::Configured,
+            other => other,
+        }
+    }
+}
+
 impl Target {
     /// The cluster's settings, under `--executor slurm`.
     fn cluster(&self) -> Result<Option<crate::exec::slurm::SlurmConfig>, Diags> {
@@ -162,6 +200,16 @@ impl Target {
     }
 
     /// The backend class of stages computed on the cluster's nodes.
+    /// No backend, no `--set`, the local executor.
+    fn none() -> Target {
+        Target {
+            backend: None,
+            set: Vec::new(),
+            executor: ExecutorArg::Local,
+            executor_config: None,
+        }
+    }
+
     fn class_of(&self) -> Result<Option<crate::exec::ClassOf>, Diags> {
         Ok(self.cluster()?.map(class_on))
     }
@@ -196,12 +244,39 @@ struct RunArgs {
     /// Stop starting stages after the first failure
     #[arg(long)]
     fail_fast: bool,
+    #[command(flatten)]
+    remote: RemoteArg,
+    /// Upload the results this run computes (and those it reuses that the
+    /// remote lacks) to the remote; implies `--remote`
+    #[arg(long)]
+    push: bool,
 }
 
 #[derive(Subcommand, Debug)]
 enum CacheCommand {
-    /// List stored runs
-    Ls,
+    /// List stored runs; with `--remote`, what a shared remote holds
+    Ls {
+        /// Experiments whose stages to look up, here and on the remote
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        remote: RemoteArg,
+    },
+    /// Upload stored results to a shared remote: those the experiments use, or all
+    Push {
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        remote: RemoteArg,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Download results from a shared remote: those the experiments need, or all
+    Pull {
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        remote: RemoteArg,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Disk usage of the cache
     Du,
     /// Re-hash every stored result; name each damaged file (exit 1 if any)
@@ -302,6 +377,7 @@ fn request<'a>(
         force,
         set: &t.set,
         class_of,
+        remote: ops::RemoteChoice::Off,
     }
 }
 
@@ -351,10 +427,18 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             json,
             force,
             target,
+            remote,
         } => {
             let cache = cache_for_plan(&cli.cache_dir)?;
             let class_of = target.class_of()?;
-            let plan = plan_at(&file, &cache, &request(&target, class_of.as_ref(), &force))?;
+            let req = ops::PlanRequest {
+                remote: remote.choice(),
+                ..request(&target, class_of.as_ref(), &force)
+            };
+            let plan = plan_at(&file, &cache, &req)?;
+            for note in &plan.remote_notes {
+                err(&format!("warning: {note}\n"));
+            }
             if json {
                 out(&format!("{}\n", ops::plan_json(&plan)));
             } else {
@@ -366,10 +450,15 @@ fn dispatch(cli: Cli) -> Result<i32, Diags> {
             file,
             stage,
             target,
+            remote,
         } => {
             let cache = cache_for_plan(&cli.cache_dir)?;
             let class_of = target.class_of()?;
-            let plan = plan_at(&file, &cache, &request(&target, class_of.as_ref(), &[]))?;
+            let req = ops::PlanRequest {
+                remote: remote.choice(),
+                ..request(&target, class_of.as_ref(), &[])
+            };
+            let plan = plan_at(&file, &cache, &req)?;
             out(&ops::explain(&plan, &stage)?);
             Ok(0)
         }
@@ -488,8 +577,38 @@ fn report_command(
 fn cache_command(cache_dir: &Option<PathBuf>, cmd: CacheCommand) -> Result<i32, Diags> {
     let cache = cache_at(cache_dir)?;
     let waiting = || err("waiting for the experiments running on this cache to finish\n");
+    let mut say = |line: &str| err(&format!("{line}\n"));
     out(&match cmd {
-        CacheCommand::Ls => ops::cache_ls(&cache)?.to_text(),
+        CacheCommand::Ls { files, remote } => match remote.choice() {
+            ops::RemoteChoice::Off if files.is_empty() => ops::cache_ls(&cache)?.to_text(),
+            _ => {
+                let target = Target::none();
+                let req = request(&target, None, &[]);
+                ops::cache_ls_remote(&cache, &files, remote.required(), &req)?.to_text()
+            }
+        },
+        CacheCommand::Push {
+            files,
+            remote,
+            target,
+        } => {
+            let class_of = target.class_of()?;
+            let req = request(&target, class_of.as_ref(), &[]);
+            let line = ops::cache_push(&cache, &files, remote.required(), &req, &mut say)?;
+            err(&line);
+            String::new()
+        }
+        CacheCommand::Pull {
+            files,
+            remote,
+            target,
+        } => {
+            let class_of = target.class_of()?;
+            let req = request(&target, class_of.as_ref(), &[]);
+            let line = ops::cache_pull(&cache, &files, remote.required(), &req, &mut say)?;
+            err(&line);
+            String::new()
+        }
         CacheCommand::Du => ops::cache_du(&cache)?,
         CacheCommand::Verify => {
             let (text, problem) = ops::cache_verify_report(&cache)?;
@@ -537,8 +656,29 @@ fn run(cache_dir: &Option<PathBuf>, args: RunArgs) -> Result<i32, Diags> {
             crate::exec::Executor::Slurm(std::sync::Arc::new(crate::exec::slurm::Slurm::new(cfg)?))
         }
     };
-    let req = request(&args.target, class_of.as_ref(), &args.force);
+    let remote_choice = match args.push {
+        true => args.remote.required(),
+        false => args.remote.choice(),
+    };
+    let req = ops::PlanRequest {
+        remote: remote_choice,
+        ..request(&args.target, class_of.as_ref(), &args.force)
+    };
     let plan = std::sync::Arc::new(plan_at(&args.file, &cache, &req)?);
+    if args.push
+        && let Some(remote) = &plan.remote
+        && remote.read_only()
+    {
+        return Err(crate::error::Diag::input(
+            "E-REMOTE",
+            format!(
+                "the remote {} is read-only (`read-only=#true`)",
+                remote.shown()
+            ),
+        )
+        .with_help("drop `--push`, or push to a remote you may write to")
+        .into());
+    }
     let jobs = args.jobs.unwrap_or_else(|| match &executor {
         crate::exec::Executor::Slurm(s) => s.max_jobs(),
         crate::exec::Executor::Local => std::thread::available_parallelism()
@@ -554,16 +694,31 @@ fn run(cache_dir: &Option<PathBuf>, args: RunArgs) -> Result<i32, Diags> {
     for note in plan.hub.notes() {
         reporter.note(&note);
     }
+    for note in &plan.remote_notes {
+        reporter.note(note);
+    }
     let opts = RunOptions {
         jobs,
         only: args.only,
         fail_fast: args.fail_fast,
         stop: Some(stop),
         executor,
+        push: args.push,
     };
     let mut sink = ops::TrackingSink::new(&plan, &cache, &args.track, &mut reporter)?;
     let summary = crate::exec::run(&plan, &cache, &opts, &mut sink)?;
     sink.finish();
+    if args.push
+        && summary.interrupted.is_none()
+        && let Some(remote) = &plan.remote
+    {
+        let mut say = |line: &str| reporter.note(line);
+        let pushed = ops::push_after_run(&args.file, &cache, remote, &req, &mut say);
+        match pushed {
+            Ok(line) => reporter.note(line.trim_end()),
+            Err(d) => print_diags(&d),
+        }
+    }
     reporter.finish(&summary);
     if let Some(sig) = summary.interrupted {
         // Built-in stages still computing end with the process.

@@ -215,6 +215,34 @@ impl Reporter {
                     );
                     self.settled(*n);
                 }
+                Event::Pulled {
+                    node: n,
+                    bytes,
+                    seconds,
+                    ..
+                } => {
+                    self.line(
+                        "Pulled",
+                        &format!(
+                            "{} from the remote ({} in {seconds:.2}s)",
+                            node(*n).id,
+                            crate::ops::fmt_bytes(*bytes)
+                        ),
+                    );
+                    self.settled(*n);
+                }
+                Event::Pushed {
+                    node: n,
+                    objects,
+                    bytes,
+                } => self.line(
+                    "Pushed",
+                    &format!(
+                        "{} to the remote ({objects} files, {})",
+                        node(*n).id,
+                        crate::ops::fmt_bytes(*bytes)
+                    ),
+                ),
                 Event::Failed {
                     node: n,
                     seconds,
@@ -339,11 +367,19 @@ impl Reporter {
                     return;
                 }
                 let verb = if summary.failed > 0 { "Failed" } else { "Done" };
+                let pulled = match summary.pulled {
+                    0 => String::new(),
+                    n => format!(", {n} pulled"),
+                };
                 self.line(
                     verb,
                     &format!(
-                        "{} stages: {} ran, {} cached, {} failed, {} skipped in {:.2}s",
-                        summary.ran + summary.cached + summary.failed + summary.skipped,
+                        "{} stages: {} ran, {} cached{pulled}, {} failed, {} skipped in {:.2}s",
+                        summary.ran
+                            + summary.cached
+                            + summary.pulled
+                            + summary.failed
+                            + summary.skipped,
                         summary.ran,
                         summary.cached,
                         summary.failed,

@@ -8,6 +8,7 @@ use kdl::{KdlNode, KdlValue};
 use miette::SourceSpan;
 
 use super::kdl_util as k;
+use super::remote::{RemoteDecl, parse_remote_node};
 use super::requests::{Requests, parse_requests};
 use super::tracking::{TrackTarget, parse_tracking};
 use crate::error::{Diag, Diags, SourceFile};
@@ -27,6 +28,8 @@ pub struct Experiment {
     pub plugin_dirs: Vec<PathBuf>,
     /// Where finished stage executions are logged (`tracking { ... }`); not part of any key.
     pub tracking: Vec<TrackTarget>,
+    /// The shared remote cache (`remote "s3://..."`); not part of any key.
+    pub remote: Option<RemoteDecl>,
     pub stages: Vec<StageDecl>,
     pub sweeps: Vec<SweepDecl>,
     pub source: SourceFile,
@@ -154,7 +157,7 @@ pub fn load_experiment(path: &Path) -> Result<Experiment, Diags> {
 }
 
 const TOP_NODES: &[&str] = &["experiment", "stage", "sweep"];
-const EXPERIMENT_NODES: &[&str] = &["seed", "backend", "plugins", "tracking", "doc"];
+const EXPERIMENT_NODES: &[&str] = &["seed", "backend", "plugins", "tracking", "remote", "doc"];
 
 pub fn parse_experiment(src: &SourceFile, dir: &Path) -> Result<Experiment, Diags> {
     let doc = k::parse(src)?;
@@ -170,6 +173,7 @@ pub fn parse_experiment(src: &SourceFile, dir: &Path) -> Result<Experiment, Diag
         backend: None,
         plugin_dirs: Vec::new(),
         tracking: Vec::new(),
+        remote: None,
         stages: Vec::new(),
         sweeps: Vec::new(),
         source: src.clone(),
@@ -280,6 +284,7 @@ fn parse_header(src: &SourceFile, node: &KdlNode, exp: &mut Experiment) -> Resul
                 }
             }
             "tracking" => exp.tracking = parse_tracking(src, child, &exp.dir)?,
+            "remote" => exp.remote = Some(parse_remote_node(src, child, &exp.dir)?),
             "doc" => {
                 k::string_arg(src, child, "a description")?;
             }

@@ -198,3 +198,24 @@ pub fn unknown_node(src: &SourceFile, node: &KdlNode, context: &str, known: &[&s
     );
     d
 }
+
+/// Refuses properties a node does not take (a typo must not be ignored).
+pub fn only_props(src: &SourceFile, node: &KdlNode, known: &[&str]) -> Result<(), Diag> {
+    for (prop, entry) in props(node) {
+        if !known.contains(&prop) {
+            let mut d = Diag::input(
+                "E-SHAPE",
+                format!("`{}` has no property `{prop}`", name(node)),
+            )
+            .at(src, entry.span(), "not understood here");
+            d.help = Some(
+                match crate::error::did_you_mean(prop, known.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("`{}` takes: {}", name(node), known.join(", ")),
+                },
+            );
+            return Err(d);
+        }
+    }
+    Ok(())
+}

@@ -9,6 +9,7 @@ pub(crate) mod kdl_util;
 mod limits;
 mod manifest;
 mod overrides;
+mod remote;
 mod requests;
 mod tracking;
 pub mod value;
@@ -21,6 +22,7 @@ pub use experiment::{
 pub(crate) use manifest::ParamSpec;
 pub use manifest::{Exec, InputRole, Manifest, Registry};
 pub use overrides::{apply_sets, glob_set};
+pub use remote::{RemoteDecl, RemoteLocation, load_remote_config, redact};
 pub use requests::{Requests, parse_requests};
 pub use tracking::{TrackTarget, parse_track_flags};
 pub use value::{Metrics, ParamType, Value};

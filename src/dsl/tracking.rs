@@ -51,7 +51,7 @@ pub fn parse_tracking(
         }
         let target = match k::name(child) {
             "tensorboard" => {
-                only_props(src, child, &["dir"])?;
+                k::only_props(src, child, &["dir"])?;
                 let (d, _) = k::string_prop(src, child, "dir")?.ok_or_else(|| {
                     Diag::input("E-SHAPE", "`tensorboard` needs a folder")
                         .at(src, k::name_span(child), "missing `dir`")
@@ -60,7 +60,7 @@ pub fn parse_tracking(
                 TrackTarget::TensorBoard { dir: dir.join(d) }
             }
             "mlflow" => {
-                only_props(src, child, &["uri", "experiment"])?;
+                k::only_props(src, child, &["uri", "experiment"])?;
                 TrackTarget::Mlflow {
                     uri: k::string_prop(src, child, "uri")?.map(|(u, _)| u),
                     experiment: k::string_prop(src, child, "experiment")?.map(|(e, _)| e),
@@ -78,27 +78,6 @@ fn example(tracker: &str) -> &'static str {
         "tensorboard" => "tensorboard dir=\"runs\"",
         _ => "mlflow uri=\"http://127.0.0.1:5000\"",
     }
-}
-
-/// Refuses properties a tracker does not take (a typo must not log nowhere).
-fn only_props(src: &SourceFile, node: &KdlNode, known: &[&str]) -> Result<(), Diag> {
-    for (name, entry) in k::props(node) {
-        if !known.contains(&name) {
-            let mut d = Diag::input(
-                "E-SHAPE",
-                format!("`{}` has no property `{name}`", k::name(node)),
-            )
-            .at(src, entry.span(), "not understood here");
-            d.help = Some(
-                match crate::error::did_you_mean(name, known.iter().copied()) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None => format!("`{}` takes: {}", k::name(node), known.join(", ")),
-                },
-            );
-            return Err(d);
-        }
-    }
-    Ok(())
 }
 
 /// `--track` values: `tensorboard=DIR`, `mlflow` or `mlflow=URI`, and `none`

@@ -41,6 +41,19 @@ pub enum Event {
         node: usize,
         record: RunRecord,
     },
+    /// Taken from the remote (checked and stored) instead of computed.
+    Pulled {
+        node: usize,
+        record: RunRecord,
+        bytes: u64,
+        seconds: f64,
+    },
+    /// A computed result was uploaded to the remote (`run --push`).
+    Pushed {
+        node: usize,
+        objects: usize,
+        bytes: u64,
+    },
     Failed {
         node: usize,
         seconds: f64,
@@ -142,6 +155,18 @@ pub enum RunEvent<'a> {
         seconds: f64,
         metrics: &'a Metrics,
     },
+    StagePulled {
+        stage: &'a str,
+        key: &'a str,
+        metrics: &'a Metrics,
+        bytes: u64,
+        seconds: f64,
+    },
+    StagePushed {
+        stage: &'a str,
+        objects: usize,
+        bytes: u64,
+    },
     StageFailed {
         stage: &'a str,
         seconds: f64,
@@ -162,6 +187,7 @@ pub enum RunEvent<'a> {
     RunDone {
         ran: usize,
         cached: usize,
+        pulled: usize,
         failed: usize,
         skipped: usize,
         seconds: f64,
@@ -206,6 +232,27 @@ impl Event {
                 seconds: record.seconds,
                 metrics: &record.metrics,
             },
+            Event::Pulled {
+                node,
+                record,
+                bytes,
+                seconds,
+            } => RunEvent::StagePulled {
+                stage: id(node),
+                key: &record.key,
+                metrics: &record.metrics,
+                bytes: *bytes,
+                seconds: *seconds,
+            },
+            Event::Pushed {
+                node,
+                objects,
+                bytes,
+            } => RunEvent::StagePushed {
+                stage: id(node),
+                objects: *objects,
+                bytes: *bytes,
+            },
             Event::Failed {
                 node,
                 seconds,
@@ -236,6 +283,7 @@ impl RunSummary {
         RunEvent::RunDone {
             ran: self.ran,
             cached: self.cached,
+            pulled: self.pulled,
             failed: self.failed,
             skipped: self.skipped,
             seconds: self.seconds,

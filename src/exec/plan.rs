@@ -1,5 +1,6 @@
 //! The plan: for every node of the pipeline, whether its result is stored
-//! (`Cached`) or why it must be computed (`Run` with a [`Reason`]), and its
+//! (`Cached`), on a shared remote (`Remote`, asked only when a remote is
+//! given) or why it must be computed (`Run` with a [`Reason`]), and its
 //! key where that is known before running. Planning reads the index and
 //! stats files; it never writes results (it records stat entries and the
 //! parts of implementation digests, so later plans and `explain` are cheap
@@ -30,6 +31,8 @@ pub struct PlanOptions {
     /// Under a cluster executor, the class of stages computed on its nodes
     /// (from the GPUs they request), not this machine's.
     pub class_of: Option<ClassOf>,
+    /// A shared remote to look for results the cache lacks.
+    pub remote: Option<std::sync::Arc<crate::cache::remote::Remote>>,
 }
 
 /// Why a stage must be computed.
@@ -295,12 +298,62 @@ impl Reason {
 #[derive(Debug, Clone)]
 pub enum Status {
     Cached(Box<RunRecord>),
+    /// Not stored here, but on the remote (its run record, as pushed): `run
+    /// --remote` pulls it instead of computing it.
+    Remote(Box<RunRecord>),
     Run(Reason),
 }
 
 impl Status {
     pub fn is_cached(&self) -> bool {
         matches!(self, Status::Cached(_))
+    }
+
+    /// The output digest, where it is known before running (stored here or on the remote).
+    pub fn known_output(&self) -> Option<&str> {
+        match self {
+            Status::Cached(rec) | Status::Remote(rec) => Some(&rec.output),
+            Status::Run(_) => None,
+        }
+    }
+}
+
+/// Looks keys up on the remote while planning, once each. The first
+/// failure to reach it is noted and ends the looking: the plan goes on
+/// with the local cache alone (an offline laptop still plans and runs).
+struct RemoteProbe {
+    remote: std::sync::Arc<crate::cache::remote::Remote>,
+    found: HashMap<StageKey, Option<RunRecord>>,
+    /// Why it could not be read, once it could not.
+    down: Option<String>,
+}
+
+impl RemoteProbe {
+    fn lookup(&mut self, key: &str, notes: &mut Vec<String>) -> Option<RunRecord> {
+        if self.down.is_some() {
+            return None;
+        }
+        if let Some(found) = self.found.get(key) {
+            return found.clone();
+        }
+        use crate::cache::remote::Refused;
+        let found = match self.remote.manifest(key) {
+            Ok(m) => m.map(|m| m.run),
+            Err(Refused::Store(e)) => {
+                notes.push(format!(
+                    "the remote {} cannot be read ({e}); planning with this cache alone",
+                    self.remote.shown()
+                ));
+                self.down = Some(e.message);
+                None
+            }
+            Err(refused) => {
+                notes.push(format!("not using a result on the remote: {refused}"));
+                None
+            }
+        };
+        self.found.insert(key.to_string(), found.clone());
+        found
     }
 }
 
@@ -331,6 +384,12 @@ pub struct Plan {
     pub forced: BTreeSet<usize>,
     /// The `hf://` parameters and the Hub they resolve against.
     pub hub: HubPlan,
+    /// What the remote's look-ups ran into (unreachable, a refused manifest).
+    pub remote_notes: Vec<String>,
+    /// The remote looked in, if one was asked for (`run` pulls from it).
+    pub remote: Option<std::sync::Arc<crate::cache::remote::Remote>>,
+    /// Why the remote could not be read, when it could not (`cache pull` fails on it).
+    pub remote_error: Option<String>,
 }
 
 impl Plan {
@@ -551,29 +610,28 @@ fn explained_diff(
 
 /// The status and key of node `i`, given its inputs' statuses so far.
 fn status_of(
-    plan: &Plan,
+    plan: &mut Plan,
     cache: &Cache,
     idx: &IndexSession,
     i: usize,
     previous: Option<&RunRecord>,
     damaged: &Damaged,
+    probe: &mut Option<RemoteProbe>,
 ) -> Result<(Status, Option<StageKey>), Diag> {
     let inputs = &plan.pipeline.nodes[i].inputs;
     if !plan.prepared[i].unresolved.is_empty() {
         let reason = Reason::HubUnresolved(plan.prepared[i].unresolved.clone());
         return Ok((Status::Run(reason), None));
     }
-    let outputs: Option<Vec<String>> = inputs
-        .iter()
-        .map(|&u| match &plan.statuses[u] {
-            Status::Cached(rec) if !plan.forced.contains(&u) => Some(rec.output.clone()),
-            _ => None,
-        })
-        .collect();
+    let known = |u: usize| match plan.forced.contains(&u) {
+        true => None,
+        false => plan.statuses[u].known_output().map(str::to_string),
+    };
+    let outputs: Option<Vec<String>> = inputs.iter().map(|&u| known(u)).collect();
     let Some(outs) = outputs else {
         let upstream: Vec<String> = inputs
             .iter()
-            .filter(|&&u| !plan.statuses[u].is_cached() || plan.forced.contains(&u))
+            .filter(|&&u| known(u).is_none())
             .map(|&u| plan.pipeline.nodes[u].id.clone())
             .collect();
         let placeholder = vec![String::new(); inputs.len()];
@@ -611,6 +669,15 @@ fn status_of(
             None => Status::Run(Reason::New),
         }
     };
+    let status = match (status, probe) {
+        (Status::Run(reason), Some(probe)) if reason != Reason::Forced => {
+            match probe.lookup(&key, &mut plan.remote_notes) {
+                Some(rec) => Status::Remote(Box::new(rec)),
+                None => Status::Run(reason),
+            }
+        }
+        (status, _) => status,
+    };
     Ok((status, Some(key)))
 }
 
@@ -624,6 +691,7 @@ fn fill_statuses(
     idx: &IndexSession,
     exp_name: &str,
     damaged: &Damaged,
+    probe: &mut Option<RemoteProbe>,
 ) -> Result<(), Diag> {
     for v in [&mut plan.keys, &mut plan.latest_keys] {
         v.clear();
@@ -638,7 +706,7 @@ fn fill_statuses(
             Some(k) => idx.run(k)?,
             None => None,
         };
-        let (status, key) = status_of(plan, cache, idx, i, previous.as_ref(), damaged)?;
+        let (status, key) = status_of(plan, cache, idx, i, previous.as_ref(), damaged, probe)?;
         plan.statuses.push(status);
         plan.keys.push(key);
         plan.previous.push(previous);
@@ -724,19 +792,28 @@ pub fn plan(
         failures: Vec::with_capacity(n),
         forced,
         hub,
+        remote_notes: Vec::new(),
+        remote: opts.remote.clone(),
+        remote_error: None,
     };
+    let mut probe = opts.remote.clone().map(|remote| RemoteProbe {
+        remote,
+        found: HashMap::new(),
+        down: None,
+    });
     // A stored result is reused as it is (a stat check), but before a stage
     // consumes one it is re-hashed in full: a damaged input is recomputed
     // first. Each round can only add damaged results, so this ends.
     let mut damaged = Damaged::new();
     loop {
-        fill_statuses(&mut plan, cache, &idx, &exp_name, &damaged)?;
+        fill_statuses(&mut plan, cache, &idx, &exp_name, &damaged, &mut probe)?;
         let found = consumed_damage(&plan, cache, &idx, &damaged)?;
         if found.is_empty() {
             break;
         }
         damaged.extend(found);
     }
+    plan.remote_error = probe.and_then(|p| p.down);
     if stat.dirty {
         for (p, e) in &stat.entries {
             idx.put_stat(p, e)?;

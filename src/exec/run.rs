@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use crate::cache::{Cache, Claim, Failed, KeyComponents, Outcome, RunRecord, StageKey};
+use crate::cache::{Cache, Claim, Failed, KeyComponents, Outcome, Pending, RunRecord, StageKey};
 use crate::dsl::{Exec, Metrics};
 use crate::error::{Diag, Diags};
 
@@ -44,12 +44,16 @@ pub struct RunOptions {
     pub stop: Option<Arc<AtomicUsize>>,
     /// Where stages compute.
     pub executor: Executor,
+    /// Upload each result computed to the plan's remote as it is stored.
+    pub push: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunSummary {
     pub ran: usize,
     pub cached: usize,
+    /// Results taken from the remote instead of computed.
+    pub pulled: usize,
     pub failed: usize,
     pub skipped: usize,
     pub seconds: f64,
@@ -67,6 +71,8 @@ struct Finished {
     record: RunRecord,
     /// Another process stored it while this run waited for the key.
     by_other_run: bool,
+    /// Taken from the remote: the bytes received and the seconds it took.
+    pulled: Option<(u64, f64)>,
     warnings: Vec<String>,
 }
 
@@ -126,7 +132,8 @@ pub fn fetch_hub_files(
     let to_run: BTreeSet<usize> = selected
         .iter()
         .copied()
-        .filter(|&n| !plan.statuses[n].is_cached() || plan.forced.contains(&n))
+        // A result on the remote needs no Hub files (unless its pull is refused).
+        .filter(|&n| plan.statuses[n].known_output().is_none() || plan.forced.contains(&n))
         .collect();
     let unresolved = plan.hub.unresolved(&to_run);
     if let Some(u) = unresolved.first() {
@@ -248,6 +255,7 @@ struct Scheduler<'p> {
     fail_fast: bool,
     stop_signal: Option<Arc<AtomicUsize>>,
     executor: Executor,
+    push: bool,
     /// Running nodes and their scratch folders (known from their start event).
     scratch: BTreeMap<usize, Option<PathBuf>>,
     selected: BTreeSet<usize>,
@@ -288,6 +296,7 @@ impl<'p> Scheduler<'p> {
             fail_fast: opts.fail_fast,
             stop_signal: opts.stop.clone(),
             executor: opts.executor.clone(),
+            push: opts.push,
             scratch: BTreeMap::new(),
             selected,
             state: vec![State::Pending; nodes.len()],
@@ -470,9 +479,17 @@ impl<'p> Scheduler<'p> {
         self.scratch.insert(n, None);
         let (plan, cache, tx) = (Arc::clone(&self.shared), self.cache.clone(), tx.clone());
         let executor = self.executor.clone();
+        let push = self.push;
         std::thread::spawn(move || {
             let started = Instant::now();
-            let result = compute(&plan, &cache, &executor, n, (comps, key), inputs, &tx);
+            let work = Work {
+                plan: &plan,
+                cache: &cache,
+                executor: &executor,
+                tx: &tx,
+                push,
+            };
+            let result = work.compute(n, (comps, key), inputs);
             let seconds = started.elapsed().as_secs_f64();
             // Fails only when the run has returned (stopped): nobody listens then.
             let _ = tx.send(Msg::Finished {
@@ -499,7 +516,15 @@ impl<'p> Scheduler<'p> {
                 for message in f.warnings {
                     sink.event(self.plan, &Event::Warning { node: n, message });
                 }
-                let ev = if f.by_other_run {
+                let ev = if let Some((bytes, seconds)) = f.pulled {
+                    self.summary.pulled += 1;
+                    Event::Pulled {
+                        node: n,
+                        record: f.record.clone(),
+                        bytes,
+                        seconds,
+                    }
+                } else if f.by_other_run {
                     self.summary.cached += 1;
                     self.latest_updates
                         .push((self.plan.pipeline.nodes[n].id.clone(), f.record.key.clone()));
@@ -608,90 +633,204 @@ fn notify(tx: &mpsc::Sender<Msg>, ev: Event) {
     let _ = tx.send(Msg::Event(ev));
 }
 
-/// Computes one stage under its key's claim and commits the result.
-fn compute(
-    plan: &Plan,
-    cache: &Cache,
-    executor: &Executor,
-    n: usize,
-    (comps, key): (KeyComponents, StageKey),
-    inputs: Vec<InputDir>,
-    tx: &mpsc::Sender<Msg>,
-) -> Result<Finished, Failed> {
-    let node = &plan.pipeline.nodes[n];
-    let env_fail = |d: Diag| Failed {
-        message: d.to_string(),
-        log: None,
-    };
-    let owner = (plan.experiment_name(), node.id.as_str());
-    // Forced, or found damaged by the plan's full check (a quick look would pass it).
-    let damaged = matches!(plan.statuses[n], Status::Run(Reason::Damaged(_)))
-        && plan.keys[n].as_deref() == Some(key.as_str());
-    let recompute = plan.forced.contains(&n) || damaged;
-    let claim = cache
-        .claim(&key, owner, recompute, |holder| {
-            notify(
-                tx,
-                Event::Waiting {
+/// What trying the remote for a claimed key came to.
+enum PullTry<'c> {
+    Pulled(Finished),
+    /// Not pulled: the claim, to compute.
+    Back(Pending<'c>),
+    /// Pulled, but storing it failed (recorded as the stage's failure).
+    Failed(Failed),
+}
+
+/// What a worker thread computes with.
+struct Work<'a> {
+    plan: &'a Plan,
+    cache: &'a Cache,
+    executor: &'a Executor,
+    tx: &'a mpsc::Sender<Msg>,
+    push: bool,
+}
+
+impl Work<'_> {
+    /// Computes one stage under its key's claim and commits the result; a
+    /// result the plan's remote holds is pulled instead.
+    fn compute(
+        &self,
+        n: usize,
+        (comps, key): (KeyComponents, StageKey),
+        inputs: Vec<InputDir>,
+    ) -> Result<Finished, Failed> {
+        let plan = self.plan;
+        let node = &plan.pipeline.nodes[n];
+        let owner = (plan.experiment_name(), node.id.as_str());
+        // Forced, or found damaged by the plan's full check (a quick look would pass it).
+        let damaged = matches!(plan.statuses[n], Status::Run(Reason::Damaged(_)))
+            && plan.keys[n].as_deref() == Some(key.as_str());
+        let forced = plan.forced.contains(&n);
+        let claim = self
+            .cache
+            .claim(&key, owner, forced || damaged, |holder| {
+                notify(
+                    self.tx,
+                    Event::Waiting {
+                        node: n,
+                        holder: holder.to_string(),
+                    },
+                )
+            })
+            .map_err(|d| Failed {
+                message: d.to_string(),
+                log: None,
+            })?;
+        let mut pending = match claim {
+            Claim::Stored(record) => {
+                return Ok(Finished {
+                    record: *record,
+                    by_other_run: true,
+                    pulled: None,
+                    warnings: Vec::new(),
+                });
+            }
+            Claim::Pending(p) => *p,
+        };
+        if !forced && let Some(remote) = &plan.remote {
+            match self.pull(n, remote, pending, &comps) {
+                PullTry::Pulled(finished) => return Ok(finished),
+                PullTry::Back(back) => pending = back,
+                PullTry::Failed(f) => return Err(f),
+            }
+        }
+        let finished = self.compute_claimed(n, comps, pending, inputs)?;
+        Ok(self.pushed(n, finished))
+    }
+
+    /// Tries the remote for a claimed key: its result pulled and stored,
+    /// else the claim back (a refusal is a warning).
+    fn pull<'c>(
+        &self,
+        n: usize,
+        remote: &crate::cache::remote::Remote,
+        pending: Pending<'c>,
+        comps: &KeyComponents,
+    ) -> PullTry<'c> {
+        use crate::cache::remote::Filled;
+        let warn = |message: String| notify(self.tx, Event::Warning { node: n, message });
+        let manifest = match remote.manifest(pending.key()) {
+            Ok(Some(m)) => m,
+            Ok(None) => return PullTry::Back(pending),
+            Err(r) => {
+                warn(format!("not using the remote's result: {r}; computing it"));
+                return PullTry::Back(pending);
+            }
+        };
+        let started = Instant::now();
+        match remote.fill(pending, &manifest, comps.clone()) {
+            Filled::Done { committed, bytes } => PullTry::Pulled(Finished {
+                record: committed.record,
+                by_other_run: false,
+                pulled: Some((bytes, started.elapsed().as_secs_f64())),
+                warnings: committed.warnings,
+            }),
+            Filled::Refused(back, r) => {
+                warn(format!("refused the remote's result: {r}; computing it"));
+                PullTry::Back(*back)
+            }
+            Filled::Failed(f) => PullTry::Failed(f),
+        }
+    }
+
+    /// Uploads a computed result when the run pushes; a failed push is a
+    /// warning (the result is stored here all the same).
+    fn pushed(&self, n: usize, mut f: Finished) -> Finished {
+        let Some(remote) = self.plan.remote.as_ref().filter(|_| self.push) else {
+            return f;
+        };
+        let art = match self
+            .cache
+            .index()
+            .and_then(|idx| idx.artifact(&f.record.output))
+        {
+            Ok(Some(a)) => a,
+            _ => return f,
+        };
+        use crate::cache::remote::Pushed;
+        match remote.push(self.cache, &f.record, &art) {
+            Ok(Pushed::Uploaded { objects, bytes }) => notify(
+                self.tx,
+                Event::Pushed {
                     node: n,
-                    holder: holder.to_string(),
+                    objects,
+                    bytes,
                 },
-            )
-        })
-        .map_err(env_fail)?;
-    let pending = match claim {
-        Claim::Stored(record) => {
-            return Ok(Finished {
-                record: *record,
-                by_other_run: true,
-                warnings: Vec::new(),
+            ),
+            Ok(Pushed::Present) => {}
+            Ok(Pushed::Differs { theirs }) => f.warnings.push(format!(
+                "the remote holds a different result for this key (output {}): the stage is not deterministic; the remote's is kept",
+                &theirs[..12.min(theirs.len())]
+            )),
+            Err(e) => f.warnings.push(format!("not pushed to the remote: {e}")),
+        }
+        f
+    }
+
+    /// Runs the stage into a claimed key's scratch folder and commits it.
+    fn compute_claimed(
+        &self,
+        n: usize,
+        comps: KeyComponents,
+        pending: Pending<'_>,
+        inputs: Vec<InputDir>,
+    ) -> Result<Finished, Failed> {
+        let (plan, cache, tx) = (self.plan, self.cache, self.tx);
+        let node = &plan.pipeline.nodes[n];
+        let spec = match StageSpec::new(plan, cache, n, &pending, comps.backend.as_deref(), inputs)
+        {
+            Ok(s) => s,
+            Err(message) => return Err(pending.fail(message)),
+        };
+        if let Some(gone) = pending.took_over() {
+            let message = format!(
+                "took the key over from {}, which stopped renewing its lease",
+                gone.describe()
+            );
+            notify(tx, Event::Warning { node: n, message });
+        }
+        let started = Instant::now();
+        let stopped = || STOPPED.load(Ordering::SeqCst);
+        let events = |ev: Event| {
+            if let Event::Queued { job, .. } = &ev {
+                pending.name_job(job);
+            }
+            notify(tx, ev)
+        };
+        let result = self
+            .executor
+            .compute(n, &node.kind, &node.requests, &spec, &events, &stopped)
+            .and_then(finite_metrics);
+        let seconds = started.elapsed().as_secs_f64();
+        if STOPPED.load(Ordering::SeqCst) {
+            // An interrupted stage records nothing; the run removed its scratch folder.
+            return Err(Failed {
+                message: "interrupted".into(),
+                log: None,
             });
         }
-        Claim::Pending(p) => *p,
-    };
-    let spec = match StageSpec::new(plan, cache, n, &pending, comps.backend.as_deref(), inputs) {
-        Ok(s) => s,
-        Err(message) => return Err(pending.fail(message)),
-    };
-    if let Some(gone) = pending.took_over() {
-        let message = format!(
-            "took the key over from {}, which stopped renewing its lease",
-            gone.describe()
-        );
-        notify(tx, Event::Warning { node: n, message });
-    }
-    let started = Instant::now();
-    let stopped = || STOPPED.load(Ordering::SeqCst);
-    let events = |ev: Event| {
-        if let Event::Queued { job, .. } = &ev {
-            pending.name_job(job);
+        match result {
+            Ok(metrics) => pending
+                .commit(Outcome {
+                    components: comps,
+                    metrics,
+                    seconds,
+                    finished_at: None,
+                })
+                .map(|c| Finished {
+                    record: c.record,
+                    by_other_run: false,
+                    pulled: None,
+                    warnings: c.warnings,
+                }),
+            Err(message) => Err(pending.fail(message)),
         }
-        notify(tx, ev)
-    };
-    let result = executor
-        .compute(n, &node.kind, &node.requests, &spec, &events, &stopped)
-        .and_then(finite_metrics);
-    let seconds = started.elapsed().as_secs_f64();
-    if STOPPED.load(Ordering::SeqCst) {
-        // An interrupted stage records nothing; the run removed its scratch folder.
-        return Err(Failed {
-            message: "interrupted".into(),
-            log: None,
-        });
-    }
-    match result {
-        Ok(metrics) => pending
-            .commit(Outcome {
-                components: comps,
-                metrics,
-                seconds,
-            })
-            .map(|c| Finished {
-                record: c.record,
-                by_other_run: false,
-                warnings: c.warnings,
-            }),
-        Err(message) => Err(pending.fail(message)),
     }
 }
 

@@ -165,7 +165,7 @@ fn member_output<'a>(plan: &'a Plan, row: &ShowRow) -> Option<&'a String> {
         .filter(|(n, _)| n.stage == row.stage)
         .find_map(|(_, st)| match st {
             crate::exec::Status::Cached(rec) => Some(&rec.output),
-            crate::exec::Status::Run(_) => None,
+            crate::exec::Status::Run(_) | crate::exec::Status::Remote(_) => None,
         })
 }
 
@@ -350,7 +350,11 @@ pub fn comparisons_after_run(
     if !has_eval {
         return String::new();
     }
-    let req = super::PlanRequest { force: &[], ..*req };
+    let req = super::PlanRequest {
+        force: &[],
+        remote: super::RemoteChoice::Off,
+        ..*req
+    };
     match load_plan(file, cache, &req) {
         Ok(after) => eval_comparisons(&after, cache, false),
         Err(_) => String::new(),

@@ -27,6 +27,19 @@ fn explain_one(plan: &Plan, i: usize, out: &mut String) {
                 rec.seconds
             ));
         }
+        Status::Remote(rec) => {
+            out.push_str(&format!(
+                "{head} comes from the remote: its result is not stored here, and `run --remote` pulls it\n"
+            ));
+            out.push_str(&format!("  key      {}\n", rec.key));
+            out.push_str(&format!(
+                "  computed {} in {:.2}s (experiment `{}`, stage `{}`)\n",
+                fmt_time(rec.finished_at),
+                rec.seconds,
+                rec.experiment,
+                rec.stage_id
+            ));
+        }
         Status::Run(reason) => {
             out.push_str(&format!("{head} will run: "));
             match reason {
@@ -61,6 +74,7 @@ fn explain_one(plan: &Plan, i: usize, out: &mut String) {
                             .find(u)
                             .and_then(|j| match &plan.statuses[j] {
                                 Status::Run(r) => Some(r.to_string()),
+                                Status::Remote(_) => Some("pulled from the remote".into()),
                                 Status::Cached(_) => None,
                             })
                             .unwrap_or_else(|| "forced".into());

@@ -6,6 +6,7 @@ mod cache_ops;
 mod commands;
 mod eta;
 mod explain;
+mod remote_cmd;
 mod report_cmd;
 mod rouge_cmd;
 mod show;
@@ -21,6 +22,9 @@ pub use commands::{
 };
 pub use eta::RunEta;
 pub use explain::explain;
+pub use remote_cmd::{
+    RemoteChoice, cache_ls_remote, cache_pull, cache_push, open_remote, push_after_run,
+};
 pub use report_cmd::report;
 pub use rouge_cmd::{rouge_files, rouge_json, rouge_text};
 pub use show::{
@@ -67,6 +71,8 @@ pub struct PlanRequest<'a> {
     pub set: &'a [String],
     /// Under a cluster executor, the backend class of the stages its nodes compute.
     pub class_of: Option<&'a crate::exec::ClassOf>,
+    /// `--remote[=URL]`: whether (and which) shared remote to look in.
+    pub remote: RemoteChoice<'a>,
 }
 
 /// Reads, validates and expands an experiment, with its `--set` values.
@@ -113,6 +119,17 @@ fn check_glob_sets(pipeline: &Pipeline, sets: &[String]) -> Result<(), Diags> {
 /// Loads an experiment and computes its plan against `cache`.
 pub fn load_plan(file: &Path, cache: &Cache, req: &PlanRequest) -> Result<Plan, Diags> {
     let pipeline = load_pipeline(file, req.set)?;
+    let remote = open_remote(req.remote, pipeline.experiment.remote.as_ref())?;
+    plan_pipeline(pipeline, cache, req, remote)
+}
+
+/// Plans a loaded pipeline, looking in `remote` (already opened) if given.
+fn plan_pipeline(
+    pipeline: Pipeline,
+    cache: &Cache,
+    req: &PlanRequest,
+    remote: Option<std::sync::Arc<crate::cache::remote::Remote>>,
+) -> Result<Plan, Diags> {
     let requested = req
         .backend
         .map(str::to_string)
@@ -125,6 +142,7 @@ pub fn load_plan(file: &Path, cache: &Cache, req: &PlanRequest) -> Result<Plan, 
         &PlanOptions {
             force: req.force.to_vec(),
             class_of: req.class_of.cloned(),
+            remote,
         },
     )
 }
@@ -142,6 +160,7 @@ pub fn plan_json(plan: &Plan) -> String {
         .map(|(i, n)| {
             let (status, reasons, message) = match &plan.statuses[i] {
                 Status::Cached(_) => ("cached", Vec::new(), "result stored".to_string()),
+                Status::Remote(_) => ("remote", Vec::new(), "result on the remote".to_string()),
                 Status::Run(r) => ("run", r.items(), r.to_string()),
             };
             let inputs: Vec<&str> = n
@@ -287,11 +306,20 @@ pub fn plan_text(plan: &Plan) -> String {
     let mut out = String::new();
     let n = plan.pipeline.nodes.len();
     let cached = plan.count_cached();
+    let remote = plan
+        .statuses
+        .iter()
+        .filter(|s| matches!(s, Status::Remote(_)))
+        .count();
+    let on_remote = match &plan.remote {
+        Some(r) => format!(", {remote} on the remote {}", r.shown()),
+        None => String::new(),
+    };
     out.push_str(&format!(
-        "experiment `{}` ({}): {n} stages, {cached} cached, {} to run\n",
+        "experiment `{}` ({}): {n} stages, {cached} cached{on_remote}, {} to run\n",
         plan.experiment_name(),
         plan.pipeline.experiment.source.path.display(),
-        n - cached
+        n - cached - remote
     ));
     let width = plan
         .pipeline
@@ -312,6 +340,7 @@ pub fn plan_text(plan: &Plan) -> String {
     for (i, node) in plan.pipeline.nodes.iter().enumerate() {
         let (status, why) = match &plan.statuses[i] {
             Status::Cached(_) => ("cached", String::new()),
+            Status::Remote(_) => ("remote", "pulled from the remote".to_string()),
             Status::Run(r) => ("run", r.to_string()),
         };
         out.push_str(

@@ -118,7 +118,7 @@ fn stages(page: &mut Page, plan: &Plan, rows: &[ShowRow]) {
     for (i, r) in rows.iter().enumerate().take(MAX_ROWS) {
         let rec = match &plan.statuses[i] {
             Status::Cached(rec) => Some(&**rec),
-            Status::Run(_) => plan.previous[i].as_ref(),
+            Status::Run(_) | Status::Remote(_) => plan.previous[i].as_ref(),
         };
         let text = |s: String| Cell::Text(s);
         t.rows.push(vec![

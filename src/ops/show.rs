@@ -35,7 +35,7 @@ pub struct ShowRow {
 fn status_of(plan: &Plan, i: usize) -> (&'static str, Option<&Metrics>) {
     match &plan.statuses[i] {
         Status::Cached(rec) => ("done", Some(&rec.metrics)),
-        Status::Run(_) => {
+        Status::Run(_) | Status::Remote(_) => {
             let prev = plan.previous[i].as_ref();
             let failed_later = plan.failures[i]
                 .as_ref()
@@ -60,7 +60,7 @@ pub fn show_rows(plan: &Plan) -> Vec<ShowRow> {
             let (status, metrics) = status_of(plan, i);
             let output = match &plan.statuses[i] {
                 Status::Cached(rec) => Some(rec.output.clone()),
-                Status::Run(_) => None,
+                Status::Run(_) | Status::Remote(_) => None,
             };
             ShowRow {
                 output,

@@ -1,0 +1,363 @@
+//! An S3-compatible remote (AWS, MinIO, R2, Ceph, GCS's S3 mode): requests
+//! signed as presigned URLs (SigV4, by rusty-s3) and sent over ureq. The
+//! commit point is a `PutObject` with `If-None-Match: *` (412 where the key
+//! exists). Credentials follow the AWS chain as far as files and the
+//! environment go: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
+//! (`AWS_SESSION_TOKEN`), else the profile (`profile=`, `$AWS_PROFILE`,
+//! `default`) of `~/.aws/credentials` and `~/.aws/config`, else none
+//! (unsigned requests: a public bucket can be pulled from). They are kept
+//! in memory only, never in a message.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+
+use super::http::{Http, copy_body, status_error};
+use super::store::{ObjectStore, StoreError};
+use crate::dsl::RemoteDecl;
+
+/// How long a signed URL stays valid (a slow upload must start within it).
+const SIGNED_FOR: Duration = Duration::from_secs(3600);
+
+pub struct S3Store {
+    bucket: Bucket,
+    credentials: Option<Credentials>,
+    prefix: String,
+    http: Http,
+    /// `s3://bucket/prefix`, for messages.
+    shown: String,
+}
+
+impl S3Store {
+    pub fn new(decl: &RemoteDecl, bucket: &str, prefix: &str) -> Result<S3Store, String> {
+        let profile = decl
+            .profile
+            .clone()
+            .or_else(|| env("AWS_PROFILE"))
+            .unwrap_or_else(|| "default".into());
+        let config = aws_config(&profile);
+        let region = decl
+            .region
+            .clone()
+            .or_else(|| env("AWS_REGION"))
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .or_else(|| config.get("region").cloned())
+            .unwrap_or_else(|| "us-east-1".into());
+        let custom = decl
+            .endpoint
+            .clone()
+            .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+            .or_else(|| env("AWS_ENDPOINT_URL"))
+            .or_else(|| config.get("endpoint_url").cloned());
+        // Other services address buckets by path; AWS by host, unless the name has dots.
+        let (endpoint, style) = match custom {
+            Some(e) => (e, UrlStyle::Path),
+            None if bucket.contains('.') => {
+                (format!("https://s3.{region}.amazonaws.com"), UrlStyle::Path)
+            }
+            None => (
+                format!("https://s3.{region}.amazonaws.com"),
+                UrlStyle::VirtualHost,
+            ),
+        };
+        let url = url::Url::parse(&endpoint)
+            .map_err(|e| format!("endpoint `{}`: {e}", crate::dsl::redact(&endpoint)))?;
+        let bucket_handle = Bucket::new(url, style, bucket.to_string(), region).map_err(|e| {
+            format!(
+                "bucket `{bucket}` at `{}`: {e}",
+                crate::dsl::redact(&endpoint)
+            )
+        })?;
+        Ok(S3Store {
+            bucket: bucket_handle,
+            credentials: credentials(&profile, &config),
+            prefix: prefix.to_string(),
+            http: Http::new(),
+            shown: decl.display(),
+        })
+    }
+
+    fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", self.prefix)
+        }
+    }
+
+    fn shown(&self, name: &str) -> String {
+        format!("{}/{name}", self.shown)
+    }
+
+    /// A failure status as an error, with S3's own code where it sent one.
+    fn failure(&self, name: &str, reply: super::http::Reply) -> StoreError {
+        let status = reply.status().as_u16();
+        let code = reply
+            .into_body()
+            .read_to_string()
+            .ok()
+            .and_then(|xml| between(&xml, "<Code>", "</Code>").map(str::to_string));
+        let mut e = status_error(&self.shown(name), status, "S3");
+        if let Some(code) = code {
+            e.message.push_str(&format!(" ({code})"));
+            if code == "NoSuchBucket" {
+                e.message
+                    .push_str(": create the bucket first (`aws s3 mb s3://BUCKET`)");
+            }
+            if matches!(
+                code.as_str(),
+                "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied"
+            ) && self.credentials.is_none()
+            {
+                e.message.push_str(
+                    ": no credentials were found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile of ~/.aws/credentials)",
+                );
+            }
+        }
+        e
+    }
+
+    fn send(
+        &self,
+        name: &str,
+        method: &str,
+        url: url::Url,
+        headers: &[(&str, &str)],
+        body: Body<'_>,
+    ) -> Result<super::http::Reply, StoreError> {
+        self.http.send(&self.shown(name), |agent| {
+            let mut req = ureq::http::Request::builder()
+                .method(method)
+                .uri(url.as_str());
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            match body {
+                Body::File(path) => {
+                    let file = std::fs::File::open(path)?;
+                    agent.run(req.body(file).map_err(ureq::Error::from)?)
+                }
+                Body::Bytes(b) => agent.run(req.body(b.to_vec()).map_err(ureq::Error::from)?),
+                Body::None => agent.run(req.body(()).map_err(ureq::Error::from)?),
+            }
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    None,
+    File(&'a Path),
+    Bytes(&'a [u8]),
+}
+
+impl ObjectStore for S3Store {
+    fn get(&self, name: &str, to: &mut dyn Write) -> Result<bool, StoreError> {
+        let key = self.key(name);
+        let url = self
+            .bucket
+            .get_object(self.credentials.as_ref(), &key)
+            .sign(SIGNED_FOR);
+        let reply = self.send(name, "GET", url, &[], Body::None)?;
+        match reply.status().as_u16() {
+            200 => copy_body(&self.shown(name), reply, to).map(|_| true),
+            404 => {
+                // A missing key is an answer; a missing bucket is a mistake.
+                let body = reply.into_body().read_to_string().unwrap_or_default();
+                if body.contains("NoSuchBucket") {
+                    Err(StoreError::new(format!(
+                        "{}: S3 answered HTTP 404 (NoSuchBucket): create the bucket first (`aws s3 mb s3://BUCKET`)",
+                        self.shown(name)
+                    )))
+                } else {
+                    Ok(false)
+                }
+            }
+            _ => Err(self.failure(name, reply)),
+        }
+    }
+
+    fn exists(&self, name: &str) -> Result<bool, StoreError> {
+        let key = self.key(name);
+        let url = self
+            .bucket
+            .head_object(self.credentials.as_ref(), &key)
+            .sign(SIGNED_FOR);
+        let reply = self.send(name, "HEAD", url, &[], Body::None)?;
+        match reply.status().as_u16() {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            _ => Err(self.failure(name, reply)),
+        }
+    }
+
+    fn put_file(&self, name: &str, src: &Path) -> Result<(), StoreError> {
+        let key = self.key(name);
+        let url = self
+            .bucket
+            .put_object(self.credentials.as_ref(), &key)
+            .sign(SIGNED_FOR);
+        let reply = self.send(name, "PUT", url, &[], Body::File(src))?;
+        match reply.status().as_u16() {
+            200..=299 => Ok(()),
+            _ => Err(self.failure(name, reply)),
+        }
+    }
+
+    fn create(&self, name: &str, bytes: &[u8]) -> Result<bool, StoreError> {
+        let key = self.key(name);
+        let url = self
+            .bucket
+            .put_object(self.credentials.as_ref(), &key)
+            .sign(SIGNED_FOR);
+        let headers = [("If-None-Match", "*"), ("Content-Type", "application/json")];
+        let reply = self.send(name, "PUT", url, &headers, Body::Bytes(bytes))?;
+        match reply.status().as_u16() {
+            200..=299 => Ok(true),
+            // 409: a concurrent conditional write of the same key is in flight.
+            412 | 409 => Ok(false),
+            _ => Err(self.failure(name, reply)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let full = self.key(prefix);
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut action = self.bucket.list_objects_v2(self.credentials.as_ref());
+            action.with_prefix(full.as_str());
+            if let Some(t) = &token {
+                action.with_continuation_token(t.as_str());
+            }
+            let url = action.sign(SIGNED_FOR);
+            let reply = self.send(prefix, "GET", url, &[], Body::None)?;
+            if reply.status().as_u16() != 200 {
+                return Err(self.failure(prefix, reply));
+            }
+            let text = reply.into_body().read_to_string().map_err(|e| {
+                StoreError::new(format!("{}: listing broke off: {e}", self.shown(prefix)))
+            })?;
+            let page = rusty_s3::actions::ListObjectsV2::parse_response(&text).map_err(|e| {
+                StoreError::new(format!(
+                    "{}: a listing S3 sent cannot be read: {e}",
+                    self.shown(prefix)
+                ))
+            })?;
+            names.extend(
+                page.contents
+                    .into_iter()
+                    .filter_map(|c| c.key.strip_prefix(&strip).map(str::to_string)),
+            );
+            match page.next_continuation_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        Ok(Some(names))
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = text.find(open)? + open.len();
+    let len = text[start..].find(close)?;
+    Some(&text[start..start + len])
+}
+
+/// The environment's keys, else the profile's in `~/.aws/credentials`, else in `~/.aws/config`.
+fn credentials(profile: &str, config: &BTreeMap<String, String>) -> Option<Credentials> {
+    if let (Some(key), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        return Some(with_token(key, secret, env("AWS_SESSION_TOKEN")));
+    }
+    let file = env("AWS_SHARED_CREDENTIALS_FILE")
+        .map(PathBuf::from)
+        .or_else(|| home(".aws/credentials"))?;
+    let creds = ini_section(&file, profile);
+    [&creds, config].into_iter().find_map(|s| {
+        let key = s.get("aws_access_key_id")?.clone();
+        let secret = s.get("aws_secret_access_key")?.clone();
+        Some(with_token(key, secret, s.get("aws_session_token").cloned()))
+    })
+}
+
+fn with_token(key: String, secret: String, token: Option<String>) -> Credentials {
+    match token {
+        Some(t) => Credentials::new_with_token(key, secret, t),
+        None => Credentials::new(key, secret),
+    }
+}
+
+/// The profile's settings in `~/.aws/config` (`[default]` or `[profile NAME]`).
+fn aws_config(profile: &str) -> BTreeMap<String, String> {
+    let Some(file) = env("AWS_CONFIG_FILE")
+        .map(PathBuf::from)
+        .or_else(|| home(".aws/config"))
+    else {
+        return BTreeMap::new();
+    };
+    let section = if profile == "default" {
+        "default".to_string()
+    } else {
+        format!("profile {profile}")
+    };
+    ini_section(&file, &section)
+}
+
+fn home(rel: &str) -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|h| Path::new(&h).join(rel))
+}
+
+/// `key = value` lines of one `[section]` of an INI file (empty when absent).
+fn ini_section(path: &Path, section: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return out;
+    };
+    let mut inside = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') && line.ends_with(']') {
+            inside = line[1..line.len() - 1].trim() == section;
+        } else if inside
+            && !line.starts_with(['#', ';'])
+            && let Some((k, v)) = line.split_once('=')
+        {
+            out.insert(k.trim().to_string(), v.trim().to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_are_read_from_ini_sections() {
+        let dir = std::env::temp_dir().join(format!("efrlhf-ini-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("config");
+        std::fs::write(
+            &f,
+            "[default]\nregion = eu-west-1\n\n[profile team]\n# a comment\nregion=us-west-2\nendpoint_url = http://127.0.0.1:9000\n",
+        )
+        .unwrap();
+        assert_eq!(ini_section(&f, "default")["region"], "eu-west-1");
+        let team = ini_section(&f, "profile team");
+        assert_eq!(team["region"], "us-west-2");
+        assert_eq!(team["endpoint_url"], "http://127.0.0.1:9000");
+        assert!(ini_section(&f, "profile none").is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
