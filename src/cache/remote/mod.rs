@@ -616,3 +616,101 @@ impl<W: Write> Write for Hashing<W> {
         self.inner.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::FileEntry;
+
+    /// A manifest of one result whose files are `paths` (each 3 bytes of "abc").
+    fn manifest(paths: &[&str]) -> Manifest {
+        let components: KeyComponents = serde_json::from_value(serde_json::json!({
+            "format": crate::cache::KEY_FORMAT, "stage": "s", "kind": "k",
+            "kind_version": "1", "implementation": "i", "params": {}, "files": {},
+            "inputs": [], "seed": 7, "backend": null
+        }))
+        .unwrap();
+        let digest = blake3::hash(b"abc").to_hex().to_string();
+        let files: Vec<FileEntry> = paths
+            .iter()
+            .map(|p| FileEntry {
+                path: p.to_string(),
+                size: 3,
+                digest: digest.clone(),
+                mtime_ns: 0,
+            })
+            .collect();
+        let output = listing_digest(&files);
+        Manifest {
+            format: MANIFEST_FORMAT,
+            run: RunRecord {
+                key: components.key(),
+                components,
+                output: output.clone(),
+                metrics: Default::default(),
+                seconds: 1.0,
+                finished_at: 0,
+                experiment: "e".into(),
+                stage_id: "s".into(),
+            },
+            artifact: ArtifactRecord {
+                digest: output,
+                size: 3 * paths.len() as u64,
+                files,
+            },
+            log: None,
+            pushed_from: "h".into(),
+            pushed_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_manifest_must_describe_its_key_and_its_files() {
+        let m = manifest(&["model/weights.bin", "metrics.json"]);
+        let key = m.run.key.clone();
+        assert_eq!(check_manifest(&key, &m), Ok(()));
+        // Stored under another key.
+        let other = "0".repeat(64);
+        assert!(check_manifest(&other, &m).unwrap_err().contains("does not hash to its key"));
+        // A description changed after the key was computed.
+        let mut changed = m.clone();
+        changed.run.components.seed = 8;
+        assert!(check_manifest(&key, &changed).unwrap_err().contains("its key"));
+        // A file list that is not the output's.
+        let mut swapped = m.clone();
+        swapped.artifact.files[0].size = 4;
+        assert!(check_manifest(&key, &swapped).unwrap_err().contains("output digest"));
+    }
+
+    #[test]
+    fn a_manifest_cannot_name_files_outside_its_result() {
+        for bad in ["../escape", "/etc/passwd", "a/../../b", "a//b", "./a"] {
+            let m = manifest(&[bad]);
+            let why = check_manifest(&m.run.key, &m).unwrap_err();
+            assert!(why.contains("not a path inside"), "{bad}: {why}");
+        }
+    }
+
+    #[test]
+    fn a_folder_remote_creates_a_name_once() {
+        let root = std::env::temp_dir().join(format!("efrlhf-folder-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let store = folder::FolderStore::new(root.clone());
+        assert!(store.create("ac/k.json", b"first").unwrap());
+        assert!(!store.create("ac/k.json", b"second").unwrap());
+        assert_eq!(get_bytes(&store, "ac/k.json").unwrap(), Some(b"first".to_vec()));
+        assert_eq!(get_bytes(&store, "ac/none.json").unwrap(), None);
+        let src = root.join("src.bin");
+        std::fs::write(&src, b"xyz").unwrap();
+        store.put_file("cas/ab/abc", &src).unwrap();
+        assert!(store.exists("cas/ab/abc").unwrap());
+        assert_eq!(
+            store.list("").unwrap(),
+            Some(vec!["ac/k.json".to_string(), "cas/ab/abc".into(), "src.bin".into()])
+        );
+        // Nothing of the writes is left in the remote's tmp/.
+        assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
