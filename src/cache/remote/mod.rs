@@ -671,15 +671,27 @@ mod tests {
         assert_eq!(check_manifest(&key, &m), Ok(()));
         // Stored under another key.
         let other = "0".repeat(64);
-        assert!(check_manifest(&other, &m).unwrap_err().contains("does not hash to its key"));
+        assert!(
+            check_manifest(&other, &m)
+                .unwrap_err()
+                .contains("does not hash to its key")
+        );
         // A description changed after the key was computed.
         let mut changed = m.clone();
         changed.run.components.seed = 8;
-        assert!(check_manifest(&key, &changed).unwrap_err().contains("its key"));
+        assert!(
+            check_manifest(&key, &changed)
+                .unwrap_err()
+                .contains("its key")
+        );
         // A file list that is not the output's.
         let mut swapped = m.clone();
         swapped.artifact.files[0].size = 4;
-        assert!(check_manifest(&key, &swapped).unwrap_err().contains("output digest"));
+        assert!(
+            check_manifest(&key, &swapped)
+                .unwrap_err()
+                .contains("output digest")
+        );
     }
 
     #[test]
@@ -699,7 +711,10 @@ mod tests {
         let store = folder::FolderStore::new(root.clone());
         assert!(store.create("ac/k.json", b"first").unwrap());
         assert!(!store.create("ac/k.json", b"second").unwrap());
-        assert_eq!(get_bytes(&store, "ac/k.json").unwrap(), Some(b"first".to_vec()));
+        assert_eq!(
+            get_bytes(&store, "ac/k.json").unwrap(),
+            Some(b"first".to_vec())
+        );
         assert_eq!(get_bytes(&store, "ac/none.json").unwrap(), None);
         let src = root.join("src.bin");
         std::fs::write(&src, b"xyz").unwrap();
@@ -707,7 +722,11 @@ mod tests {
         assert!(store.exists("cas/ab/abc").unwrap());
         assert_eq!(
             store.list("").unwrap(),
-            Some(vec!["ac/k.json".to_string(), "cas/ab/abc".into(), "src.bin".into()])
+            Some(vec![
+                "ac/k.json".to_string(),
+                "cas/ab/abc".into(),
+                "src.bin".into()
+            ])
         );
         // Nothing of the writes is left in the remote's tmp/.
         assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
