@@ -857,6 +857,24 @@ fn s3_manifests_whole(python: &Path, endpoint: &str) -> (usize, Vec<String>) {
     s3_manifests_prefix(python, endpoint, "efrlhf/runs")
 }
 
+/// How many objects under `prefix` were uploaded in parts (S3 gives them an ETag `"...-N"`).
+fn s3_multipart_objects(python: &Path, endpoint: &str, prefix: &str) -> usize {
+    let script = r#"
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id="x",
+                  aws_secret_access_key="x", region_name="us-east-1")
+n = 0
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket="team", Prefix=sys.argv[2]):
+    n += sum(1 for o in page.get("Contents", []) if "-" in o["ETag"])
+print(n)
+"#;
+    let out = Command::new(python)
+        .args(["-c", script, endpoint, prefix])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
 fn s3_manifests_prefix(python: &Path, endpoint: &str, prefix: &str) -> (usize, Vec<String>) {
     let script = r#"
 import json, sys
@@ -954,6 +972,8 @@ fn s3_shares_results_survives_racing_and_killed_pushes_and_keeps_credentials_sec
         ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE"),
         ("AWS_SECRET_ACCESS_KEY", secret),
         ("AWS_REGION", "us-east-1"),
+        // Files over 5 MiB go up in parts (multipart upload), as those over 16 MiB do by default.
+        ("EFRLHF_S3_PART_MIB", "5"),
     ];
     let decl = format!(
         "remote \"s3://team/efrlhf/runs\" endpoint=\"{}\"",
@@ -972,6 +992,7 @@ fn s3_shares_results_survives_racing_and_killed_pushes_and_keeps_credentials_sec
         env[0],
         env[1],
         env[2],
+        env[3],
         ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
     ];
     let ls = ok_at(&s, "cache-b", &["cache", "ls", by_url], &env_endpoint);
@@ -991,8 +1012,10 @@ fn s3_shares_results_survives_racing_and_killed_pushes_and_keeps_credentials_sec
     assert_eq!(show_json(&s, "cache-a"), show_json(&s, "cache-b"));
     let events = run_json(&s, "cache-c", &["--remote"], &env);
     assert_eq!(stages_with(&events, "stage-pulled"), STAGES.to_vec());
-    // Two pushers of one new result at once: one manifest, whole.
-    let noisy = s.read("exp.kdl").replace("    files 8\n", "    files 9\n");
+    // Two pushers of one new result at once (its files 11 MB: three parts each): one manifest, whole.
+    let noisy = s
+        .read("exp.kdl")
+        .replace("    files 8\n    kib 256\n", "    files 2\n    kib 11000\n");
     s.write("exp.kdl", &noisy);
     ok_at(&s, "cache-a", &["run", "exp.kdl", "--only", "blob"], &env);
     let pushers: Vec<Child> = (0..2)
@@ -1019,6 +1042,10 @@ fn s3_shares_results_survives_racing_and_killed_pushes_and_keeps_credentials_sec
         outputs.push(err);
     }
     assert_eq!(s3_manifests_whole(&python, &moto.endpoint), (7, Vec::new()));
+    assert_eq!(
+        s3_multipart_objects(&python, &moto.endpoint, "efrlhf/runs/cas/"),
+        2
+    );
     let pulled = ok_at(&s, "cache-d", &["cache", "pull", "exp.kdl"], &env);
     assert!(pulled.contains("pulled 6 results"), "{pulled}");
     ok_at(&s, "cache-d", &["cache", "verify"], &env);

@@ -693,7 +693,11 @@ impl Work<'_> {
             }
             Claim::Pending(p) => *p,
         };
-        if !forced && let Some(remote) = &plan.remote {
+        // A remote the plan could not read is not asked again for each stage.
+        if !forced
+            && plan.remote_error.is_none()
+            && let Some(remote) = &plan.remote
+        {
             match self.pull(n, remote, pending, &comps) {
                 PullTry::Pulled(finished) => return Ok(finished),
                 PullTry::Back(back) => pending = back,

@@ -234,6 +234,7 @@ fn push_results(
     }
     let started = Instant::now();
     let mut tally = Tally::default();
+    remote.tidy();
     for (n, (label, run, art)) in results.iter().enumerate() {
         match remote.push(cache, run, art) {
             Ok(Pushed::Uploaded { objects, bytes }) => {

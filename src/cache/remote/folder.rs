@@ -119,6 +119,26 @@ impl ObjectStore for FolderStore {
         out.sort();
         Ok(Some(out))
     }
+
+    /// Removes temporary files a killed writer left in `tmp/` a day ago or
+    /// more (a live writer's are minutes old at most).
+    fn tidy(&self) {
+        let Ok(rd) = std::fs::read_dir(self.root.join("tmp")) else {
+            return;
+        };
+        let day = std::time::Duration::from_secs(24 * 3600);
+        for entry in rd.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= day);
+            if old {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 /// Names of the files below `dir`, relative to `root`.

@@ -177,6 +177,11 @@ impl Remote {
         })
     }
 
+    /// Removes what killed pushes left behind (a folder remote's old temporary files).
+    pub fn tidy(&self) {
+        self.store.tidy();
+    }
+
     /// The remote as messages show it (no credentials).
     pub fn shown(&self) -> String {
         self.decl.display()

@@ -1,7 +1,9 @@
 //! An S3-compatible remote (AWS, MinIO, R2, Ceph, GCS's S3 mode): requests
 //! signed as presigned URLs (SigV4, by rusty-s3) and sent over ureq. The
 //! commit point is a `PutObject` with `If-None-Match: *` (412 where the key
-//! exists). Credentials follow the AWS chain as far as files and the
+//! exists). A file larger than one part (16 MiB; `$EFRLHF_S3_PART_MIB`, at least 5) goes
+//! up as a multipart upload, which S3 needs above 5 GB; the object appears
+//! only when the upload completes. Credentials follow the AWS chain as far as files and the
 //! environment go: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
 //! (`AWS_SESSION_TOKEN`), else the profile (`profile=`, `$AWS_PROFILE`,
 //! `default`) of `~/.aws/credentials` and `~/.aws/config`, else none
@@ -22,12 +24,26 @@ use crate::dsl::RemoteDecl;
 /// How long a signed URL stays valid (a slow upload must start within it).
 const SIGNED_FOR: Duration = Duration::from_secs(3600);
 
+/// S3 takes at most this many parts in one upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// The size of a multipart upload's parts (and the size above which one is used).
+fn part_size() -> u64 {
+    let mib = std::env::var("EFRLHF_S3_PART_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        // S3 refuses parts under 5 MiB (but the last).
+        .map(|m| m.max(5))
+        .unwrap_or(16);
+    mib << 20
+}
+
 pub struct S3Store {
     bucket: Bucket,
     credentials: Option<Credentials>,
     prefix: String,
     http: Http,
-    /// `s3://bucket/prefix`, for messages.
+    /// `s3://bucket/prefix`, for naming objects in messages.
     shown: String,
 }
 
@@ -76,7 +92,10 @@ impl S3Store {
             credentials: credentials(&profile, &config),
             prefix: prefix.to_string(),
             http: Http::new(),
-            shown: decl.display(),
+            shown: match prefix {
+                "" => format!("s3://{bucket}"),
+                p => format!("s3://{bucket}/{p}"),
+            },
         })
     }
 
@@ -147,6 +166,124 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// Uploads a large file in parts; an upload that fails is aborted (a
+    /// killed one leaves parts S3's lifecycle rules remove, never an object).
+    fn put_multipart(&self, name: &str, src: &Path, size: u64) -> Result<(), StoreError> {
+        let part = part_size().max(size.div_ceil(MAX_PARTS));
+        let key = self.key(name);
+        let creds = self.credentials.as_ref();
+        let url = self
+            .bucket
+            .create_multipart_upload(creds, &key)
+            .sign(SIGNED_FOR);
+        let reply = self.send(name, "POST", url, &[], Body::None)?;
+        if !reply.status().is_success() {
+            return Err(self.failure(name, reply));
+        }
+        let text = self.text(name, reply)?;
+        let created =
+            rusty_s3::actions::CreateMultipartUpload::parse_response(&text).map_err(|e| {
+                StoreError::new(format!(
+                    "{}: S3's reply cannot be read: {e}",
+                    self.shown(name)
+                ))
+            })?;
+        let id = created.upload_id().to_string();
+        let done = self
+            .upload_parts(name, &key, &id, src, (size, part))
+            .and_then(|etags| self.complete(name, &key, &id, &etags));
+        if done.is_err() {
+            let url = self
+                .bucket
+                .abort_multipart_upload(creds, &key, &id)
+                .sign(SIGNED_FOR);
+            let _ = self.send(name, "DELETE", url, &[], Body::None);
+        }
+        done
+    }
+
+    /// Sends the file's parts in order; returns their ETags.
+    fn upload_parts(
+        &self,
+        name: &str,
+        key: &str,
+        id: &str,
+        src: &Path,
+        (size, part): (u64, u64),
+    ) -> Result<Vec<String>, StoreError> {
+        use std::io::Read;
+        let io =
+            |e: std::io::Error| StoreError::new(format!("cannot read `{}`: {e}", src.display()));
+        let mut file = std::fs::File::open(src).map_err(io)?;
+        let mut buf = vec![0u8; part as usize];
+        let mut etags = Vec::new();
+        let mut offset = 0;
+        while offset < size {
+            let n = part.min(size - offset) as usize;
+            file.read_exact(&mut buf[..n]).map_err(io)?;
+            let number = u16::try_from(etags.len() + 1)
+                .map_err(|_| StoreError::new("too many parts for one upload"))?;
+            let url = self
+                .bucket
+                .upload_part(self.credentials.as_ref(), key, number, id)
+                .sign(SIGNED_FOR);
+            let reply = self.send(name, "PUT", url, &[], Body::Bytes(&buf[..n]))?;
+            if !reply.status().is_success() {
+                return Err(self.failure(name, reply));
+            }
+            let etag = reply
+                .headers()
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    StoreError::new(format!("{}: a part's reply has no ETag", self.shown(name)))
+                })?;
+            etags.push(etag.to_string());
+            offset += n as u64;
+        }
+        Ok(etags)
+    }
+
+    /// Completes an upload: the object appears whole, or not at all.
+    fn complete(
+        &self,
+        name: &str,
+        key: &str,
+        id: &str,
+        etags: &[String],
+    ) -> Result<(), StoreError> {
+        let action = self.bucket.complete_multipart_upload(
+            self.credentials.as_ref(),
+            key,
+            id,
+            etags.iter().map(String::as_str),
+        );
+        let url = action.sign(SIGNED_FOR);
+        let body = action.body();
+        let reply = self.send(name, "POST", url, &[], Body::Bytes(body.as_bytes()))?;
+        if !reply.status().is_success() {
+            return Err(self.failure(name, reply));
+        }
+        // S3 may answer 200 and put the error in the body.
+        let text = self.text(name, reply)?;
+        match between(&text, "<Code>", "</Code>") {
+            Some(code) if text.contains("<Error>") => Err(StoreError::new(format!(
+                "{}: completing the upload failed ({code})",
+                self.shown(name)
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn text(&self, name: &str, reply: super::http::Reply) -> Result<String, StoreError> {
+        reply
+            .into_body()
+            .read_to_string()
+            .map_err(|e| StoreError::new(format!("{}: the reply broke off: {e}", self.shown(name))))
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Body<'a> {
     None,
@@ -195,6 +332,12 @@ impl ObjectStore for S3Store {
     }
 
     fn put_file(&self, name: &str, src: &Path) -> Result<(), StoreError> {
+        let size = std::fs::metadata(src)
+            .map_err(|e| StoreError::new(format!("cannot read `{}`: {e}", src.display())))?
+            .len();
+        if size > part_size() {
+            return self.put_multipart(name, src, size);
+        }
         let key = self.key(name);
         let url = self
             .bucket

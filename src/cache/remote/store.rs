@@ -51,6 +51,8 @@ pub trait ObjectStore: Send + Sync {
     fn create(&self, name: &str, bytes: &[u8]) -> Result<bool, StoreError>;
     /// Every name below `prefix`, or `None` where the remote cannot list (a plain HTTP cache).
     fn list(&self, prefix: &str) -> Result<Option<Vec<String>>, StoreError>;
+    /// Removes what killed writers left behind, where the remote keeps such things.
+    fn tidy(&self) {}
 }
 
 /// An object read whole into memory (manifests: small).
