@@ -263,6 +263,13 @@ fn a_folder_remote_shares_results_between_caches() {
     // `run --remote` on a third cache pulls instead of computing.
     let third = run_json(&s, "cache-c", &["--remote"], &[]);
     assert_eq!(stages_with(&third, "stage-pulled"), STAGES.to_vec());
+    assert_eq!(stages_with(&third, "stage-pulling"), STAGES.to_vec());
+    let blob = third
+        .iter()
+        .find(|e| e["event"] == "stage-pulling" && e["stage"] == "blob")
+        .unwrap();
+    // Eight files of 256 KiB and its metrics.json.
+    assert!(blob["bytes"].as_u64().unwrap() > 8 * 256 * 1024, "{blob}");
     assert!(stages_with(&third, "stage-start").is_empty());
     let done = third.iter().find(|e| e["event"] == "run-done").unwrap();
     assert_eq!(done["pulled"], 6);

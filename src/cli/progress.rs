@@ -215,6 +215,7 @@ impl Reporter {
                     );
                     self.settled(*n);
                 }
+                Event::Pulling { node: n, bytes } => self.pulling(plan, *n, *bytes),
                 Event::Pulled {
                     node: n,
                     bytes,
@@ -307,18 +308,9 @@ impl Reporter {
         if let Some(secs) = self.eta.of(n) {
             label = format!("{label}, {} last time", fmt_duration(secs));
         }
-        let spinner = self.multi.as_ref().map(|m| {
-            let pb = m.add(ProgressBar::new_spinner());
-            pb.set_style(
-                ProgressStyle::with_template(
-                    "{spinner:.green} {prefix:.bold} {elapsed:>4} {wide_msg:.dim}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            pb.set_prefix(label.clone());
-            pb.enable_steady_tick(Duration::from_millis(120));
-            pb
-        });
+        // A pull that was refused hands over to the computation.
+        self.finish_spinner(n);
+        let spinner = self.spinner(&label);
         self.running
             .insert(n, (spinner, log.to_path_buf(), Instant::now()));
         // Live mode has the run's bar; plain lines carry the ETA themselves.
@@ -330,6 +322,33 @@ impl Reporter {
                 }
                 self.line("Running", &label);
             }
+        }
+    }
+
+    /// A spinner line on a terminal (`None` otherwise).
+    fn spinner(&self, label: &str) -> Option<ProgressBar> {
+        self.multi.as_ref().map(|m| {
+            let pb = m.add(ProgressBar::new_spinner());
+            pb.set_style(
+                ProgressStyle::with_template(
+                    "{spinner:.green} {prefix:.bold} {elapsed:>4} {wide_msg:.dim}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            pb.set_prefix(label.to_string());
+            pb.enable_steady_tick(Duration::from_millis(120));
+            pb
+        })
+    }
+
+    /// A stage's result is being pulled from the remote.
+    fn pulling(&mut self, plan: &Plan, n: usize, bytes: u64) {
+        let (id, size) = (&plan.pipeline.nodes[n].id, crate::ops::fmt_bytes(bytes));
+        let spinner = self.spinner(&format!("{id} (pulling {size} from the remote)"));
+        self.running
+            .insert(n, (spinner, std::path::PathBuf::new(), Instant::now()));
+        if self.multi.is_none() {
+            self.line("Pulling", &format!("{id} ({size} from the remote)"));
         }
     }
 

@@ -41,6 +41,11 @@ pub enum Event {
         node: usize,
         record: RunRecord,
     },
+    /// The remote holds the result: `bytes` are being downloaded.
+    Pulling {
+        node: usize,
+        bytes: u64,
+    },
     /// Taken from the remote (checked and stored) instead of computed.
     Pulled {
         node: usize,
@@ -155,6 +160,10 @@ pub enum RunEvent<'a> {
         seconds: f64,
         metrics: &'a Metrics,
     },
+    StagePulling {
+        stage: &'a str,
+        bytes: u64,
+    },
     StagePulled {
         stage: &'a str,
         key: &'a str,
@@ -231,6 +240,10 @@ impl Event {
                 key: &record.key,
                 seconds: record.seconds,
                 metrics: &record.metrics,
+            },
+            Event::Pulling { node, bytes } => RunEvent::StagePulling {
+                stage: id(node),
+                bytes: *bytes,
             },
             Event::Pulled {
                 node,

@@ -728,6 +728,8 @@ impl Work<'_> {
             }
         };
         let started = Instant::now();
+        let bytes = manifest.artifact.size;
+        notify(self.tx, Event::Pulling { node: n, bytes });
         match remote.fill(pending, &manifest, comps.clone()) {
             Filled::Done { committed, bytes } => PullTry::Pulled(Finished {
                 record: committed.record,

@@ -312,7 +312,7 @@ pub fn plan_text(plan: &Plan) -> String {
         .filter(|s| matches!(s, Status::Remote(_)))
         .count();
     let on_remote = match &plan.remote {
-        Some(r) => format!(", {remote} on the remote {}", r.shown()),
+        Some(r) => format!(", {remote} on the remote ({})", r.shown()),
         None => String::new(),
     };
     out.push_str(&format!(

@@ -236,11 +236,13 @@ fn push_results(
     let mut tally = Tally::default();
     remote.tidy();
     for (n, (label, run, art)) in results.iter().enumerate() {
+        let one = Instant::now();
         match remote.push(cache, run, art) {
             Ok(Pushed::Uploaded { objects, bytes }) => {
                 say(&format!(
-                    "pushed {label} ({objects} files, {})",
-                    fmt_bytes(bytes)
+                    "pushed {label} ({objects} files, {}{})",
+                    fmt_bytes(bytes),
+                    rate(bytes, one)
                 ));
                 tally.moved += 1;
                 tally.objects += objects;
@@ -372,9 +374,14 @@ fn pull_one(
     key: &str,
     owner: (&str, &str),
 ) {
+    let one = Instant::now();
     match remote.pull(cache, key, owner, None) {
         Ok(PullOutcome::Fetched(bytes)) => {
-            say(&format!("pulled {label} ({})", fmt_bytes(bytes)));
+            say(&format!(
+                "pulled {label} ({}{})",
+                fmt_bytes(bytes),
+                rate(bytes, one)
+            ));
             tally.moved += 1;
             tally.bytes += bytes;
         }
@@ -384,6 +391,15 @@ fn pull_one(
             .push(format!("{label}: no longer on the remote")),
         Err(e) => tally.problems.push(format!("{label}: {e}")),
     }
+}
+
+/// ` in 2.1s, 48.2 MB/s` for a transfer that took a noticeable time.
+fn rate(bytes: u64, since: Instant) -> String {
+    let secs = since.elapsed().as_secs_f64();
+    if secs < 1.0 {
+        return String::new();
+    }
+    format!(" in {secs:.1}s, {:.1} MB/s", bytes as f64 / 1e6 / secs)
 }
 
 fn cannot_list(remote: &Remote) -> Diags {
