@@ -358,6 +358,15 @@ fn a_tampered_object_is_refused_and_its_stage_recomputed() {
         !out.status.success() && stderr.contains("does not hash to its key"),
         "{stderr}"
     );
+    // A push meets the refused manifest: that result is named, the others go on.
+    let out = at(&s, "cache-a", &["cache", "push", "exp.kdl"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("tok:") && stderr.contains("remove it from the remote"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("5 already there"), "{stderr}");
 }
 
 fn find_manifest_path(remote: &Path, stage: &str) -> PathBuf {

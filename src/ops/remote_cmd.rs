@@ -153,7 +153,10 @@ impl Tally {
                 self.problems.join("\n  - ")
             ),
         );
-        d.help = Some("a refused result is never used; `run` computes it instead".into());
+        d.help = Some(match verb {
+            "pushed" => "what was cut short is left unseen on the remote (its manifest comes last); run the push again".into(),
+            _ => "a refused result is never used: `run` computes it instead".into(),
+        });
         Err(d.into())
     }
 }
@@ -172,7 +175,7 @@ fn stored_results(
             out.push((label, r.run, r.artifact));
         }
     } else {
-        let idx_plans: Vec<Plan> = files
+        let plans: Vec<Plan> = files
             .iter()
             .map(|f| {
                 load_plan(
@@ -186,7 +189,7 @@ fn stored_results(
             })
             .collect::<Result<_, _>>()?;
         let idx = cache.index()?;
-        for plan in &idx_plans {
+        for plan in &plans {
             for (i, st) in plan.statuses.iter().enumerate() {
                 if let Status::Cached(rec) = st
                     && let Some(art) = idx.artifact(&rec.output)?
@@ -257,7 +260,9 @@ fn push_results(
                     &run.output[..12.min(run.output.len())]
                 ));
             }
-            Err(e @ PushError::Damaged(_)) => tally.problems.push(format!("{label}: {e}")),
+            Err(e @ (PushError::Damaged(_) | PushError::Conflict(_))) => {
+                tally.problems.push(format!("{label}: {e}"))
+            }
             Err(e @ PushError::Remote(_)) => {
                 tally.problems.push(format!("{label}: {e}"));
                 let left = results.len() - n - 1;

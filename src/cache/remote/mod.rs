@@ -93,6 +93,8 @@ impl From<StoreError> for Refused {
 pub enum PushError {
     /// The local result is damaged: it is never shared.
     Damaged(String),
+    /// The remote's manifest of this key is refused (tampered, a newer format).
+    Conflict(String),
     /// The remote could not be read or written: the rest will fail alike.
     Remote(String),
 }
@@ -100,7 +102,7 @@ pub enum PushError {
 impl std::fmt::Display for PushError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PushError::Damaged(m) | PushError::Remote(m) => f.write_str(m),
+            PushError::Damaged(m) | PushError::Conflict(m) | PushError::Remote(m) => f.write_str(m),
         }
     }
 }
@@ -262,7 +264,7 @@ impl Remote {
         art: &ArtifactRecord,
     ) -> Result<Pushed, PushError> {
         let name = manifest_name(&run.key);
-        if let Some(theirs) = self.existing(&run.key).map_err(PushError::Remote)? {
+        if let Some(theirs) = self.existing(&run.key)? {
             return Ok(compare(run, theirs));
         }
         let problems = cache.check_artifact(art, true);
@@ -298,7 +300,7 @@ impl Remote {
             return Ok(Pushed::Uploaded { objects, bytes });
         }
         // Another pusher won the race: say whether it pushed the same result.
-        match self.existing(&run.key).map_err(PushError::Remote)? {
+        match self.existing(&run.key)? {
             Some(theirs) => Ok(compare(run, theirs)),
             None => Err(PushError::Remote(format!(
                 "`{name}` could not be created, yet is not there"
@@ -307,10 +309,12 @@ impl Remote {
     }
 
     /// The remote's manifest of `key` for a push: a damaged one is an error.
-    fn existing(&self, key: &str) -> Result<Option<Manifest>, String> {
+    fn existing(&self, key: &str) -> Result<Option<Manifest>, PushError> {
         self.manifest(key).map_err(|r| match r {
-            Refused::Store(e) => e.message,
-            other => format!("{other}; remove it from the remote to push this result again"),
+            Refused::Store(e) => PushError::Remote(e.message),
+            other => PushError::Conflict(format!(
+                "{other}; remove it from the remote to push this result again"
+            )),
         })
     }
 
