@@ -867,6 +867,142 @@ fn an_http_cache_shares_results_and_a_read_only_one_still_serves_pulls() {
 
 // ------------------------------------------------------------------ S3 ---
 
+/// A stand-in for an instance's metadata service (IMDSv2), a container's
+/// credentials endpoint and S3 at once: it hands out keys, and records each
+/// S3 request it gets (answering NoSuchKey).
+fn metadata_stub() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let record = record.clone();
+            std::thread::spawn(move || answer_metadata(stream, &record));
+        }
+    });
+    (url, seen)
+}
+
+fn answer_metadata(stream: TcpStream, seen: &Mutex<Vec<String>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut stream = stream;
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.trim().split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let header = |k: &str| headers.get(k).map(String::as_str).unwrap_or("");
+    let keys = |id: &str, token: &str| {
+        format!(
+            r#"{{"Code": "Success", "AccessKeyId": "{id}", "SecretAccessKey": "stub-secret-{id}", "Token": "{token}", "Expiration": "2099-01-01T00:00:00Z"}}"#
+        )
+    };
+    let roles = "/latest/meta-data/iam/security-credentials/";
+    let imds = header("x-aws-ec2-metadata-token") == "IMDS-SESSION";
+    let (status, body) = match (method, path) {
+        ("PUT", "/latest/api/token")
+            if !header("x-aws-ec2-metadata-token-ttl-seconds").is_empty() =>
+        {
+            (200, "IMDS-SESSION".to_string())
+        }
+        ("GET", p) if p == roles && imds => (200, "efrlhf-role\n".to_string()),
+        ("GET", p) if p == format!("{roles}efrlhf-role") && imds => {
+            (200, keys("ASIAIMDSKEYEXAMPLE", "IMDS-ROLE-TOKEN"))
+        }
+        ("GET", "/container") if header("authorization") == "container-auth" => {
+            (200, keys("ASIACONTAINEREXAMPLE", "CONTAINER-TOKEN"))
+        }
+        ("GET", "/container") | ("GET", "/latest/api/token") => (401, String::new()),
+        _ if path.starts_with("/latest/") => (401, String::new()),
+        _ => {
+            seen.lock().unwrap().push(format!("{method} {path}"));
+            (404, "<Error><Code>NoSuchKey</Code></Error>".to_string())
+        }
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+#[test]
+fn s3_keys_come_from_a_container_endpoint_or_the_instance_metadata_service() {
+    let (stub, seen) = metadata_stub();
+    let s = sandbox("remote-s3-keys", "");
+    let none = s.path("no-such-file").display().to_string();
+    let remote = "--remote=s3://team/keys";
+    let base = [
+        ("AWS_ENDPOINT_URL", stub.as_str()),
+        ("AWS_SHARED_CREDENTIALS_FILE", none.as_str()),
+        ("AWS_CONFIG_FILE", none.as_str()),
+        ("AWS_ACCESS_KEY_ID", ""),
+        ("AWS_SECRET_ACCESS_KEY", ""),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", stub.as_str()),
+    ];
+    let signed_with = |extra: &[(&str, &str)]| {
+        seen.lock().unwrap().clear();
+        let env: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+        let out = ok_at(&s, "cache", &["plan", "exp.kdl", remote], &env);
+        assert!(!out.contains("stub-secret"), "{out}");
+        let requests = seen.lock().unwrap().clone();
+        // One manifest looked up per stage whose key is known now: train, val and blob.
+        assert_eq!(requests.len(), 3, "{requests:?}");
+        requests
+    };
+    // An instance's role (IMDSv2: a session token first).
+    let imds = signed_with(&[("AWS_CONTAINER_CREDENTIALS_FULL_URI", "")]);
+    assert!(
+        imds.iter()
+            .all(|r| r.contains("X-Amz-Credential=ASIAIMDSKEYEXAMPLE")
+                && r.contains("X-Amz-Security-Token=IMDS-ROLE-TOKEN")),
+        "{imds:?}"
+    );
+    // A container's endpoint comes before the instance's.
+    let container_url = format!("{stub}/container");
+    let container = signed_with(&[
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", container_url.as_str()),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "container-auth"),
+    ]);
+    assert!(
+        container
+            .iter()
+            .all(|r| r.contains("X-Amz-Credential=ASIACONTAINEREXAMPLE")),
+        "{container:?}"
+    );
+    // The environment's keys come before both.
+    let from_env = signed_with(&[
+        ("AWS_ACCESS_KEY_ID", "AKIAENVEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", "env-secret"),
+    ]);
+    assert!(
+        from_env
+            .iter()
+            .all(|r| r.contains("X-Amz-Credential=AKIAENVEXAMPLE"))
+    );
+    // None at all: unsigned requests (a public bucket can be pulled from).
+    let unsigned = signed_with(&[
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", ""),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]);
+    assert!(
+        unsigned.iter().all(|r| !r.contains("X-Amz-Credential")),
+        "{unsigned:?}"
+    );
+}
+
 /// Every manifest under `efrlhf/runs` of bucket `team`, checked with boto3
 /// (independently of efrlhf): each object it lists exists with its size.
 fn s3_manifests_whole(python: &Path, endpoint: &str) -> (usize, Vec<String>) {

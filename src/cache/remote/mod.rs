@@ -18,6 +18,7 @@
 //! in a claimed scratch folder and enter the cache through the same commit
 //! as a computed result, so nothing partial is ever visible.
 
+mod aws_keys;
 mod folder;
 mod http;
 mod s3;

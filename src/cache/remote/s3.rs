@@ -3,20 +3,16 @@
 //! commit point is a `PutObject` with `If-None-Match: *` (412 where the key
 //! exists). A file larger than one part (16 MiB; `$EFRLHF_S3_PART_MIB`, at least 5) goes
 //! up as a multipart upload, which S3 needs above 5 GB; the object appears
-//! only when the upload completes. Credentials follow the AWS chain as far as files and the
-//! environment go: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
-//! (`AWS_SESSION_TOKEN`), else the profile (`profile=`, `$AWS_PROFILE`,
-//! `default`) of `~/.aws/credentials` and `~/.aws/config`, else none
-//! (unsigned requests: a public bucket can be pulled from). They are kept
-//! in memory only, never in a message.
+//! only when the upload completes. Keys follow the AWS credential chain
+//! ([`super::aws_keys`]) and are never part of a message.
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+use rusty_s3::{Bucket, S3Action, UrlStyle};
 
+use super::aws_keys::{Keys, aws_config};
 use super::http::{Http, copy_body, status_error};
 use super::store::{ObjectStore, StoreError};
 use crate::dsl::RemoteDecl;
@@ -40,7 +36,7 @@ fn part_size() -> u64 {
 
 pub struct S3Store {
     bucket: Bucket,
-    credentials: Option<Credentials>,
+    keys: Keys,
     prefix: String,
     http: Http,
     /// `s3://bucket/prefix`, for naming objects in messages.
@@ -89,7 +85,7 @@ impl S3Store {
         })?;
         Ok(S3Store {
             bucket: bucket_handle,
-            credentials: credentials(&profile, &config),
+            keys: Keys::find(&profile, &config),
             prefix: prefix.to_string(),
             http: Http::new(),
             shown: match prefix {
@@ -129,10 +125,10 @@ impl S3Store {
             if matches!(
                 code.as_str(),
                 "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied"
-            ) && self.credentials.is_none()
+            ) && self.keys.none()
             {
                 e.message.push_str(
-                    ": no credentials were found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile of ~/.aws/credentials)",
+                    ": no credentials were found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile of ~/.aws/credentials, a container's or an instance's role)",
                 );
             }
         }
@@ -172,7 +168,8 @@ impl S3Store {
     fn put_multipart(&self, name: &str, src: &Path, size: u64) -> Result<(), StoreError> {
         let part = part_size().max(size.div_ceil(MAX_PARTS));
         let key = self.key(name);
-        let creds = self.credentials.as_ref();
+        let keys = self.keys.current();
+        let creds = keys.as_ref();
         let url = self
             .bucket
             .create_multipart_upload(creds, &key)
@@ -226,7 +223,7 @@ impl S3Store {
                 .map_err(|_| StoreError::new("too many parts for one upload"))?;
             let url = self
                 .bucket
-                .upload_part(self.credentials.as_ref(), key, number, id)
+                .upload_part(self.keys.current().as_ref(), key, number, id)
                 .sign(SIGNED_FOR);
             let reply = self.send(name, "PUT", url, &[], Body::Bytes(&buf[..n]))?;
             if !reply.status().is_success() {
@@ -253,8 +250,9 @@ impl S3Store {
         id: &str,
         etags: &[String],
     ) -> Result<(), StoreError> {
+        let keys = self.keys.current();
         let action = self.bucket.complete_multipart_upload(
-            self.credentials.as_ref(),
+            keys.as_ref(),
             key,
             id,
             etags.iter().map(String::as_str),
@@ -296,7 +294,7 @@ impl ObjectStore for S3Store {
         let key = self.key(name);
         let url = self
             .bucket
-            .get_object(self.credentials.as_ref(), &key)
+            .get_object(self.keys.current().as_ref(), &key)
             .sign(SIGNED_FOR);
         let reply = self.send(name, "GET", url, &[], Body::None)?;
         match reply.status().as_u16() {
@@ -321,7 +319,7 @@ impl ObjectStore for S3Store {
         let key = self.key(name);
         let url = self
             .bucket
-            .head_object(self.credentials.as_ref(), &key)
+            .head_object(self.keys.current().as_ref(), &key)
             .sign(SIGNED_FOR);
         let reply = self.send(name, "HEAD", url, &[], Body::None)?;
         match reply.status().as_u16() {
@@ -341,7 +339,7 @@ impl ObjectStore for S3Store {
         let key = self.key(name);
         let url = self
             .bucket
-            .put_object(self.credentials.as_ref(), &key)
+            .put_object(self.keys.current().as_ref(), &key)
             .sign(SIGNED_FOR);
         let reply = self.send(name, "PUT", url, &[], Body::File(src))?;
         match reply.status().as_u16() {
@@ -354,7 +352,7 @@ impl ObjectStore for S3Store {
         let key = self.key(name);
         let url = self
             .bucket
-            .put_object(self.credentials.as_ref(), &key)
+            .put_object(self.keys.current().as_ref(), &key)
             .sign(SIGNED_FOR);
         let headers = [("If-None-Match", "*"), ("Content-Type", "application/json")];
         let reply = self.send(name, "PUT", url, &headers, Body::Bytes(bytes))?;
@@ -376,7 +374,8 @@ impl ObjectStore for S3Store {
         let mut names = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut action = self.bucket.list_objects_v2(self.credentials.as_ref());
+            let keys = self.keys.current();
+            let mut action = self.bucket.list_objects_v2(keys.as_ref());
             action.with_prefix(full.as_str());
             if let Some(t) = &token {
                 action.with_continuation_token(t.as_str());
@@ -417,90 +416,4 @@ fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
     let start = text.find(open)? + open.len();
     let len = text[start..].find(close)?;
     Some(&text[start..start + len])
-}
-
-/// The environment's keys, else the profile's in `~/.aws/credentials`, else in `~/.aws/config`.
-fn credentials(profile: &str, config: &BTreeMap<String, String>) -> Option<Credentials> {
-    if let (Some(key), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-        return Some(with_token(key, secret, env("AWS_SESSION_TOKEN")));
-    }
-    let file = env("AWS_SHARED_CREDENTIALS_FILE")
-        .map(PathBuf::from)
-        .or_else(|| home(".aws/credentials"))?;
-    let creds = ini_section(&file, profile);
-    [&creds, config].into_iter().find_map(|s| {
-        let key = s.get("aws_access_key_id")?.clone();
-        let secret = s.get("aws_secret_access_key")?.clone();
-        Some(with_token(key, secret, s.get("aws_session_token").cloned()))
-    })
-}
-
-fn with_token(key: String, secret: String, token: Option<String>) -> Credentials {
-    match token {
-        Some(t) => Credentials::new_with_token(key, secret, t),
-        None => Credentials::new(key, secret),
-    }
-}
-
-/// The profile's settings in `~/.aws/config` (`[default]` or `[profile NAME]`).
-fn aws_config(profile: &str) -> BTreeMap<String, String> {
-    let Some(file) = env("AWS_CONFIG_FILE")
-        .map(PathBuf::from)
-        .or_else(|| home(".aws/config"))
-    else {
-        return BTreeMap::new();
-    };
-    let section = if profile == "default" {
-        "default".to_string()
-    } else {
-        format!("profile {profile}")
-    };
-    ini_section(&file, &section)
-}
-
-fn home(rel: &str) -> Option<PathBuf> {
-    std::env::var_os("HOME").map(|h| Path::new(&h).join(rel))
-}
-
-/// `key = value` lines of one `[section]` of an INI file (empty when absent).
-fn ini_section(path: &Path, section: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return out;
-    };
-    let mut inside = false;
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') && line.ends_with(']') {
-            inside = line[1..line.len() - 1].trim() == section;
-        } else if inside
-            && !line.starts_with(['#', ';'])
-            && let Some((k, v)) = line.split_once('=')
-        {
-            out.insert(k.trim().to_string(), v.trim().to_string());
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn profiles_are_read_from_ini_sections() {
-        let dir = std::env::temp_dir().join(format!("efrlhf-ini-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("config");
-        std::fs::write(
-            &f,
-            "[default]\nregion = eu-west-1\n\n[profile team]\n# a comment\nregion=us-west-2\nendpoint_url = http://127.0.0.1:9000\n",
-        )
-        .unwrap();
-        assert_eq!(ini_section(&f, "default")["region"], "eu-west-1");
-        let team = ini_section(&f, "profile team");
-        assert_eq!(team["region"], "us-west-2");
-        assert_eq!(team["endpoint_url"], "http://127.0.0.1:9000");
-        assert!(ini_section(&f, "profile none").is_empty());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }
