@@ -1,8 +1,9 @@
 //! A remote in a shared folder (NFS, Lustre, GPFS, a mounted bucket).
 //! Objects are written under `tmp/`, synced, then put in place by a rename
 //! (files) or a hard link, which fails where the name exists (the
-//! create-if-absent commit point; `link` is atomic on NFS too). A killed
-//! writer leaves only a file under `tmp/`, which readers never look at.
+//! create-if-absent commit point; `link` is atomic on NFS too; where the
+//! filesystem has no hard links, a look and a rename). A killed writer
+//! leaves only a file under `tmp/`, which readers never look at.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -102,6 +103,7 @@ impl ObjectStore for FolderStore {
             .and_then(|_| match std::fs::hard_link(&tmp, &dest) {
                 Ok(()) => Ok(true),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) if no_hard_links(&e) => self.publish_by_rename(&tmp, &dest),
                 Err(e) => Err(self.io("cannot publish", &dest, e)),
             });
         let _ = std::fs::remove_file(&tmp);
@@ -138,6 +140,31 @@ impl ObjectStore for FolderStore {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
+    }
+}
+
+/// Whether a failed `link` means the filesystem has no hard links (a
+/// mounted bucket such as gcsfuse or s3fs, some SMB shares).
+fn no_hard_links(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Unsupported
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::EPERM) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+        )
+}
+
+impl FolderStore {
+    /// Create-if-absent where there are no hard links: a look, then a
+    /// rename. Two writers racing in between both succeed and the last one
+    /// stays (as on stores without conditional writes); each manifest is
+    /// whole either way, since a rename publishes a complete file.
+    fn publish_by_rename(&self, tmp: &Path, dest: &Path) -> Result<bool, StoreError> {
+        if dest.exists() {
+            return Ok(false);
+        }
+        std::fs::rename(tmp, dest)
+            .map(|_| true)
+            .map_err(|e| self.io("cannot publish", dest, e))
     }
 }
 
