@@ -70,8 +70,9 @@ fn sandbox(name: &str, remote: &str) -> Sandbox {
     s
 }
 
-/// `efrlhf --cache-dir CACHE ARGS` in the sandbox, with `env` set.
-fn at(s: &Sandbox, cache: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+/// `efrlhf --cache-dir CACHE ARGS` in the sandbox, with `env` set and no
+/// remote named by the environment or a user's file.
+fn command(s: &Sandbox, cache: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(BIN);
     c.current_dir(&s.dir)
         .arg("--cache-dir")
@@ -85,7 +86,12 @@ fn at(s: &Sandbox, cache: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         c.env(k, v);
     }
-    let out = c.output().unwrap();
+    c
+}
+
+/// [`command`], run to its end.
+fn at(s: &Sandbox, cache: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let out = command(s, cache, args, env).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "efrlhf panicked:\n{stderr}");
     out
@@ -416,14 +422,11 @@ fn concurrent_pushes_of_the_same_results_leave_one_whole_copy() {
     std::fs::create_dir_all(s.path("team-remote")).unwrap();
     ok_at(&s, "cache-a", &["run", "exp.kdl"], &[]);
     let spawn = || {
-        let mut c = Command::new(BIN);
-        c.current_dir(&s.dir)
-            .args(["--cache-dir", "cache-a", "cache", "push", "exp.kdl"])
-            .env("EFRLHF_REMOTE_CONFIG", s.path("none.kdl"))
-            .env_remove("EFRLHF_REMOTE")
+        command(&s, "cache-a", &["cache", "push", "exp.kdl"], &[])
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c.spawn().unwrap()
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     };
     for round in 0..3 {
         if round > 0 {
@@ -522,17 +525,11 @@ fn kill_pushes(
     let mut rng = Lcg(seed);
     let mut cut_short = 0;
     for i in 0..20 {
-        let mut c = Command::new(BIN);
-        c.current_dir(&s.dir)
-            .args(["--cache-dir", "cache-a", "cache", "push", "exp.kdl"])
-            .env("EFRLHF_REMOTE_CONFIG", s.path("none.kdl"))
-            .env_remove("EFRLHF_REMOTE")
+        let mut child = command(s, "cache-a", &["cache", "push", "exp.kdl"], env)
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let mut child = c.spawn().unwrap();
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let after = rng.below(whole + 20);
         std::thread::sleep(Duration::from_millis(after));
         unsafe { kill(child.id() as i32, 9) };
@@ -663,6 +660,32 @@ impl HttpCache {
     }
 }
 
+/// A request's method, path and headers (names lower-cased); `None` at the
+/// end of the connection.
+fn read_head(reader: &mut impl BufRead) -> Option<(String, String, BTreeMap<String, String>)> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            return Some((method, path, headers));
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+}
+
 fn serve(
     stream: TcpStream,
     objects: &Mutex<BTreeMap<String, Vec<u8>>>,
@@ -673,29 +696,9 @@ fn serve(
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut stream = stream;
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        let Some((method, path, headers)) = read_head(&mut reader) else {
             return;
-        }
-        let mut parts = line.split_whitespace();
-        let (method, path) = (
-            parts.next().unwrap_or("").to_string(),
-            parts.next().unwrap_or("").to_string(),
-        );
-        let mut headers = BTreeMap::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-            }
-        }
+        };
         let len: usize = headers
             .get("content-length")
             .and_then(|v| v.parse().ok())
@@ -887,22 +890,10 @@ fn metadata_stub() -> (String, Arc<Mutex<Vec<String>>>) {
 fn answer_metadata(stream: TcpStream, seen: &Mutex<Vec<String>>) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut stream = stream;
-    let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+    let Some((method, path, headers)) = read_head(&mut reader) else {
         return;
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let mut headers = BTreeMap::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.trim().split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
+    };
+    let (method, path) = (method.as_str(), path.as_str());
     let header = |k: &str| headers.get(k).map(String::as_str).unwrap_or("");
     let keys = |id: &str, token: &str| {
         format!(
@@ -1172,16 +1163,11 @@ fn s3_shares_results_survives_racing_and_killed_pushes_and_keeps_credentials_sec
     ok_at(&s, "cache-a", &["run", "exp.kdl", "--only", "blob"], &env);
     let pushers: Vec<Child> = (0..2)
         .map(|_| {
-            let mut c = Command::new(BIN);
-            c.current_dir(&s.dir)
-                .args(["--cache-dir", "cache-a", "cache", "push", "exp.kdl"])
-                .env("EFRLHF_REMOTE_CONFIG", s.path("none.kdl"))
+            command(&s, "cache-a", &["cache", "push", "exp.kdl"], &env)
                 .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            for (k, v) in env {
-                c.env(k, v);
-            }
-            c.spawn().unwrap()
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
         })
         .collect();
     for p in pushers {

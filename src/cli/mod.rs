@@ -262,21 +262,9 @@ enum CacheCommand {
         remote: RemoteArg,
     },
     /// Upload stored results to a shared remote: those the experiments use, or all
-    Push {
-        files: Vec<PathBuf>,
-        #[command(flatten)]
-        remote: RemoteArg,
-        #[command(flatten)]
-        target: Target,
-    },
+    Push(TransferArgs),
     /// Download results from a shared remote: those the experiments need, or all
-    Pull {
-        files: Vec<PathBuf>,
-        #[command(flatten)]
-        remote: RemoteArg,
-        #[command(flatten)]
-        target: Target,
-    },
+    Pull(TransferArgs),
     /// Disk usage of the cache
     Du,
     /// Re-hash every stored result; name each damaged file (exit 1 if any)
@@ -292,6 +280,37 @@ enum CacheCommand {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// `cache push|pull`: the experiments (none: everything) and the remote.
+#[derive(Args, Debug)]
+struct TransferArgs {
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    remote: RemoteArg,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `ops::cache_push` or `ops::cache_pull`.
+type Transfer = fn(
+    &Cache,
+    &[PathBuf],
+    ops::RemoteChoice,
+    &ops::PlanRequest,
+    &mut dyn FnMut(&str),
+) -> Result<String, Diags>;
+
+impl TransferArgs {
+    /// Runs `transfer`, printing a line per result and the closing one on stderr.
+    fn run(&self, cache: &Cache, transfer: Transfer) -> Result<String, Diags> {
+        let class_of = self.target.class_of()?;
+        let req = request(&self.target, class_of.as_ref(), &[]);
+        let mut say = |line: &str| err(&format!("{line}\n"));
+        let line = transfer(cache, &self.files, self.remote.required(), &req, &mut say)?;
+        err(&line);
+        Ok(String::new())
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -577,7 +596,6 @@ fn report_command(
 fn cache_command(cache_dir: &Option<PathBuf>, cmd: CacheCommand) -> Result<i32, Diags> {
     let cache = cache_at(cache_dir)?;
     let waiting = || err("waiting for the experiments running on this cache to finish\n");
-    let mut say = |line: &str| err(&format!("{line}\n"));
     out(&match cmd {
         CacheCommand::Ls { files, remote } => match remote.choice() {
             ops::RemoteChoice::Off if files.is_empty() => ops::cache_ls(&cache)?.to_text(),
@@ -587,28 +605,8 @@ fn cache_command(cache_dir: &Option<PathBuf>, cmd: CacheCommand) -> Result<i32, 
                 ops::cache_ls_remote(&cache, &files, remote.required(), &req)?.to_text()
             }
         },
-        CacheCommand::Push {
-            files,
-            remote,
-            target,
-        } => {
-            let class_of = target.class_of()?;
-            let req = request(&target, class_of.as_ref(), &[]);
-            let line = ops::cache_push(&cache, &files, remote.required(), &req, &mut say)?;
-            err(&line);
-            String::new()
-        }
-        CacheCommand::Pull {
-            files,
-            remote,
-            target,
-        } => {
-            let class_of = target.class_of()?;
-            let req = request(&target, class_of.as_ref(), &[]);
-            let line = ops::cache_pull(&cache, &files, remote.required(), &req, &mut say)?;
-            err(&line);
-            String::new()
-        }
+        CacheCommand::Push(args) => args.run(&cache, ops::cache_push)?,
+        CacheCommand::Pull(args) => args.run(&cache, ops::cache_pull)?,
         CacheCommand::Du => ops::cache_du(&cache)?,
         CacheCommand::Verify => {
             let (text, problem) = ops::cache_verify_report(&cache)?;

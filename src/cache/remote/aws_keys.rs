@@ -106,7 +106,8 @@ impl Keys {
     }
 }
 
-fn env(name: &str) -> Option<String> {
+/// A variable's value, where it is set and not empty.
+pub fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 

@@ -24,6 +24,15 @@ pub struct Http {
 /// One answer: the status and, for a success with a body, the body.
 pub type Reply = ureq::http::Response<ureq::Body>;
 
+/// What a request sends.
+#[derive(Clone, Copy)]
+pub enum Body<'a> {
+    None,
+    /// A file, streamed with its length.
+    File(&'a Path),
+    Bytes(&'a [u8]),
+}
+
 impl Http {
     pub fn new() -> Http {
         let agent = ureq::Agent::config_builder()
@@ -37,19 +46,39 @@ impl Http {
         Http { agent }
     }
 
-    /// Sends a request built by `build`, again after a connection error,
-    /// a 5xx or a 429 (with a growing pause). `shown` names it in messages.
+    /// Sends `method url` with `headers` and `body`, again after a
+    /// connection error, a 5xx or a 429 (with a growing pause). `shown`
+    /// names it in messages (never the URL, which may be signed).
     pub fn send(
         &self,
         shown: &str,
-        mut build: impl FnMut(&ureq::Agent) -> Result<Reply, ureq::Error>,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Body<'_>,
     ) -> Result<Reply, StoreError> {
+        let once = || {
+            let mut req = ureq::http::Request::builder().method(method).uri(url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            match body {
+                Body::File(path) => {
+                    let file = std::fs::File::open(path)?;
+                    self.agent.run(req.body(file).map_err(ureq::Error::from)?)
+                }
+                Body::Bytes(b) => self
+                    .agent
+                    .run(req.body(b.to_vec()).map_err(ureq::Error::from)?),
+                Body::None => self.agent.run(req.body(()).map_err(ureq::Error::from)?),
+            }
+        };
         let mut last = String::new();
         for n in 0..ATTEMPTS {
             if n > 0 {
                 std::thread::sleep(Duration::from_millis(250 << n));
             }
-            match build(&self.agent) {
+            match once() {
                 Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
                     last = format!("HTTP {}", r.status().as_u16());
                 }
@@ -125,34 +154,23 @@ impl HttpStore {
         method: &str,
         name: &str,
         headers: &[(&str, &str)],
-        body: Option<&Path>,
-        bytes: Option<&[u8]>,
+        body: Body<'_>,
     ) -> Result<Reply, StoreError> {
         let url = self.url(name);
-        self.http.send(&url, |agent| {
-            let mut req = ureq::http::Request::builder().method(method).uri(&url);
-            if let Some(a) = &self.auth {
-                req = req.header("Authorization", a);
-            }
-            for (k, v) in headers {
-                req = req.header(*k, *v);
-            }
-            match (body, bytes) {
-                (Some(path), _) => {
-                    let file = std::fs::File::open(path)?;
-                    agent.run(req.body(file).map_err(ureq::Error::from)?)
-                }
-                (None, Some(b)) => agent.run(req.body(b.to_vec()).map_err(ureq::Error::from)?),
-                (None, None) => agent.run(req.body(()).map_err(ureq::Error::from)?),
-            }
-        })
+        let mut all: Vec<(&str, &str)> = self
+            .auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        all.extend_from_slice(headers);
+        self.http.send(&url, method, &url, &all, body)
     }
 }
 
 impl ObjectStore for HttpStore {
     fn get(&self, name: &str, to: &mut dyn Write) -> Result<bool, StoreError> {
         let url = self.url(name);
-        let reply = self.request("GET", name, &[], None, None)?;
+        let reply = self.request("GET", name, &[], Body::None)?;
         match reply.status().as_u16() {
             200 => copy_body(&url, reply, to).map(|_| true),
             404 => Ok(false),
@@ -163,7 +181,7 @@ impl ObjectStore for HttpStore {
     fn exists(&self, name: &str) -> Result<bool, StoreError> {
         let url = self.url(name);
         match self
-            .request("HEAD", name, &[], None, None)?
+            .request("HEAD", name, &[], Body::None)?
             .status()
             .as_u16()
         {
@@ -176,7 +194,7 @@ impl ObjectStore for HttpStore {
     fn put_file(&self, name: &str, src: &Path) -> Result<(), StoreError> {
         let url = self.url(name);
         match self
-            .request("PUT", name, &[], Some(src), None)?
+            .request("PUT", name, &[], Body::File(src))?
             .status()
             .as_u16()
         {
@@ -189,7 +207,7 @@ impl ObjectStore for HttpStore {
         let url = self.url(name);
         let headers = [("If-None-Match", "*"), ("Content-Type", "application/json")];
         match self
-            .request("PUT", name, &headers, None, Some(bytes))?
+            .request("PUT", name, &headers, Body::Bytes(bytes))?
             .status()
             .as_u16()
         {

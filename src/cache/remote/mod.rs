@@ -343,81 +343,31 @@ impl Remote {
 
     /// Uploads the files (digest, local path, size) the remote lacks, in parallel.
     fn upload(&self, files: &[(String, std::path::PathBuf, u64)]) -> Result<(usize, u64), String> {
-        let next = AtomicUsize::new(0);
         let sent = std::sync::Mutex::new((0usize, 0u64));
-        let failure = std::sync::Mutex::new(None::<String>);
-        let work = || {
-            while let Some((digest, path, size)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
-                if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
-                    return;
-                }
-                let name = object_name(digest);
-                let done = self.store.exists(&name).and_then(|there| {
-                    if there {
-                        return Ok(false);
-                    }
-                    self.store.put_file(&name, path).map(|_| true)
-                });
-                match done {
-                    Ok(true) => {
-                        if let Ok(mut s) = sent.lock() {
-                            s.0 += 1;
-                            s.1 += size;
-                        }
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        if let Ok(mut f) = failure.lock() {
-                            f.get_or_insert(write_error(e));
-                        }
-                    }
-                }
+        self.each_file(files, |(digest, path, size)| -> Result<(), String> {
+            let name = object_name(digest);
+            if self.store.exists(&name).map_err(write_error)? {
+                return Ok(());
             }
-        };
-        std::thread::scope(|s| {
-            for _ in 0..parallel_transfers(&self.decl).min(files.len()) {
-                s.spawn(work);
+            self.store.put_file(&name, path).map_err(write_error)?;
+            if let Ok(mut s) = sent.lock() {
+                s.0 += 1;
+                s.1 += size;
             }
-        });
-        if let Some(e) = failure.into_inner().ok().flatten() {
-            return Err(e);
-        }
+            Ok(())
+        })?;
         Ok(sent.into_inner().unwrap_or_default())
     }
 
     /// Downloads a checked manifest's files into `out` and its log into
     /// `log`, re-hashing each as it arrives. Returns the bytes received.
     pub fn download(&self, m: &Manifest, out: &Path, log: &Path) -> Result<u64, Refused> {
-        let next = AtomicUsize::new(0);
         let received = std::sync::atomic::AtomicU64::new(0);
-        let failure = std::sync::Mutex::new(None::<Refused>);
-        let files = &m.artifact.files;
-        let work = || {
-            while let Some(f) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
-                if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
-                    return;
-                }
-                let dest = out.join(&f.path);
-                match self.fetch(&f.digest, f.size, &dest, &f.path) {
-                    Ok(()) => {
-                        received.fetch_add(f.size, Ordering::Relaxed);
-                    }
-                    Err(r) => {
-                        if let Ok(mut slot) = failure.lock() {
-                            slot.get_or_insert(r);
-                        }
-                    }
-                }
-            }
-        };
-        std::thread::scope(|s| {
-            for _ in 0..parallel_transfers(&self.decl).min(files.len()) {
-                s.spawn(work);
-            }
-        });
-        if let Some(r) = failure.into_inner().ok().flatten() {
-            return Err(r);
-        }
+        self.each_file(&m.artifact.files, |f| -> Result<(), Refused> {
+            self.fetch(&f.digest, f.size, &out.join(&f.path), &f.path)?;
+            received.fetch_add(f.size, Ordering::Relaxed);
+            Ok(())
+        })?;
         if let Some(b) = &m.log {
             // A log that cannot be had is not worth refusing a result for.
             if self.fetch(&b.digest, b.size, log, "the log").is_err() {
@@ -425,6 +375,38 @@ impl Remote {
             }
         }
         Ok(received.into_inner())
+    }
+
+    /// Runs `transfer` on every item, several at a time (the remote's
+    /// number of parallel transfers); the first failure stops the rest.
+    fn each_file<T: Sync, E: Send>(
+        &self,
+        items: &[T],
+        transfer: impl Fn(&T) -> Result<(), E> + Sync,
+    ) -> Result<(), E> {
+        let next = AtomicUsize::new(0);
+        let failure = std::sync::Mutex::new(None::<E>);
+        let work = || {
+            while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+                if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                    return;
+                }
+                if let Err(e) = transfer(item)
+                    && let Ok(mut slot) = failure.lock()
+                {
+                    slot.get_or_insert(e);
+                }
+            }
+        };
+        std::thread::scope(|s| {
+            for _ in 0..parallel_transfers(&self.decl).min(items.len()) {
+                s.spawn(work);
+            }
+        });
+        match failure.into_inner().ok().flatten() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// One object into `dest`, checked against its digest and size.

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use rusty_s3::{Bucket, S3Action, UrlStyle};
 
-use super::aws_keys::{Keys, aws_config};
-use super::http::{Http, copy_body, status_error};
+use super::aws_keys::{Keys, aws_config, env};
+use super::http::{Body, Http, copy_body, status_error};
 use super::store::{ObjectStore, StoreError};
 use crate::dsl::RemoteDecl;
 
@@ -143,22 +143,8 @@ impl S3Store {
         headers: &[(&str, &str)],
         body: Body<'_>,
     ) -> Result<super::http::Reply, StoreError> {
-        self.http.send(&self.shown(name), |agent| {
-            let mut req = ureq::http::Request::builder()
-                .method(method)
-                .uri(url.as_str());
-            for (k, v) in headers {
-                req = req.header(*k, *v);
-            }
-            match body {
-                Body::File(path) => {
-                    let file = std::fs::File::open(path)?;
-                    agent.run(req.body(file).map_err(ureq::Error::from)?)
-                }
-                Body::Bytes(b) => agent.run(req.body(b.to_vec()).map_err(ureq::Error::from)?),
-                Body::None => agent.run(req.body(()).map_err(ureq::Error::from)?),
-            }
-        })
+        self.http
+            .send(&self.shown(name), method, url.as_str(), headers, body)
     }
 }
 
@@ -282,13 +268,6 @@ impl S3Store {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Body<'a> {
-    None,
-    File(&'a Path),
-    Bytes(&'a [u8]),
-}
-
 impl ObjectStore for S3Store {
     fn get(&self, name: &str, to: &mut dyn Write) -> Result<bool, StoreError> {
         let key = self.key(name);
@@ -406,10 +385,6 @@ impl ObjectStore for S3Store {
         }
         Ok(Some(names))
     }
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
