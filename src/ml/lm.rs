@@ -18,6 +18,8 @@ use super::bart::generation_config::GenerationConfig;
 use super::bart::{Bart, BartConfig, Batch, Targets};
 use super::causal::{CausalConfig, CausalLm, Family, Inputs, Sizes};
 use super::decoding::{GenerateOptions, Generated, in_batches};
+use super::lora::{self, AdapterConfig, HostTensors, Projections};
+use super::peft;
 use crate::rng::Rng;
 
 /// The labels a batch of hidden states predicts: response token j of row i
@@ -32,10 +34,14 @@ pub struct Labels {
 
 /// A language model the stages train and sample.
 pub trait LanguageModel:
-    Module + ModuleDisplay + Clone + std::fmt::Debug + Send + Sync + 'static
+    Module + ModuleDisplay + Projections + Clone + std::fmt::Debug + Send + Sync + 'static
 {
     /// The architecture, for messages and metrics (`bart`, `llama`, `qwen2`, `qwen3`).
     fn architecture(&self) -> &'static str;
+    /// PEFT's `task_type` for an adapter of this model.
+    fn peft_task(&self) -> &'static str {
+        "CAUSAL_LM"
+    }
     /// Hidden states `[b, t, d]` of which position `[i, j]` predicts
     /// `responses[i][j]` after `sources[i]`, on `device`.
     fn response_hidden(
@@ -74,6 +80,8 @@ pub trait LanguageModel:
     fn set_generation(&mut self, generation: GenerationConfig);
     /// Sets every dropout probability (PPO trains without dropout).
     fn set_dropout(&mut self, p: f64);
+    /// Activation checkpointing by blocks when training (see `ml::recompute`).
+    fn set_checkpointing(&mut self, on: bool);
     /// An untrained model of the same architecture, for a checkpoint to load into.
     fn skeleton(&self, device: &Device) -> Result<Self, String>;
     /// Writes an HF folder (config, generation config, safetensors).
@@ -92,6 +100,10 @@ pub fn cross_entropy(logits: Tensor<3>, labels: &Labels) -> Tensor<1> {
 impl LanguageModel for Bart {
     fn architecture(&self) -> &'static str {
         "bart"
+    }
+
+    fn peft_task(&self) -> &'static str {
+        "SEQ_2_SEQ_LM"
     }
 
     fn response_hidden(
@@ -163,8 +175,14 @@ impl LanguageModel for Bart {
         Bart::set_dropout(self, p);
     }
 
+    fn set_checkpointing(&mut self, on: bool) {
+        self.checkpointing = on;
+    }
+
     fn skeleton(&self, device: &Device) -> Result<Self, String> {
-        Bart::new(&self.config, device)
+        let mut m = Bart::new(&self.config, device)?;
+        m.checkpointing = self.checkpointing;
+        Ok(m)
     }
 
     fn save(&self, dir: &Path) -> Result<(), String> {
@@ -293,9 +311,14 @@ impl LanguageModel for CausalLm {
         // The Llama family trains without dropout (attention_dropout 0 in every checkpoint).
     }
 
+    fn set_checkpointing(&mut self, on: bool) {
+        self.checkpointing = on;
+    }
+
     fn skeleton(&self, device: &Device) -> Result<Self, String> {
         let mut m = CausalLm::new(&self.config, device)?;
         m.generation = self.generation.clone();
+        m.checkpointing = self.checkpointing;
         Ok(m)
     }
 
@@ -317,8 +340,41 @@ pub trait WithModel {
     fn run<M: LanguageModel>(self, model: M, unused: Vec<String>) -> Self::Output;
 }
 
-/// Loads the HF folder `dir` as the family its `config.json` names and runs `work` on it.
+/// Loads the HF folder `dir` as the family its `config.json` names and runs
+/// `work` on it. An adapter folder efrlhf wrote loads as its base with the
+/// adapter merged in (a model to start from or sample, like any other).
 pub fn load<W: WithModel>(dir: &Path, device: &Device, work: W) -> Result<W::Output, String> {
+    // An adapter's base may be an adapter too: apply them innermost first.
+    let mut chain = Vec::new();
+    let mut full = dir.to_path_buf();
+    while peft::is_adapter(&full) {
+        let (config, tensors) = peft::read(&full)?;
+        let base = peft::base_of(&full)?.locate(&full)?;
+        chain.push((full, config, tensors));
+        if chain.len() > 64 {
+            return Err(format!(
+                "`{}`: adapters of adapters go 64 deep",
+                dir.display()
+            ));
+        }
+        full = base;
+    }
+    if chain.is_empty() {
+        return load_full(dir, device, work);
+    }
+    chain.reverse();
+    load_full(
+        &full,
+        device,
+        Merged {
+            chain,
+            device,
+            work,
+        },
+    )?
+}
+
+fn load_full<W: WithModel>(dir: &Path, device: &Device, work: W) -> Result<W::Output, String> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
@@ -328,6 +384,72 @@ pub fn load<W: WithModel>(dir: &Path, device: &Device, work: W) -> Result<W::Out
     } else {
         let (m, unused) = Bart::load(dir, device)?;
         Ok(work.run(m, unused))
+    }
+}
+
+/// Adapter folders merged, in order, into the base model handed over, then `work`.
+struct Merged<'a, W> {
+    chain: Vec<(std::path::PathBuf, AdapterConfig, HostTensors)>,
+    device: &'a Device,
+    work: W,
+}
+
+impl<W: WithModel> WithModel for Merged<'_, W> {
+    type Output = Result<W::Output, String>;
+
+    fn run<M: LanguageModel>(self, mut model: M, unused: Vec<String>) -> Self::Output {
+        for (dir, config, tensors) in self.chain {
+            let at = |e: String| format!("{}: {e}", dir.display());
+            let (adapted, _) =
+                lora::attach_peft(model, tensors, &config, self.device).map_err(at)?;
+            model = lora::merge(adapted).set_require_grad(true);
+            if let Some(generation) = read_generation(&dir).map_err(at)? {
+                model.set_generation(generation);
+            }
+        }
+        Ok(self.work.run(model, unused))
+    }
+}
+
+/// `generation_config.json` of `dir`, if it has one.
+fn read_generation(dir: &Path) -> Result<Option<GenerationConfig>, String> {
+    let Ok(text) = std::fs::read_to_string(dir.join("generation_config.json")) else {
+        return Ok(None);
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("generation_config.json: {e}"))?;
+    let fields = v.as_object().cloned().unwrap_or_default();
+    GenerationConfig::from_fields(&fields).map(Some)
+}
+
+/// Writes `model`'s adapters as a PEFT folder `dir` on `base`, with the
+/// model's decoding defaults (`generation_config.json`).
+pub fn save_adapter<M: LanguageModel>(
+    model: &M,
+    dir: &Path,
+    base: &peft::Base,
+) -> Result<(), String> {
+    peft::save(model, dir, model.peft_task(), base)?;
+    let mut fields = serde_json::Map::new();
+    model.generation().write_into(&mut fields);
+    let text = serde_json::to_string_pretty(&serde_json::Value::Object(fields)).unwrap_or_default();
+    std::fs::write(dir.join("generation_config.json"), text + "\n")
+        .map_err(|e| format!("cannot write generation_config.json: {e}"))
+}
+
+/// Names and shapes of the projections of the model `dir`'s config
+/// describes (no weights are read or allocated: burn initialises lazily).
+pub fn projection_shapes(dir: &Path) -> Result<Vec<(String, [usize; 2])>, String> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let device = Device::flex();
+    if CausalConfig::is_causal(&text) {
+        let cfg = CausalConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(lora::shapes(&CausalLm::new(&cfg, &device)?))
+    } else {
+        let cfg = BartConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(lora::shapes(&Bart::new(&cfg, &device)?))
     }
 }
 

@@ -151,6 +151,31 @@ impl Checkpoints {
         self.dir.join("best")
     }
 
+    /// Keeps `model` as the best so far: an HF folder, or burn's record for
+    /// a model with adapters (whose HF form needs its base).
+    fn save_best<M: LanguageModel>(&self, model: &M) -> Result<(), String> {
+        if !super::lora::has_adapters(model) {
+            return model.save(&self.best_dir());
+        }
+        let dir = self.best_dir();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+        model
+            .clone()
+            .save_file(dir.join("model.bpk"))
+            .map_err(|e| format!("cannot write the best model: {e:?}"))
+    }
+
+    /// The best model, loaded into the structure of `like` when it has adapters.
+    fn load_best<M: LanguageModel>(&self, like: &M, device: &Device) -> Result<M, String> {
+        if !super::lora::has_adapters(like) {
+            return Ok(M::load(&self.best_dir(), device)?.0);
+        }
+        like.clone()
+            .try_load_file(self.best_dir().join("model.bpk"))
+            .map_err(|e| format!("cannot load the best model: {e:?}"))
+    }
+
     /// The saved progress, if a complete checkpoint exists.
     pub fn load_progress<P: serde::de::DeserializeOwned>(&self) -> Option<P> {
         let text = std::fs::read_to_string(self.state_path()).ok()?;
@@ -315,7 +340,7 @@ pub fn optimizer_step<M: Module>(
     max_grad_norm: f64,
     scaler: &mut LossScaler,
 ) -> (M, f64) {
-    let grads = GradientsParams::from_grads(scaler.scale_loss(loss).backward(), &model);
+    let grads = super::recompute::gradients(scaler.scale_loss(loss), &model);
     let (grads, norm) = unscale_and_clip(grads, &model, scaler.scale, max_grad_norm);
     if scaler.update(norm.is_finite()) {
         (optim.step(lr, model, grads), norm)
@@ -348,8 +373,8 @@ fn step_gradients<M: LanguageModel>(
         let loss =
             cross_entropy(compute.logits(hidden), &labels) * (n as f64 / tokens.max(1) as f64);
         loss_sum += crate::ml::to_vec(loss.clone())[0] as f64;
-        let grads = scaler.scale_loss(loss).backward();
-        acc.accumulate(model, GradientsParams::from_grads(grads, model));
+        let grads = super::recompute::gradients(scaler.scale_loss(loss), model);
+        acc.accumulate(model, grads);
     }
     (acc.grads(), loss_sum)
 }
@@ -415,7 +440,13 @@ pub fn train_sft<M: LanguageModel>(
 
     let (mut model, mut optim, mut progress) = match checkpoints.load_progress::<Progress>() {
         Some(p) if p.step > 0 && p.step <= total => {
-            let (m, o) = checkpoints.load(initial.skeleton(device)?, new_optim())?;
+            let target = if super::lora::has_adapters(&initial) {
+                // The structure with the adapters; the file's values replace it all.
+                initial.clone()
+            } else {
+                initial.skeleton(device)?
+            };
+            let (m, o) = checkpoints.load(target, new_optim())?;
             observer.resumed(p.step);
             (m.fork(&train_dev).train(), o, p)
         }
@@ -482,7 +513,7 @@ pub fn train_sft<M: LanguageModel>(
                 // Ties (common early, when every summary scores 0) go to the lower loss.
                 .is_none_or(|b| v.score > b.score || (v.score == b.score && v.loss < b.loss));
             if better && settings.keep_best {
-                model.valid().save(&checkpoints.best_dir())?;
+                checkpoints.save_best(&model.valid())?;
                 progress.best_step = Some(progress.step);
             }
             progress.validations.push(v);
@@ -496,7 +527,7 @@ pub fn train_sft<M: LanguageModel>(
         }
     }
     let best = match progress.best_step.filter(|_| settings.keep_best) {
-        Some(_) => M::load(&checkpoints.best_dir(), device)?.0,
+        Some(_) => checkpoints.load_best(&model.valid(), device)?,
         None => model.valid(),
     };
     Ok(Trained {

@@ -16,9 +16,11 @@ use tokenizers::Tokenizer;
 
 use crate::ml::dpo::{DpoLoss, DpoSettings, DpoStats, Pair, dpo_step, evaluate, sequence_logps};
 use crate::ml::lm::{LanguageModel, WithModel};
+use crate::ml::peft::Base;
 use crate::ml::precision::{LossScaler, Precision};
 use crate::ml::schedule::cosine_lr;
 use crate::ml::train::{Checkpoints, epoch_order};
+use crate::stages::formats::adapter::LoraParams;
 use crate::stages::formats::dataset::{DatasetInput, Product, collect_pairs, products_of};
 use crate::stages::formats::model::{ModelInput, save_model_folder};
 use crate::stages::formats::prompt::Prompter;
@@ -74,6 +76,9 @@ pub struct Params {
     pub train_split: String,
     /// Split whose pairs are evaluated at the end (empty: none).
     pub eval_split: String,
+    /// LoRA and activation checkpointing.
+    #[serde(flatten)]
+    pub lora: LoraParams,
 }
 
 impl Default for Params {
@@ -95,6 +100,7 @@ impl Default for Params {
             checkpoint_every: 50,
             train_split: "train".into(),
             eval_split: "validation".into(),
+            lora: LoraParams::default(),
         }
     }
 }
@@ -137,6 +143,7 @@ impl Kind for DpoStage {
     type Inputs = Inputs;
 
     fn check(&self, p: &Params) -> Result<(), String> {
+        p.lora.check(p.precision)?;
         let smoothed = matches!(p.loss, DpoLoss::Sigmoid | DpoLoss::Robust);
         if p.label_smoothing > 0.0 && !smoothed {
             return Err(format!(
@@ -306,8 +313,21 @@ impl WithModel for Dpo<'_, '_> {
             train.len(),
             held_out.len()
         );
+        // The reference was scored without adapters: with LoRA it is the base.
+        let policy = p
+            .lora
+            .prepare(policy, ctx.seed as u64, &device, &mut *ctx.log)?;
+        let base = p
+            .lora
+            .base(|| Ok(Base::of_result(&inputs.policy.path, "model")))?;
         let trained = optimise(p, policy, &train, ctx, &device)?;
-        save_model_folder(&ctx.output.join("model"), &trained.0, &tk, &tokenizer_dir)?;
+        save_model_folder(
+            &ctx.output.join("model"),
+            &trained.0,
+            &tk,
+            &tokenizer_dir,
+            base.as_ref(),
+        )?;
         write_jsonl(&ctx.output.join("dpo_curve.jsonl"), &trained.1.curve)?;
         Ok(metrics(
             p, &trained.0, &trained.1, &train, &held_out, &device,

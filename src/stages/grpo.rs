@@ -21,10 +21,13 @@ use crate::ml::decoding::GenerateOptions;
 use crate::ml::grpo::{Advantage, KlPlacement, LossAggregation, ScaleRewards};
 use crate::ml::grpo_step::{GrpoSettings, GrpoState, GrpoStats, grpo_update};
 use crate::ml::lm::{LanguageModel, WithModel};
+use crate::ml::lora;
+use crate::ml::peft::Base;
 use crate::ml::ppo::RewardNorm;
 use crate::ml::precision::Precision;
 use crate::ml::train::{Checkpoints, epoch_order};
 use crate::rng::Rng;
+use crate::stages::formats::adapter::LoraParams;
 use crate::stages::formats::dataset::{DatasetInput, Product, products_of};
 use crate::stages::formats::model::{ModelInput, Sampling, decode, save_model_folder};
 use crate::stages::formats::prompt::Prompter;
@@ -99,6 +102,9 @@ pub struct Params {
     pub checkpoint_every: i64,
     /// Split the prompts are drawn from.
     pub train_split: String,
+    /// LoRA and activation checkpointing.
+    #[serde(flatten)]
+    pub lora: LoraParams,
 }
 
 /// How summaries are sampled (TRL's GRPO samples the whole distribution at temperature 1).
@@ -156,6 +162,7 @@ impl Default for Params {
             max_source: 512,
             checkpoint_every: 5,
             train_split: "train".into(),
+            lora: LoraParams::default(),
         }
     }
 }
@@ -243,6 +250,7 @@ impl Kind for GrpoStage {
     type Inputs = Inputs;
 
     fn check(&self, p: &Params) -> Result<(), String> {
+        p.lora.check(p.precision)?;
         if p.group_size < 2 && p.advantage.needs_groups() {
             return Err(format!(
                 "`advantage \"{}\"` compares the summaries of a product with each other: `group-size` must be at least 2 (TRL uses 8), not {}",
@@ -315,6 +323,7 @@ struct Setup<'a, M> {
     scorers: Vec<(String, Scorer)>,
     lexical: Lexical,
     reference: Option<M>,
+    adapter_base: Option<Base>,
     settings: GrpoSettings,
     device: burn::tensor::Device,
 }
@@ -351,9 +360,17 @@ impl WithModel for Grpo<'_, '_> {
             .iter()
             .map(|r| Ok((r.stage.clone(), r.scorer(&device)?)))
             .collect::<Result<Vec<_>, String>>()?;
+        let policy = p
+            .lora
+            .prepare(policy, ctx.seed as u64, &device, &mut *ctx.log)?;
+        let adapter_base = p
+            .lora
+            .base(|| Ok(Base::of_result(&inputs.policy.path, "model")))?;
         let setup = Setup {
             p,
-            reference: (p.beta > 0.0).then(|| p.precision.compute(&policy)),
+            // With LoRA the reference is the policy with its adapters off: no second copy.
+            reference: (p.beta > 0.0).then(|| p.precision.compute(&lora::base_of(&policy))),
+            adapter_base,
             tk,
             settings: p.settings(scorers.len()),
             scorers,
@@ -542,24 +559,19 @@ fn train<M: LanguageModel>(
             let _ = writeln!(ctx.log, "checkpoint after update {}", progress.update);
         }
     }
-    write_outputs(
-        ctx.output,
-        &model,
-        &setup.tk,
-        tokenizer_dir,
-        &progress.curve,
-    )?;
+    write_outputs(ctx.output, &model, setup, tokenizer_dir, &progress.curve)?;
     Ok(curve_metrics(&progress.curve))
 }
 
 fn write_outputs<M: LanguageModel>(
     out: &std::path::Path,
     model: &M,
-    tk: &Tokenizer,
+    setup: &Setup<'_, M>,
     tokenizer_dir: &std::path::Path,
     curve: &[CurvePoint],
 ) -> Result<(), String> {
-    save_model_folder(&out.join("model"), model, tk, tokenizer_dir)?;
+    let (tk, base) = (&setup.tk, setup.adapter_base.as_ref());
+    save_model_folder(&out.join("model"), model, tk, tokenizer_dir, base)?;
     write_jsonl(&out.join("grpo_curve.jsonl"), curve)
 }
 

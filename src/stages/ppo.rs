@@ -17,11 +17,14 @@ use tokenizers::Tokenizer;
 use crate::ml::bart::ValueHead;
 use crate::ml::decoding::GenerateOptions;
 use crate::ml::lm::{LanguageModel, WithModel};
+use crate::ml::lora;
+use crate::ml::peft::Base;
 use crate::ml::ppo::{KlController, RewardNorm, RunningMoments};
 use crate::ml::precision::Precision;
 use crate::ml::rlhf::{PolicyValue, PpoModules, PpoSettings, PpoState, UpdateStats, ppo_update};
 use crate::ml::train::{Checkpoints, epoch_order};
 use crate::rng::Rng;
+use crate::stages::formats::adapter::LoraParams;
 use crate::stages::formats::dataset::{DatasetInput, GoodTarget, Product, features, products_of};
 use crate::stages::formats::model::{ModelInput, Sampling, decode, save_model_folder};
 use crate::stages::formats::prompt::Prompter;
@@ -130,6 +133,9 @@ pub struct Params {
     pub checkpoint_every: i64,
     /// Split the rollouts are drawn from.
     pub train_split: String,
+    /// LoRA and activation checkpointing.
+    #[serde(flatten)]
+    pub lora: LoraParams,
 }
 
 /// How rollouts are sampled: eval's [`Sampling`] with other defaults. The
@@ -205,6 +211,7 @@ impl Default for Params {
             max_source: 512,
             checkpoint_every: 5,
             train_split: "train".into(),
+            lora: LoraParams::default(),
         }
     }
 }
@@ -278,6 +285,7 @@ struct Setup<'a, M> {
     scorer: Scorer,
     lexical: Lexical,
     reference: M,
+    adapter_base: Option<Base>,
     settings: PpoSettings,
     device: burn::tensor::Device,
 }
@@ -484,11 +492,12 @@ fn log_update(
 fn write_outputs<M: LanguageModel>(
     out: &std::path::Path,
     model: &PolicyValue<M>,
-    tk: &Tokenizer,
+    setup: &Setup<'_, M>,
     tokenizer_dir: &std::path::Path,
     curve: &[UpdateStats],
 ) -> Result<(), String> {
-    save_model_folder(&out.join("model"), &model.policy, tk, tokenizer_dir)?;
+    let (tk, base) = (&setup.tk, setup.adapter_base.as_ref());
+    save_model_folder(&out.join("model"), &model.policy, tk, tokenizer_dir, base)?;
     let mut store = crate::ml::safetensors_writer(&out.join("value_head.safetensors"));
     burn::store::ModuleSnapshot::save_into(&model.value, &mut store)
         .map_err(|e| format!("cannot save the value head: {e}"))?;
@@ -554,6 +563,7 @@ impl Kind for PpoStage {
     type Inputs = Inputs;
 
     fn check(&self, p: &Params) -> Result<(), String> {
+        p.lora.check(p.precision)?;
         p.generation().check()
     }
 
@@ -600,11 +610,18 @@ impl WithModel for Ppo<'_, '_> {
         let tokenizer_dir = inputs.policy.folder();
         // PPO runs without dropout (TRL, lm-human-preferences).
         policy.set_dropout(0.0);
+        let policy = p
+            .lora
+            .prepare(policy, ctx.seed as u64, &device, &mut *ctx.log)?;
         let setup = Setup {
             p,
             prompter: Prompter::for_model(&p.prompt, &tokenizer_dir, &policy, p.max_source)?,
-            // Frozen: cast to the compute precision once, not every update.
-            reference: p.precision.compute(&policy),
+            // Frozen: cast to the compute precision once, not every update. With
+            // LoRA it is the policy with its adapters off: no second copy.
+            reference: p.precision.compute(&lora::base_of(&policy)),
+            adapter_base: p
+                .lora
+                .base(|| Ok(Base::of_result(&inputs.policy.path, "model")))?,
             tk,
             scorer: inputs.reward_model.scorer(&device)?,
             lexical: Lexical::new(),
@@ -681,13 +698,7 @@ fn train<M: LanguageModel>(
             let _ = writeln!(ctx.log, "checkpoint after update {}", progress.update);
         }
     }
-    write_outputs(
-        ctx.output,
-        &model,
-        &setup.tk,
-        tokenizer_dir,
-        &progress.curve,
-    )?;
+    write_outputs(ctx.output, &model, setup, tokenizer_dir, &progress.curve)?;
     Ok(curve_metrics(&progress))
 }
 

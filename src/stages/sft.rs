@@ -23,11 +23,13 @@ use crate::ml::bart::generation_config::GenerationConfig;
 use crate::ml::causal::Sizes;
 use crate::ml::decoding::GenerateOptions;
 use crate::ml::lm::{self, LanguageModel, Scratch, WithModel};
+use crate::ml::peft::Base;
 use crate::ml::precision::Precision;
 use crate::ml::train::{
     Checkpoints, Example, Observer, SftSettings, StepLog, Trained, Validation, mean_loss, train_sft,
 };
 use crate::rng::Rng;
+use crate::stages::formats::adapter::LoraParams;
 use crate::stages::formats::dataset::{DatasetInput, Product, Target, products_of};
 use crate::stages::formats::model::{Decoding, decode, save_model_folder};
 use crate::stages::formats::prompt::Prompter;
@@ -118,6 +120,9 @@ pub struct Params {
     /// How validation summaries are decoded (saved with the model as its default).
     #[serde(flatten)]
     pub decoding: Decoding,
+    /// LoRA and activation checkpointing.
+    #[serde(flatten)]
+    pub lora: LoraParams,
 }
 
 impl Default for Params {
@@ -151,6 +156,7 @@ impl Default for Params {
             train_split: "train".into(),
             validation_split: "validation".into(),
             decoding: Decoding::default(),
+            lora: LoraParams::default(),
         }
     }
 }
@@ -501,8 +507,9 @@ fn write_outputs<M: LanguageModel>(
     data: &Data,
     decoding: &GenerateOptions,
     device: &burn::tensor::Device,
+    adapter_base: Option<&Base>,
 ) -> Result<Vec<String>, String> {
-    save_model_folder(&out.join("model"), kept, tk, tokenizer_dir)?;
+    save_model_folder(&out.join("model"), kept, tk, tokenizer_dir, adapter_base)?;
     write_jsonl(&out.join("train_curve.jsonl"), &trained.progress.curve)?;
     write_jsonl(
         &out.join("validation_curve.jsonl"),
@@ -569,6 +576,11 @@ impl Kind for SftStage {
         p.decoding
             .options(GenerateOptions::greedy(p.max_target as usize))
             .check()?;
+        p.lora.check(p.precision)?;
+        if p.lora.is_on() && !p.lora.merge && p.pretrained.as_os_str().is_empty() {
+            return Err("LoRA adapts a pretrained model, but `pretrained` is empty: an adapter of a model trained from scratch would have no base to load onto (set `pretrained`, or `merge #true`)".into());
+        }
+        p.lora.check_model(&p.pretrained)?;
         if p.pretrained.as_os_str().is_empty() {
             if p.d_model % p.heads != 0 {
                 return Err(format!(
@@ -638,6 +650,10 @@ impl WithModel for Sft<'_, '_> {
             let _ = writeln!(ctx.log, "unused tensors in the checkpoint: {unused:?}");
         }
         check_fits(p, &initial, &tk)?;
+        let initial = p
+            .lora
+            .prepare(initial, ctx.seed as u64, &device, &mut *ctx.log)?;
+        let adapter_base = p.lora.base(|| Base::of_folder(&p.pretrained))?;
         let prompter = Prompter::for_model(&p.prompt, &tokenizer_dir, &initial, p.max_source)?;
         let data = examples(p, products, &tk, &prompter)?;
         let settings = p.settings(ctx.seed);
@@ -696,6 +712,7 @@ impl WithModel for Sft<'_, '_> {
             &data,
             &decoding,
             &device,
+            adapter_base.as_ref(),
         )?;
         final_metrics(&mut m, parameters, &trained, &data, settings.keep_best);
         put_rouge(&mut m, "val_", &rouge_against(&data.val_pairs, &preds));

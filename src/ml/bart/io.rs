@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::nn::{Embedding, LayerNorm};
 use burn::tensor::Device;
 
 use super::config::BartConfig;
@@ -17,10 +17,11 @@ use super::model::{Attention, Bart};
 use crate::ml::checkpoint::{
     Checkpoint, Host, dims2, host, param1, param2, transpose, write, write_file,
 };
+use crate::ml::lora::Proj;
 
 /// One parameter slot, named as HF names it.
 enum Slot<'a> {
-    Linear(&'a mut Linear),
+    Linear(&'a mut Proj),
     Norm(&'a mut LayerNorm),
     Embedding(&'a mut Embedding),
 }
@@ -87,6 +88,17 @@ fn slots(model: &mut Bart) -> Vec<(String, Slot<'_>)> {
         ));
     }
     out
+}
+
+/// The linear projections of `model` by HF name (not the output layer).
+pub(crate) fn projections(model: &mut Bart) -> Vec<(String, &mut Proj)> {
+    slots(model)
+        .into_iter()
+        .filter_map(|(name, slot)| match slot {
+            Slot::Linear(p) => Some((name, p)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// What loading found besides the model's parameters.

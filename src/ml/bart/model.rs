@@ -16,18 +16,20 @@ use burn::tensor::{Device, Int, Tensor, TensorData, activation as act};
 
 use super::config::{Activation, BartConfig, activation};
 use crate::ml::fused;
+use crate::ml::lora::Proj;
 use crate::ml::precision::to_f32;
+use crate::ml::recompute;
 
 /// Added to attention scores at masked positions (their softmax weight underflows to 0).
 const MASKED: f32 = -1e9;
 
 /// A linear layer as HF initialises it: normal(0, std) weights, zero bias.
-fn linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Linear {
+fn linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Proj {
     let mut l = LinearConfig::new(d_in, d_out)
         .with_initializer(Initializer::Normal { mean: 0.0, std })
         .init(device);
     l.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
-    l
+    Proj::from(l)
 }
 
 /// BART's layer-norm epsilon (fixed in HF's implementation).
@@ -46,10 +48,10 @@ fn norm(norm: &LayerNorm, x: Tensor<3>) -> Tensor<3> {
 
 #[derive(Module, Debug)]
 pub(crate) struct Attention {
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub q_proj: Linear,
-    pub out_proj: Linear,
+    pub k_proj: Proj,
+    pub v_proj: Proj,
+    pub q_proj: Proj,
+    pub out_proj: Proj,
     pub dropout: Dropout,
     #[module(skip)]
     pub heads: usize,
@@ -133,8 +135,8 @@ impl Attention {
 
 #[derive(Module, Debug)]
 pub(crate) struct FeedForward {
-    pub fc1: Linear,
-    pub fc2: Linear,
+    pub fc1: Proj,
+    pub fc2: Proj,
     pub activation_dropout: Dropout,
     #[module(skip)]
     pub activation: Activation,
@@ -238,6 +240,9 @@ pub struct Bart {
     /// The architecture, as `config.json` holds it.
     #[module(skip)]
     pub config: BartConfig,
+    /// Activation checkpointing by layers when training (see `ml::recompute`).
+    #[module(skip)]
+    pub checkpointing: bool,
 }
 
 /// A batch of token sequences, right-padded: ids `[b, t]` and a float mask (1 = token).
@@ -380,6 +385,7 @@ impl Bart {
             },
             final_logits_bias: Param::from_tensor(Tensor::zeros([c.vocab_size], device)),
             config: c.clone(),
+            checkpointing: false,
         })
     }
 
@@ -501,6 +507,9 @@ impl Bart {
 
     /// Teacher-forced decoder states for `decoder_input` (already shifted right).
     pub fn forward_hidden(&self, source: &Batch, decoder_input: Tensor<2, Int>) -> Tensor<3> {
+        if self.checkpointing && source.ids.device().is_autodiff() {
+            return self.checkpointed(source, decoder_input);
+        }
         let encoded = self.encode(source);
         let mut cache = self.start_cache(&encoded);
         self.decode(decoder_input, 0, &mut cache, &source.key_bias())
@@ -592,5 +601,187 @@ impl ValueHead {
     pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
         let [b, t, _] = hidden.dims();
         to_f32(self.summary.forward(hidden).reshape([b, t]))
+    }
+}
+
+/// What the teacher-forced pass of a checkpointed BART reads.
+struct Pass {
+    source_bias: Tensor<4>,
+    self_bias: Tensor<4>,
+    /// Seeds each layer's dropout, in the first run and the replay alike.
+    seed: u64,
+    /// The block numbers that seed the encoder's and the decoder's embeddings.
+    embeds: [usize; 2],
+}
+
+impl Bart {
+    /// [`Bart::forward_hidden`] with the layers run outside the graph and
+    /// replayed in the backward pass (see `ml::recompute`).
+    fn checkpointed(&self, source: &Batch, decoder_input: Tensor<2, Int>) -> Tensor<3> {
+        let device = source.ids.device();
+        let seed = recompute::pass_seed(&device);
+        let (enc_embed, dec_embed) = (self.encoder.layers.len() + self.decoder.layers.len(), 0);
+        recompute::seed_block(&device, seed, enc_embed);
+        let enc_embedded = self.embed(&self.encoder, source.ids.clone(), 0);
+        let dtype = enc_embedded.dtype();
+        let t = decoder_input.dims()[1];
+        let pass = Pass {
+            source_bias: source.key_bias().cast(dtype),
+            self_bias: causal_bias(t, &device).cast(dtype),
+            seed,
+            embeds: [enc_embed, enc_embed + 1 + dec_embed],
+        };
+        let mut enc_inputs = Vec::with_capacity(self.encoder.layers.len());
+        // The embeddings' graph is dropped here and rebuilt in the replay.
+        let mut h = recompute::untracked(enc_embedded);
+        for (i, layer) in self.encoder.layers.iter().enumerate() {
+            enc_inputs.push(h.clone());
+            recompute::seed_block(&device, pass.seed, i);
+            h = layer.clone().no_grad().forward(h, pass.source_bias.clone());
+        }
+        let encoded = h;
+        recompute::seed_block(&device, pass.seed, pass.embeds[1]);
+        let dec_embedded = self.embed(&self.decoder, decoder_input.clone(), 0);
+        let mut dec_inputs = Vec::with_capacity(self.decoder.layers.len());
+        let mut h = recompute::untracked(dec_embedded);
+        let offset = self.encoder.layers.len();
+        for (i, layer) in self.decoder.layers.iter().enumerate() {
+            dec_inputs.push(h.clone());
+            recompute::seed_block(&device, pass.seed, offset + i);
+            h = decoder_step(&layer.clone().no_grad(), h, encoded.clone(), &pass);
+        }
+        let out = recompute::leaf(h);
+        recompute::record(Box::new(Replayed {
+            model: self.clone(),
+            ids: [source.ids.clone(), decoder_input],
+            enc_inputs,
+            dec_inputs,
+            encoded,
+            pass,
+            device,
+            out: out.clone(),
+        }));
+        out
+    }
+}
+
+/// One decoder layer over the whole target, reading `encoded`.
+fn decoder_step(layer: &DecoderLayer, x: Tensor<3>, encoded: Tensor<3>, pass: &Pass) -> Tensor<3> {
+    let (k, v) = layer.encoder_attn.key_values(encoded);
+    let mut cache = LayerCache {
+        cross: (k, v),
+        own: None,
+    };
+    layer.forward(
+        x,
+        &mut cache,
+        Some(pass.self_bias.clone()),
+        pass.source_bias.clone(),
+    )
+}
+
+/// Layers to run again in the backward pass, with what they read.
+struct Replayed {
+    /// The model (its tensors shared, not copied).
+    model: Bart,
+    /// The source's and the decoder input's ids.
+    ids: [Tensor<2, Int>; 2],
+    enc_inputs: Vec<Tensor<3>>,
+    dec_inputs: Vec<Tensor<3>>,
+    /// The encoder's output, outside the graph.
+    encoded: Tensor<3>,
+    pass: Pass,
+    device: Device,
+    out: Tensor<3>,
+}
+
+impl Replayed {
+    /// Backpropagates `g` into stack `which`'s embeddings, rebuilt with
+    /// their graph, when they train.
+    fn backprop_embeddings(
+        &self,
+        which: usize,
+        g: Tensor<3>,
+        collect: &mut dyn FnMut(burn::tensor::Gradients),
+    ) {
+        recompute::seed_block(&self.device, self.pass.seed, self.pass.embeds[which]);
+        let ids = self.ids[which].clone();
+        let embedded = match which {
+            0 => self.model.embed(&self.model.encoder, ids, 0),
+            _ => self.model.embed(&self.model.decoder, ids, 0),
+        };
+        if embedded.is_tracked() {
+            collect((embedded * recompute::untracked(g)).sum().backward());
+        }
+    }
+}
+
+impl recompute::Replay for Replayed {
+    fn replay(
+        self: Box<Self>,
+        grads: &burn::tensor::Gradients,
+        collect: &mut dyn FnMut(burn::tensor::Gradients),
+    ) {
+        let Some(mut g) = self.out.grad(grads) else {
+            return;
+        };
+        let (pass, offset) = (&self.pass, self.model.encoder.layers.len());
+        let mut g_encoded: Option<Tensor<3>> = None;
+        let dec_inputs = self.dec_inputs.clone();
+        for (i, (layer, input)) in self
+            .model
+            .decoder
+            .layers
+            .iter()
+            .zip(dec_inputs)
+            .enumerate()
+            .rev()
+        {
+            let (x, enc) = (
+                recompute::leaf(input),
+                recompute::leaf(self.encoded.clone()),
+            );
+            recompute::seed_block(&self.device, pass.seed, offset + i);
+            let y = decoder_step(layer, x.clone(), enc.clone(), pass);
+            let layer_grads = (y * recompute::untracked(g.clone())).sum().backward();
+            let (Some(gx), Some(ge)) = (x.grad(&layer_grads), enc.grad(&layer_grads)) else {
+                return collect(layer_grads);
+            };
+            g = gx;
+            g_encoded = Some(match g_encoded {
+                Some(sum) => sum + ge,
+                None => ge,
+            });
+            collect(layer_grads);
+        }
+        self.backprop_embeddings(1, g, collect);
+        let Some(mut g) = g_encoded else { return };
+        let enc_inputs = self.enc_inputs.clone();
+        for (i, (layer, input)) in self
+            .model
+            .encoder
+            .layers
+            .iter()
+            .zip(enc_inputs)
+            .enumerate()
+            .rev()
+        {
+            let x = recompute::leaf(input);
+            recompute::seed_block(&self.device, pass.seed, i);
+            let y = layer.forward(x.clone(), pass.source_bias.clone());
+            let layer_grads = (y * recompute::untracked(g.clone())).sum().backward();
+            match x.grad(&layer_grads) {
+                Some(next) => g = next,
+                None => return collect(layer_grads),
+            }
+            collect(layer_grads);
+        }
+        self.backprop_embeddings(0, g, collect);
+    }
+}
+
+impl crate::ml::lora::Projections for Bart {
+    fn projections(&mut self) -> Vec<(String, &mut Proj)> {
+        super::io::projections(self)
     }
 }

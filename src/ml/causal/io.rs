@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::nn::{Embedding, RmsNorm};
 use burn::tensor::Device;
 use serde_json::{Map, Value};
 
@@ -18,10 +18,11 @@ use super::model::{Attention, CausalLm};
 use crate::ml::checkpoint::{
     Checkpoint, Host, dims2, host, param1, param2, transpose, write, write_file,
 };
+use crate::ml::lora::Proj;
 
 /// One parameter slot, named as HF names it.
 enum Slot<'a> {
-    Linear(&'a mut Linear),
+    Linear(&'a mut Proj),
     Norm(&'a mut RmsNorm),
     Embedding(&'a mut Embedding),
 }
@@ -65,6 +66,17 @@ fn slots(model: &mut CausalLm) -> Vec<(String, Slot<'_>)> {
     }
     out.push(("model.norm".into(), Slot::Norm(&mut model.norm)));
     out
+}
+
+/// The linear projections of `model` by HF name (not the output layer).
+pub(crate) fn projections(model: &mut CausalLm) -> Vec<(String, &mut Proj)> {
+    slots(model)
+        .into_iter()
+        .filter_map(|(name, slot)| match slot {
+            Slot::Linear(p) => Some((name, p)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// What loading found besides the model's parameters.

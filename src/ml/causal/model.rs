@@ -6,9 +6,7 @@
 //! Field names follow HF's parameter names (see `io.rs`).
 
 use burn::module::{Module, Param};
-use burn::nn::{
-    Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig,
-};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData, activation as act};
@@ -17,13 +15,15 @@ use super::config::CausalConfig;
 use super::rope::Rope;
 use crate::ml::bart::config::Activation;
 use crate::ml::fused;
+use crate::ml::lora::Proj;
 use crate::ml::precision::to_f32;
+use crate::ml::recompute;
 
 /// Added to attention scores at masked keys: finite (as HF's `finfo.min`),
 /// so a row with every key masked (a left pad's query) stays finite.
 const MASKED: f32 = -1e9;
 
-fn linear(d_in: usize, d_out: usize, bias: bool, std: f64, device: &Device) -> Linear {
+fn linear(d_in: usize, d_out: usize, bias: bool, std: f64, device: &Device) -> Proj {
     let mut l = LinearConfig::new(d_in, d_out)
         .with_bias(bias)
         .with_initializer(Initializer::Normal { mean: 0.0, std })
@@ -31,7 +31,7 @@ fn linear(d_in: usize, d_out: usize, bias: bool, std: f64, device: &Device) -> L
     if bias {
         l.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
     }
-    l
+    Proj::from(l)
 }
 
 fn rms_norm(d: usize, eps: f64, device: &Device) -> RmsNorm {
@@ -52,10 +52,10 @@ fn rms<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
 
 #[derive(Module, Debug)]
 pub(crate) struct Attention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub o_proj: Linear,
+    pub q_proj: Proj,
+    pub k_proj: Proj,
+    pub v_proj: Proj,
+    pub o_proj: Proj,
     pub q_norm: Option<RmsNorm>,
     pub k_norm: Option<RmsNorm>,
     #[module(skip)]
@@ -176,9 +176,9 @@ fn repeat_kv(x: Tensor<4>, rep: usize) -> Tensor<4> {
 
 #[derive(Module, Debug)]
 pub(crate) struct Mlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
-    pub down_proj: Linear,
+    pub gate_proj: Proj,
+    pub up_proj: Proj,
+    pub down_proj: Proj,
     #[module(skip)]
     pub act: Activation,
 }
@@ -230,7 +230,7 @@ pub struct CausalLm {
     pub(crate) layers: Vec<Layer>,
     pub(crate) norm: RmsNorm,
     /// `None` when tied to `embed_tokens`.
-    pub(crate) lm_head: Option<Linear>,
+    pub(crate) lm_head: Option<Proj>,
     /// The architecture, as `config.json` holds it.
     #[module(skip)]
     pub config: CausalConfig,
@@ -239,6 +239,9 @@ pub struct CausalLm {
     /// `generation_config.json`'s fields (EOS ids, decoding defaults).
     #[module(skip)]
     pub generation: serde_json::Map<String, serde_json::Value>,
+    /// Activation checkpointing by layers when training (see `ml::recompute`).
+    #[module(skip)]
+    pub checkpointing: bool,
 }
 
 /// Token ids with their positions and the attention bias of one forward.
@@ -339,6 +342,7 @@ impl CausalLm {
             rope: Rope::new(c),
             config: c.clone(),
             generation: serde_json::Map::new(),
+            checkpointing: false,
         })
     }
 
@@ -382,10 +386,42 @@ impl CausalLm {
         let (cos, sin) = self.rope.tables(&inputs.positions, b, t, &device);
         let rope = (cos.cast(dtype), sin.cast(dtype));
         let bias = inputs.bias.clone().cast(dtype);
+        if self.checkpointing && x.device().is_autodiff() {
+            return rms(&self.norm, self.checkpointed_layers(inputs, x, rope, bias));
+        }
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
             x = layer.forward(x, &rope, c, &bias);
         }
         rms(&self.norm, x)
+    }
+
+    /// The layers run without the graph, their inputs kept; their output is
+    /// a fresh leaf and the tape replays them in the backward pass.
+    fn checkpointed_layers(
+        &self,
+        inputs_of: &Inputs,
+        embedded: Tensor<3>,
+        rope: (Tensor<4>, Tensor<4>),
+        bias: Tensor<4>,
+    ) -> Tensor<3> {
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        // The embeddings' graph is dropped here and rebuilt in the replay.
+        let mut h = recompute::untracked(embedded);
+        for layer in &self.layers {
+            inputs.push(h.clone());
+            h = layer.clone().no_grad().forward(h, &rope, &mut None, &bias);
+        }
+        let out = recompute::leaf(h);
+        recompute::record(Box::new(Replayed {
+            layers: self.layers.clone(),
+            inputs,
+            rope,
+            bias,
+            embed: self.embed_tokens.clone(),
+            ids: inputs_of.ids.clone(),
+            out: out.clone(),
+        }));
+        out
     }
 
     /// Logits `[b, t, vocab]` of hidden states, in f32 also under mixed precision.
@@ -404,5 +440,51 @@ impl CausalLm {
     pub fn forward(&self, inputs: &Inputs) -> Tensor<3> {
         let mut cache = self.start_cache();
         self.logits(self.hidden(inputs, &mut cache))
+    }
+}
+
+/// Layers to run again in the backward pass, with what they read.
+struct Replayed {
+    layers: Vec<Layer>,
+    /// Each layer's input, without the graph.
+    inputs: Vec<Tensor<3>>,
+    rope: (Tensor<4>, Tensor<4>),
+    bias: Tensor<4>,
+    /// The token embedding and the ids it read (a trained embedding gets its gradient from them).
+    embed: Embedding,
+    ids: Tensor<2, Int>,
+    /// The leaf the loss's graph starts from.
+    out: Tensor<3>,
+}
+
+impl recompute::Replay for Replayed {
+    fn replay(
+        self: Box<Self>,
+        grads: &burn::tensor::Gradients,
+        collect: &mut dyn FnMut(burn::tensor::Gradients),
+    ) {
+        let Some(mut g) = self.out.grad(grads) else {
+            return;
+        };
+        for (layer, input) in self.layers.iter().zip(self.inputs).rev() {
+            let x = recompute::leaf(input);
+            let y = layer.forward(x.clone(), &self.rope, &mut None, &self.bias);
+            let layer_grads = (y * Tensor::from_inner(g.clone())).sum().backward();
+            match x.grad(&layer_grads) {
+                Some(next) => g = next,
+                None => return collect(layer_grads),
+            }
+            collect(layer_grads);
+        }
+        let embedded = self.embed.forward(self.ids);
+        if embedded.is_tracked() {
+            collect((embedded * Tensor::from_inner(g)).sum().backward());
+        }
+    }
+}
+
+impl crate::ml::lora::Projections for CausalLm {
+    fn projections(&mut self) -> Vec<(String, &mut Proj)> {
+        super::io::projections(self)
     }
 }

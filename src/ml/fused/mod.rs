@@ -16,7 +16,9 @@ mod math;
 mod ops;
 
 use burn::backend::Dispatch;
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::LayerNorm;
+
+use crate::ml::lora::Proj;
 use burn::tensor::{DType, Device, Int, Tensor, activation as act};
 
 use ops::FusedOps;
@@ -112,10 +114,22 @@ pub fn matmul<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>) -> Tensor<D> {
     ))
 }
 
-/// `layer`'s forward over the last dimension of `x`.
-pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+/// `layer`'s forward over the last dimension of `x`, its adapter's update added.
+pub fn linear<const D: usize>(layer: &Proj, x: Tensor<D>) -> Tensor<D> {
+    match &layer.lora {
+        Some(adapter) => dense(layer, x.clone()) + adapter.delta(x),
+        None => dense(layer, x),
+    }
+}
+
+/// `x @ weight + bias` over the last dimension of `x`.
+fn dense<const D: usize>(layer: &Proj, x: Tensor<D>) -> Tensor<D> {
     let Some(bias) = layer.bias.as_ref().filter(|_| fusable(&x)) else {
-        return layer.forward(x);
+        return burn::tensor::module::linear(
+            x,
+            layer.weight.val(),
+            layer.bias.as_ref().map(|b| b.val()),
+        );
     };
     let dims = x.dims();
     let rows = dims[..D - 1].iter().product();

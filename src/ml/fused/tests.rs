@@ -210,7 +210,7 @@ fn linear_matches_burn_in_value_and_all_three_gradients() {
     let run = |fused_path: bool| {
         let input = x.clone().detach().require_grad();
         let y = if fused_path {
-            linear(&layer, input.clone())
+            linear(&crate::ml::lora::Proj::from(layer.clone()), input.clone())
         } else {
             layer.forward(input.clone())
         };

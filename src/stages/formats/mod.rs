@@ -7,6 +7,7 @@
 //! graph can reject a wrong wiring at plan time. This file holds only the
 //! names: a kind that opens datasets reaches `dataset` and nothing else.
 
+pub mod adapter;
 pub mod dataset;
 pub mod evaluation;
 pub mod model;

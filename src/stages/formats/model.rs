@@ -10,6 +10,8 @@ use tokenizers::Tokenizer;
 
 use crate::ml::decoding::{EarlyStopping, GenerateOptions};
 use crate::ml::lm::{self, LanguageModel, WithModel};
+use crate::ml::lora;
+use crate::ml::peft::Base;
 
 /// The files of a Hugging Face model folder that the loaders read, by name
 /// ending: configuration, safetensors weights (and their index), tokenizer and
@@ -62,13 +64,20 @@ impl ModelInput {
 
 /// Writes `model` as the Hugging Face folder `dir`, with its tokenizer and
 /// the tokenizer's own files from `tokenizer_dir` (config, chat template).
+/// A model with LoRA adapters is written as a PEFT adapter folder on
+/// `adapter_base`, or, without one (`merge`), whole with them folded in.
 pub fn save_model_folder<M: LanguageModel>(
     dir: &std::path::Path,
     model: &M,
     tk: &Tokenizer,
     tokenizer_dir: &std::path::Path,
+    adapter_base: Option<&Base>,
 ) -> Result<(), String> {
-    model.save(dir)?;
+    match adapter_base {
+        Some(base) if lora::has_adapters(model) => lm::save_adapter(model, dir, base)?,
+        _ if lora::has_adapters(model) => lora::merge(model.clone()).save(dir)?,
+        _ => model.save(dir)?,
+    }
     tk.save(dir.join("tokenizer.json"), true)
         .map_err(|e| format!("cannot save tokenizer.json: {e}"))?;
     copy_tokenizer_files(tokenizer_dir, dir)
