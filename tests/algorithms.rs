@@ -45,22 +45,6 @@ stage "dpo" kind="dpo" {
 }
 "#;
 
-/// The stored result folder of stage `id`.
-fn output_of(s: &Sandbox, id: &str) -> std::path::PathBuf {
-    let v: serde_json::Value =
-        serde_json::from_str(&s.ok(&["show", "exp.kdl", "--format", "json"])).unwrap();
-    let stage = v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == id);
-    std::path::PathBuf::from(
-        stage
-            .and_then(|x| x["output"].as_str())
-            .unwrap_or_else(|| panic!("no output of `{id}`: {v}")),
-    )
-}
-
 fn number(m: &serde_json::Value, k: &str) -> f64 {
     m[k].as_f64()
         .unwrap_or_else(|| panic!("no metric `{k}`: {m}"))
@@ -114,7 +98,7 @@ fn dpo_and_grpo_train_both_families_and_dpo_starts_at_ln2_and_learns_its_pairs()
         assert!(number(&m, "train_rewards/margins") > 0.0, "{arch}: {m}");
         assert!(number(&m, "eval_rewards/accuracies").is_finite(), "{m}");
         // The curve under TRL's names, one line per step (6 epochs of 8 steps).
-        let art = output_of(&s, "dpo");
+        let art = s.output_of("dpo");
         let curve = std::fs::read_to_string(art.join("dpo_curve.jsonl")).unwrap();
         let lines: Vec<serde_json::Value> = curve
             .lines()
@@ -211,7 +195,7 @@ stage "prefer" kind="preference" {{
         assert!((0.0..1.0).contains(&r), "sigmoid(φ): {m}");
         assert!(number(&m, "kl_last") >= 0.0, "{m}");
     }
-    let art = output_of(&s, "grpo");
+    let art = s.output_of("grpo");
     let curve = std::fs::read_to_string(art.join("grpo_curve.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(curve.lines().next().unwrap()).unwrap();
     for k in [
@@ -228,7 +212,7 @@ stage "prefer" kind="preference" {{
     // With one reward model of weight 1 the reward is that model's.
     assert_eq!(first["reward"], first["rewards/phi/mean"]);
     // Two reward models weighed 1 and 0.5: the reward is their weighted sum.
-    let art = output_of(&s, "weighted");
+    let art = s.output_of("weighted");
     for line in std::fs::read_to_string(art.join("grpo_curve.jsonl"))
         .unwrap()
         .lines()

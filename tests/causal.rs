@@ -7,6 +7,8 @@
 //! steps, recorded with transformers 5.25 / torch 2.15).
 #![allow(clippy::print_stderr)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -36,19 +38,7 @@ fn expected() -> Value {
 
 /// The logits transformers recorded, by name: (shape, values).
 fn reference() -> HashMap<String, (Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(fixture().join("expected.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            (name, (view.shape().to_vec(), values))
-        })
-        .collect()
+    common::read_safetensors(&fixture().join("expected.safetensors"))
 }
 
 fn rows(e: &Value, arch: &str, key: &str) -> Vec<Vec<u32>> {

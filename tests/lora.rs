@@ -3,6 +3,8 @@
 //! PEFT with ours, merging equals base plus adapter, and the base with the
 //! adapters dropped is the base.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -34,19 +36,7 @@ fn device() -> Device {
 type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 fn read_tensors(path: &Path) -> Tensors {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            (name, (view.shape().to_vec(), values))
-        })
-        .collect()
+    common::read_safetensors(path)
 }
 
 fn expected() -> Tensors {

@@ -143,22 +143,6 @@ fn folder_size(dir: &Path) -> u64 {
         .sum()
 }
 
-/// The stored result folder of stage `id`.
-fn output_of(s: &Sandbox, id: &str) -> PathBuf {
-    let v: serde_json::Value =
-        serde_json::from_str(&s.ok(&["show", "exp.kdl", "--format", "json"])).unwrap();
-    let stage = v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == id);
-    PathBuf::from(
-        stage
-            .and_then(|x| x["output"].as_str())
-            .unwrap_or_else(|| panic!("no output of `{id}`: {v}")),
-    )
-}
-
 #[test]
 fn lora_sft_and_ppo_train_adapters_on_a_base_they_name_and_eval_loads_them() {
     let s = Sandbox::new("lora-pipeline");
@@ -170,7 +154,7 @@ fn lora_sft_and_ppo_train_adapters_on_a_base_they_name_and_eval_loads_them() {
     assert!(s.all_logs().contains("LoRA: "), "the log says what trains");
 
     // SFT's result: a PEFT folder on the pretrained folder, no copy of it.
-    let sft = output_of(&s, "sft");
+    let sft = s.output_of("sft");
     let model = sft.join("model");
     assert!(!model.join("model.safetensors").exists());
     let config = json(&model.join("adapter_config.json"));
@@ -194,12 +178,12 @@ fn lora_sft_and_ppo_train_adapters_on_a_base_they_name_and_eval_loads_them() {
     assert!(model.join("tokenizer.json").is_file());
 
     // `merge`: a whole model, loadable as any.
-    let merged = output_of(&s, "merged");
+    let merged = s.output_of("merged");
     assert!(merged.join("model/model.safetensors").is_file());
     assert!(!merged.join("model/adapter_config.json").exists());
 
     // PPO adapts the SFT model (a result, named by its digest).
-    let ppo = output_of(&s, "ppo");
+    let ppo = s.output_of("ppo");
     let base = json(&ppo.join("model/efrlhf-base.json"));
     assert_eq!(
         base["result"]["digest"].as_str().unwrap(),
@@ -220,7 +204,7 @@ fn lora_sft_and_ppo_train_adapters_on_a_base_they_name_and_eval_loads_them() {
         ("dpo_curve.jsonl", "loss", std::f64::consts::LN_2),
         ("grpo_curve.jsonl", "kl", 0.0),
     ] {
-        let dir = output_of(&s, curve.split('_').next().unwrap());
+        let dir = s.output_of(curve.split('_').next().unwrap());
         let base = json(&dir.join("model/efrlhf-base.json"));
         assert_eq!(
             base["result"]["digest"].as_str().unwrap(),
@@ -235,7 +219,7 @@ fn lora_sft_and_ppo_train_adapters_on_a_base_they_name_and_eval_loads_them() {
 
     // Activation checkpointing changes the memory, not the result.
     let stored = |dir: &Path| std::fs::read(dir.join("model/adapter_model.safetensors")).unwrap();
-    let ckpt = output_of(&s, "recomputed");
+    let ckpt = s.output_of("recomputed");
     let (a, b) = (
         adapter_values(&stored(&sft)),
         adapter_values(&stored(&ckpt)),
@@ -310,4 +294,77 @@ fn contradictory_lora_settings_fail_at_plan_naming_the_file() {
         assert!(err.contains(says), "{extra}: {err}");
         assert!(err.contains("exp.kdl"), "{err}");
     }
+}
+
+/// The logits that predict `response` after `source`, of the model folder `dir`.
+struct Logits(Vec<u32>, Vec<u32>);
+
+impl efrlhf::ml::lm::WithModel for Logits {
+    type Output = Vec<f32>;
+    fn run<M: efrlhf::ml::lm::LanguageModel>(self, model: M, _: Vec<String>) -> Vec<f32> {
+        let dev = efrlhf::ml::device(None, 0).unwrap();
+        let (hidden, _) = model.response_hidden(&[self.0], &[self.1], &dev);
+        efrlhf::ml::to_vec(model.logits(hidden))
+    }
+}
+
+const PEFT_LOGITS: &str = r#"
+import json, sys, torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+base = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32)
+model = PeftModel.from_pretrained(base, sys.argv[2]).eval()
+source, response = json.loads(sys.argv[3]), json.loads(sys.argv[4])
+with torch.no_grad():
+    logits = model(input_ids=torch.tensor([source + response])).logits[0]
+s = len(source)
+print(json.dumps(logits[s - 1 : s - 1 + len(response)].flatten().tolist()))
+"#;
+
+/// With `EFRLHF_PEFT_PYTHON` (an interpreter with torch, transformers and
+/// peft): an adapter trained by a LoRA sft stage, loaded by
+/// `PeftModel.from_pretrained` onto its base, gives efrlhf's logits.
+#[test]
+fn a_trained_adapter_loaded_by_peft_gives_efrlhfs_logits() {
+    let Some(python) = std::env::var_os("EFRLHF_PEFT_PYTHON") else {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("skipped: EFRLHF_PEFT_PYTHON is not set");
+        }
+        return;
+    };
+    let s = Sandbox::new("lora-peft");
+    s.experiment(&(datasets() + &sft("sft", "    lora-rank 4\n    lora-targets \"all-linear\"\n")));
+    s.ok(&["run", "exp.kdl"]);
+    let adapter = s.output_of("sft").join("model");
+    let (source, response) = (vec![5u32, 9, 17, 33, 40, 21, 2], vec![11u32, 7, 29, 3, 2]);
+    let dev = efrlhf::ml::device(None, 0).unwrap();
+    let ours =
+        efrlhf::ml::lm::load(&adapter, &dev, Logits(source.clone(), response.clone())).unwrap();
+    let out = std::process::Command::new(python)
+        .args(["-c", PEFT_LOGITS])
+        .arg(llama())
+        .arg(&adapter)
+        .arg(serde_json::to_string(&source).unwrap())
+        .arg(serde_json::to_string(&response).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: Vec<f32> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let diff = max_diff(&ours, &theirs);
+    assert!(diff < 1e-4, "PEFT's logits differ from efrlhf's by {diff}");
+    // The trained adapter moved the model: the comparison is not of the base with itself.
+    let base = efrlhf::ml::lm::load(&llama(), &dev, Logits(source, response)).unwrap();
+    assert!(max_diff(&ours, &base) > 1e-4);
 }

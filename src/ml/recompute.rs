@@ -57,6 +57,30 @@ pub fn gradients<M: Module>(loss: Tensor<1>, model: &M) -> GradientsParams {
     acc.grads()
 }
 
+/// Runs `block` again on a fresh leaf of `input` and backpropagates the
+/// gradient `g` of its output; hands the gradients to `collect` and returns
+/// the input's gradient (`None` when the output does not depend on it).
+pub fn replay_block(
+    input: Tensor<3>,
+    g: Tensor<3>,
+    block: impl FnOnce(Tensor<3>) -> Tensor<3>,
+    collect: &mut dyn FnMut(Gradients),
+) -> Option<Tensor<3>> {
+    let x = leaf(input);
+    let grads = (block(x.clone()) * untracked(g)).sum().backward();
+    let gx = x.grad(&grads);
+    collect(grads);
+    gx
+}
+
+/// Backpropagates `g` through `embedded` (the embeddings rebuilt with their
+/// graph) when they train.
+pub fn into_embeddings(embedded: Tensor<3>, g: Tensor<3>, collect: &mut dyn FnMut(Gradients)) {
+    if embedded.is_tracked() {
+        collect((embedded * untracked(g)).sum().backward());
+    }
+}
+
 /// A fresh leaf holding `x`'s values, tracked: where a replayed part
 /// starts or ends (its gradient is what the replay hands on).
 pub fn leaf<const D: usize>(x: Tensor<D>) -> Tensor<D> {

@@ -348,6 +348,22 @@ impl Sandbox {
             .unwrap_or_else(|| panic!("no stored result holds `{file}`"))
     }
 
+    /// The stored result folder of stage `id` (from `show --format json`).
+    pub fn output_of(&self, id: &str) -> PathBuf {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ok(&["show", "exp.kdl", "--format", "json"])).unwrap();
+        let stage = v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == id);
+        PathBuf::from(
+            stage
+                .and_then(|x| x["output"].as_str())
+                .unwrap_or_else(|| panic!("no output of `{id}`: {v}")),
+        )
+    }
+
     /// Every stage log of the cache, concatenated.
     pub fn all_logs(&self) -> String {
         std::fs::read_dir(self.path("cache/logs"))
@@ -390,4 +406,21 @@ impl Sandbox {
 unsafe extern "C" {
     #[link_name = "kill"]
     fn sigkill(pid: i32, sig: i32) -> i32;
+}
+
+/// The tensors of a safetensors file of f32 values, by name: (shape, values).
+pub fn read_safetensors(path: &Path) -> std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (name, (view.shape().to_vec(), values))
+        })
+        .collect()
 }

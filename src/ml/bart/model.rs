@@ -710,9 +710,7 @@ impl Replayed {
             0 => self.model.embed(&self.model.encoder, ids, 0),
             _ => self.model.embed(&self.model.decoder, ids, 0),
         };
-        if embedded.is_tracked() {
-            collect((embedded * recompute::untracked(g)).sum().backward());
-        }
+        recompute::into_embeddings(embedded, g, collect);
     }
 }
 
@@ -766,15 +764,12 @@ impl recompute::Replay for Replayed {
             .enumerate()
             .rev()
         {
-            let x = recompute::leaf(input);
             recompute::seed_block(&self.device, pass.seed, i);
-            let y = layer.forward(x.clone(), pass.source_bias.clone());
-            let layer_grads = (y * recompute::untracked(g.clone())).sum().backward();
-            match x.grad(&layer_grads) {
+            let run = |x| layer.forward(x, pass.source_bias.clone());
+            match recompute::replay_block(input, g, run, collect) {
                 Some(next) => g = next,
-                None => return collect(layer_grads),
+                None => return,
             }
-            collect(layer_grads);
         }
         self.backprop_embeddings(0, g, collect);
     }

@@ -467,19 +467,13 @@ impl recompute::Replay for Replayed {
             return;
         };
         for (layer, input) in self.layers.iter().zip(self.inputs).rev() {
-            let x = recompute::leaf(input);
-            let y = layer.forward(x.clone(), &self.rope, &mut None, &self.bias);
-            let layer_grads = (y * Tensor::from_inner(g.clone())).sum().backward();
-            match x.grad(&layer_grads) {
+            let run = |x| layer.forward(x, &self.rope, &mut None, &self.bias);
+            match recompute::replay_block(input, g, run, collect) {
                 Some(next) => g = next,
-                None => return collect(layer_grads),
+                None => return,
             }
-            collect(layer_grads);
         }
-        let embedded = self.embed.forward(self.ids);
-        if embedded.is_tracked() {
-            collect((embedded * Tensor::from_inner(g)).sum().backward());
-        }
+        recompute::into_embeddings(self.embed.forward(self.ids), g, collect);
     }
 }
 
