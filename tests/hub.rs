@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 const MODEL: &str = "efrlhf-test/tiny-bart";
 const DATA: &str = "efrlhf-test/pos-mini";
+const ADAPTER: &str = "efrlhf-test/tiny-bart-lora";
 const TOKEN: &str = "hf_standin_secret_0123456789";
 
 /// The stand-in Hub; stopped (by its PID) when dropped.
@@ -54,12 +55,20 @@ impl StandIn {
         )
         .unwrap();
         sb.write("repos/ds/README.md", "# mini\n");
+        // A LoRA adapter of the tiny BART, as PEFT wrote it (tests/fixtures/lora).
+        let adapter = sb.path("repos/adapter");
+        std::fs::create_dir_all(&adapter).unwrap();
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            std::fs::copy(fixture.join("lora/peft_bart").join(f), adapter.join(f)).unwrap();
+        }
         let mut child = Command::new("python3")
             .arg(fixture.join("hub/standin_hub.py"))
             .arg("--repo")
             .arg(format!("models/{MODEL}={}", model.display()))
             .arg("--repo")
             .arg(format!("datasets/{DATA}={}", ds.display()))
+            .arg("--repo")
+            .arg(format!("models/{ADAPTER}={}", adapter.display()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -828,4 +837,67 @@ fn a_full_disk_is_a_clear_error_and_keeps_nothing() {
                 || p.to_string_lossy().ends_with("model.safetensors")),
         "{left:?}"
     );
+}
+
+#[test]
+fn a_peft_adapter_from_the_hub_trains_on_a_base_from_the_hub() {
+    let sb = Sandbox::new("hub-adapter");
+    let hub = StandIn::start(&sb);
+    let hf = sb.path("hf");
+    sb.experiment(&format!(
+        r#"
+stage "data" kind="dataset" {{
+    source "prompt-opin-summ" path="hf://datasets/{DATA}"
+}}
+stage "sft" kind="sft" {{
+    input "data"
+    pretrained "hf://{MODEL}"
+    pretrained-adapter "hf://{ADAPTER}"
+    target "good"
+    epochs 1
+    batch 4
+    lr 0.001
+    max-source 64
+    max-target 16
+    train-split "validation"
+    validation-split "validation"
+    val-products 2
+    checkpoint-every 0
+}}
+"#
+    ));
+    ok(efrlhf(&sb, &hub.endpoint(), &hf, &["run", "exp.kdl"]));
+    let shown: serde_json::Value = serde_json::from_str(&ok(efrlhf(
+        &sb,
+        &hub.endpoint(),
+        &hf,
+        &["show", "exp.kdl", "--format", "json"],
+    )))
+    .unwrap();
+    let model = PathBuf::from(stage(&shown, "sft")["output"].as_str().unwrap()).join("model");
+    let read = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(model.join(f)).unwrap()).unwrap()
+    };
+    // PEFT's adapter went on training: its rank and targets, on the Hub's base.
+    let config = read("adapter_config.json");
+    assert_eq!(config["r"], 4, "{config}");
+    assert_eq!(config["base_model_name_or_path"], MODEL, "{config}");
+    assert_eq!(
+        config["target_modules"],
+        serde_json::json!(["fc1", "q_proj"])
+    );
+    let base = read("efrlhf-base.json");
+    let path = base["folder"]["path"].as_str().unwrap();
+    assert!(
+        path.contains("models--efrlhf-test--tiny-bart/snapshots/"),
+        "{base}"
+    );
+    // Trained: the adapter is not PEFT's any more.
+    let theirs = read_safetensors(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/lora/peft_bart/adapter_model.safetensors"),
+    );
+    let ours = read_safetensors(&model.join("adapter_model.safetensors"));
+    assert_eq!(ours.len(), theirs.len());
+    assert!(ours.iter().any(|(k, v)| theirs[k] != *v));
 }
