@@ -16,6 +16,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/ppo.rs"]
+mod ppo;
 use common::{Materialise, peak_rss_mib};
 
 use std::time::Instant;
@@ -25,9 +27,8 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use efrlhf::ml::bart::{
     Bart, BartConfig, Batch, GenerateOptions, Targets, ValueHead, cross_entropy, generate, io,
 };
-use efrlhf::ml::ppo::{KlController, RewardNorm, RunningMoments};
 use efrlhf::ml::precision::Precision;
-use efrlhf::ml::rlhf::{PolicyValue, PpoSettings, PpoState, ppo_update};
+use efrlhf::ml::rlhf::PolicyValue;
 use efrlhf::rng::Rng;
 use serde_json::{Map, Value, json};
 
@@ -154,65 +155,16 @@ fn generation(
     );
 }
 
-/// One PPO update: sampled rollouts of exactly TARGET tokens, policy,
-/// reference and value passes over them, then one minibatch step of the
-/// clipped losses over the whole batch.
+/// One PPO update (see `common/ppo.rs`).
 fn ppo(s: &Shape, model: Bart, sources: &[Vec<u32>], rng: &mut Rng, out: &mut Map<String, Value>) {
     let device = model.devices()[0].clone();
     let trained = PolicyValue {
         value: ValueHead::new(s.config.d_model, &device),
         policy: model.clone(),
     };
-    let settings = PpoSettings {
-        gamma: 1.0,
-        lambda: 0.95,
-        clip: 0.2,
-        value_clip: 0.2,
-        vf_coef: 0.1,
-        ce_mix: 0.0,
-        ppo_epochs: 1,
-        minibatch: s.batch,
-        lr: 1e-5,
-        max_grad_norm: 1.0,
-        missing_eos_penalty: 0.0,
-        reward_norm: RewardNorm::None,
-        generation: GenerateOptions {
-            sample: true,
-            min_new_tokens: TARGET,
-            ..GenerateOptions::greedy(TARGET)
-        },
-        precision: s.precision,
-    };
-    let mut state = PpoState {
-        kl: KlController {
-            value: 0.05,
-            adaptive: None,
-        },
-        reward_moments: RunningMoments::default(),
-        loss_scale: None,
-    };
-    let mut optim = AdamWConfig::new().with_epsilon(1e-8).init();
-    let mut reward = |rs: &[Vec<u32>]| -> Result<Vec<f64>, String> {
-        Ok(rs.iter().map(|r| r.len() as f64 / TARGET as f64).collect())
-    };
-    let t0 = Instant::now();
-    let result = ppo_update(
-        trained,
-        &mut optim,
-        &model,
-        sources,
-        None,
-        None,
-        &mut reward,
-        &mut state,
-        &settings,
-        rng,
-        &device,
-    );
-    let ppo_s = t0.elapsed().as_secs_f64();
-    match result {
-        Ok((_, stats)) => {
-            out.insert("ppo_update_seconds".into(), json!(ppo_s));
+    match ppo::timed_update(trained, &model, sources, TARGET, s.precision, rng, &device) {
+        Ok((seconds, stats)) => {
+            out.insert("ppo_update_seconds".into(), json!(seconds));
             out.insert("ppo_response_length".into(), json!(stats.response_length));
         }
         Err(e) => {

@@ -20,19 +20,20 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/ppo.rs"]
+mod ppo;
 use common::{Materialise, peak_rss_mib};
 
 use std::time::Instant;
 
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::Device;
-use efrlhf::ml::bart::{Bart, BartConfig, GenerateOptions, ValueHead};
+use efrlhf::ml::bart::{Bart, BartConfig, ValueHead};
 use efrlhf::ml::causal::{CausalConfig, CausalLm, Family, Sizes};
 use efrlhf::ml::lm::{LanguageModel, cross_entropy};
 use efrlhf::ml::lora::{self, LoraSpec, Targets};
-use efrlhf::ml::ppo::{KlController, RewardNorm, RunningMoments};
 use efrlhf::ml::precision::Precision;
-use efrlhf::ml::rlhf::{PolicyValue, PpoSettings, PpoState, ppo_update};
+use efrlhf::ml::rlhf::PolicyValue;
 use efrlhf::rng::Rng;
 use serde_json::{Map, Value, json};
 
@@ -165,57 +166,17 @@ impl Run {
             value: ValueHead::new(model.hidden_size(), &self.device),
             policy: model,
         };
-        let settings = PpoSettings {
-            gamma: 1.0,
-            lambda: 0.95,
-            clip: 0.2,
-            value_clip: 0.2,
-            vf_coef: 0.1,
-            ce_mix: 0.0,
-            ppo_epochs: 1,
-            minibatch: BATCH,
-            lr: 1e-5,
-            max_grad_norm: 1.0,
-            missing_eos_penalty: 0.0,
-            reward_norm: RewardNorm::None,
-            generation: GenerateOptions {
-                sample: true,
-                min_new_tokens: TARGET,
-                ..GenerateOptions::greedy(TARGET)
-            },
-            precision: Precision::F32,
-        };
-        let mut state = PpoState {
-            kl: KlController {
-                value: 0.05,
-                adaptive: None,
-            },
-            reward_moments: RunningMoments::default(),
-            loss_scale: None,
-        };
-        let mut optim = AdamWConfig::new().with_epsilon(1e-8).init();
-        let mut reward = |rs: &[Vec<u32>]| -> Result<Vec<f64>, String> {
-            Ok(rs.iter().map(|r| r.len() as f64 / TARGET as f64).collect())
-        };
-        let t0 = Instant::now();
-        let result = ppo_update(
+        let result = ppo::timed_update(
             trained,
-            &mut optim,
             &reference,
             sources,
-            None,
-            None,
-            &mut reward,
-            &mut state,
-            &settings,
+            TARGET,
+            Precision::F32,
             rng,
             &self.device,
         );
-        let (_, stats) = result.unwrap_or_else(|e| panic!("{e}"));
-        out.insert(
-            "ppo_update_seconds".into(),
-            json!(t0.elapsed().as_secs_f64()),
-        );
+        let (seconds, stats) = result.unwrap_or_else(|e| panic!("{e}"));
+        out.insert("ppo_update_seconds".into(), json!(seconds));
         out.insert("ppo_response_length".into(), json!(stats.response_length));
     }
 }

@@ -82,8 +82,6 @@ pub trait LanguageModel:
     fn set_dropout(&mut self, p: f64);
     /// Activation checkpointing by blocks when training (see `ml::recompute`).
     fn set_checkpointing(&mut self, on: bool);
-    /// An untrained model of the same architecture, for a checkpoint to load into.
-    fn skeleton(&self, device: &Device) -> Result<Self, String>;
     /// Writes an HF folder (config, generation config, safetensors).
     fn save(&self, dir: &Path) -> Result<(), String>;
     /// Reads an HF folder; returns the tensors it did not use.
@@ -177,12 +175,6 @@ impl LanguageModel for Bart {
 
     fn set_checkpointing(&mut self, on: bool) {
         self.checkpointing = on;
-    }
-
-    fn skeleton(&self, device: &Device) -> Result<Self, String> {
-        let mut m = Bart::new(&self.config, device)?;
-        m.checkpointing = self.checkpointing;
-        Ok(m)
     }
 
     fn save(&self, dir: &Path) -> Result<(), String> {
@@ -315,13 +307,6 @@ impl LanguageModel for CausalLm {
         self.checkpointing = on;
     }
 
-    fn skeleton(&self, device: &Device) -> Result<Self, String> {
-        let mut m = CausalLm::new(&self.config, device)?;
-        m.generation = self.generation.clone();
-        m.checkpointing = self.checkpointing;
-        Ok(m)
-    }
-
     fn save(&self, dir: &Path) -> Result<(), String> {
         super::causal::io::save(self, dir)
     }
@@ -403,23 +388,13 @@ impl<W: WithModel> WithModel for Merged<'_, W> {
             let (adapted, _) =
                 lora::attach_peft(model, tensors, &config, self.device).map_err(at)?;
             model = lora::merge(adapted).set_require_grad(true);
-            if let Some(generation) = read_generation(&dir).map_err(at)? {
-                model.set_generation(generation);
+            let fields = super::causal::io::read_generation_config(&dir).map_err(at)?;
+            if !fields.is_empty() {
+                model.set_generation(GenerationConfig::from_fields(&fields).map_err(at)?);
             }
         }
         Ok(self.work.run(model, unused))
     }
-}
-
-/// `generation_config.json` of `dir`, if it has one.
-fn read_generation(dir: &Path) -> Result<Option<GenerationConfig>, String> {
-    let Ok(text) = std::fs::read_to_string(dir.join("generation_config.json")) else {
-        return Ok(None);
-    };
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("generation_config.json: {e}"))?;
-    let fields = v.as_object().cloned().unwrap_or_default();
-    GenerationConfig::from_fields(&fields).map(Some)
 }
 
 /// Writes `model`'s adapters as a PEFT folder `dir` on `base`, with the

@@ -289,6 +289,13 @@ pub struct PeftTensors {
     pub rank: usize,
     /// The adapted modules' last names (`q_proj`, ...).
     pub targets: Vec<String>,
+    /// PEFT's `lora_alpha`: α·r/scale of the first adapter, so a stored
+    /// scale comes back exactly.
+    pub alpha: f64,
+    /// α of the modules whose scale differs (an rsLoRA or per-module adapter read in).
+    pub alpha_pattern: BTreeMap<String, f64>,
+    /// Dropout on the adapters' input.
+    pub dropout: f64,
 }
 
 /// The adapter factors of `model` as PEFT stores them.
@@ -297,9 +304,16 @@ pub fn peft_tensors<M: Projections + Clone>(model: &M) -> PeftTensors {
     let mut out = Vec::new();
     let mut rank = 0;
     let mut names = Vec::new();
+    let mut first: Option<(f64, f64)> = None;
+    let mut alpha_pattern = BTreeMap::new();
     for (name, p) in m.projections() {
         let Some(ad) = &p.lora else { continue };
         rank = ad.rank();
+        let alpha = ad.scale * rank as f64;
+        let (a0, _) = *first.get_or_insert((alpha, ad.dropout.prob));
+        if alpha != a0 {
+            alpha_pattern.insert(name.clone(), alpha);
+        }
         names.push(name.clone());
         let a = ad.a.val().transpose();
         let b = ad.b.val().transpose();
@@ -313,30 +327,15 @@ pub fn peft_tensors<M: Projections + Clone>(model: &M) -> PeftTensors {
             ));
         }
     }
+    let (alpha, dropout) = first.unwrap_or((8.0, 0.0));
     PeftTensors {
         tensors: out,
         rank,
         targets: short_names(names.iter().map(String::as_str)),
+        alpha,
+        alpha_pattern,
+        dropout,
     }
-}
-
-/// PEFT's `lora_alpha` (α·r/scale of the first adapter, so a stored scale
-/// comes back exactly), an `alpha_pattern` for the modules whose scale
-/// differs (an rsLoRA or per-module adapter read in), and the dropout.
-pub fn peft_alphas<M: Projections + Clone>(model: &M) -> (f64, BTreeMap<String, f64>, f64) {
-    let mut m = model.clone();
-    let mut first: Option<(f64, f64)> = None;
-    let mut pattern = BTreeMap::new();
-    for (name, p) in m.projections() {
-        let Some(ad) = &p.lora else { continue };
-        let alpha = ad.scale * ad.rank() as f64;
-        let (a0, _) = *first.get_or_insert((alpha, ad.dropout.prob));
-        if alpha != a0 {
-            pattern.insert(name, alpha);
-        }
-    }
-    let (alpha, dropout) = first.unwrap_or((8.0, 0.0));
-    (alpha, pattern, dropout)
 }
 
 /// Tensors of a PEFT adapter file by name, with shapes, as f32.

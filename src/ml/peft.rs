@@ -159,8 +159,10 @@ pub fn save<M: Projections + Clone>(
         tensors,
         rank,
         targets,
+        alpha,
+        alpha_pattern,
+        dropout,
     } = lora::peft_tensors(model);
-    let (alpha, alpha_pattern, dropout) = lora::peft_alphas(model);
     let hosts: BTreeMap<String, Host> = tensors
         .into_iter()
         .map(|(k, shape, values)| (k, Host { shape, values }))

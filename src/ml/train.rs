@@ -135,7 +135,7 @@ pub trait Observer<M> {
 
 /// A folder of checkpoints: `state.json` (the caller's progress record),
 /// `model.bpk`, `optim.bpk` (burn's format, which keeps parameter ids so the
-/// optimizer moments reattach), and `best/` for SFT's best model.
+/// optimizer moments reattach), and `best/model.bpk` for SFT's best model.
 pub struct Checkpoints {
     /// The folder (it survives a killed run).
     pub dir: PathBuf,
@@ -151,12 +151,9 @@ impl Checkpoints {
         self.dir.join("best")
     }
 
-    /// Keeps `model` as the best so far: an HF folder, or burn's record for
-    /// a model with adapters (whose HF form needs its base).
-    fn save_best<M: LanguageModel>(&self, model: &M) -> Result<(), String> {
-        if !super::lora::has_adapters(model) {
-            return model.save(&self.best_dir());
-        }
+    /// Keeps `model` as the best so far, in burn's format (a model with
+    /// adapters has no HF form of its own: that needs its base).
+    fn save_best<M: Module>(&self, model: &M) -> Result<(), String> {
         let dir = self.best_dir();
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
@@ -166,11 +163,8 @@ impl Checkpoints {
             .map_err(|e| format!("cannot write the best model: {e:?}"))
     }
 
-    /// The best model, loaded into the structure of `like` when it has adapters.
-    fn load_best<M: LanguageModel>(&self, like: &M, device: &Device) -> Result<M, String> {
-        if !super::lora::has_adapters(like) {
-            return Ok(M::load(&self.best_dir(), device)?.0);
-        }
+    /// The best model, loaded into the structure of `like`.
+    fn load_best<M: Module>(&self, like: &M) -> Result<M, String> {
         like.clone()
             .try_load_file(self.best_dir().join("model.bpk"))
             .map_err(|e| format!("cannot load the best model: {e:?}"))
@@ -440,13 +434,7 @@ pub fn train_sft<M: LanguageModel>(
 
     let (mut model, mut optim, mut progress) = match checkpoints.load_progress::<Progress>() {
         Some(p) if p.step > 0 && p.step <= total => {
-            let target = if super::lora::has_adapters(&initial) {
-                // The structure with the adapters; the file's values replace it all.
-                initial.clone()
-            } else {
-                initial.skeleton(device)?
-            };
-            let (m, o) = checkpoints.load(target, new_optim())?;
+            let (m, o) = checkpoints.load(initial, new_optim())?;
             observer.resumed(p.step);
             (m.fork(&train_dev).train(), o, p)
         }
@@ -527,7 +515,7 @@ pub fn train_sft<M: LanguageModel>(
         }
     }
     let best = match progress.best_step.filter(|_| settings.keep_best) {
-        Some(_) => checkpoints.load_best(&model.valid(), device)?,
+        Some(_) => checkpoints.load_best(&model.valid())?,
         None => model.valid(),
     };
     Ok(Trained {

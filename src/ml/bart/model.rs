@@ -620,8 +620,10 @@ impl Bart {
     fn checkpointed(&self, source: &Batch, decoder_input: Tensor<2, Int>) -> Tensor<3> {
         let device = source.ids.device();
         let seed = recompute::pass_seed(&device);
-        let (enc_embed, dec_embed) = (self.encoder.layers.len() + self.decoder.layers.len(), 0);
-        recompute::seed_block(&device, seed, enc_embed);
+        // The embeddings are seeded as the blocks after the layers.
+        let layers = self.encoder.layers.len() + self.decoder.layers.len();
+        let embeds = [layers, layers + 1];
+        recompute::seed_block(&device, seed, embeds[0]);
         let enc_embedded = self.embed(&self.encoder, source.ids.clone(), 0);
         let dtype = enc_embedded.dtype();
         let t = decoder_input.dims()[1];
@@ -629,7 +631,7 @@ impl Bart {
             source_bias: source.key_bias().cast(dtype),
             self_bias: causal_bias(t, &device).cast(dtype),
             seed,
-            embeds: [enc_embed, enc_embed + 1 + dec_embed],
+            embeds,
         };
         let mut enc_inputs = Vec::with_capacity(self.encoder.layers.len());
         // The embeddings' graph is dropped here and rebuilt in the replay.
@@ -716,16 +718,19 @@ impl Replayed {
 
 impl recompute::Replay for Replayed {
     fn replay(
-        self: Box<Self>,
+        mut self: Box<Self>,
         grads: &burn::tensor::Gradients,
         collect: &mut dyn FnMut(burn::tensor::Gradients),
     ) {
         let Some(mut g) = self.out.grad(grads) else {
             return;
         };
+        let (dec_inputs, enc_inputs) = (
+            std::mem::take(&mut self.dec_inputs),
+            std::mem::take(&mut self.enc_inputs),
+        );
         let (pass, offset) = (&self.pass, self.model.encoder.layers.len());
         let mut g_encoded: Option<Tensor<3>> = None;
-        let dec_inputs = self.dec_inputs.clone();
         for (i, (layer, input)) in self
             .model
             .decoder
@@ -754,7 +759,6 @@ impl recompute::Replay for Replayed {
         }
         self.backprop_embeddings(1, g, collect);
         let Some(mut g) = g_encoded else { return };
-        let enc_inputs = self.enc_inputs.clone();
         for (i, (layer, input)) in self
             .model
             .encoder

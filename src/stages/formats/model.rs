@@ -73,10 +73,12 @@ pub fn save_model_folder<M: LanguageModel>(
     tokenizer_dir: &std::path::Path,
     adapter_base: Option<&Base>,
 ) -> Result<(), String> {
-    match adapter_base {
-        Some(base) if lora::has_adapters(model) => lm::save_adapter(model, dir, base)?,
-        _ if lora::has_adapters(model) => lora::merge(model.clone()).save(dir)?,
-        _ => model.save(dir)?,
+    if !lora::has_adapters(model) {
+        model.save(dir)?;
+    } else if let Some(base) = adapter_base {
+        lm::save_adapter(model, dir, base)?;
+    } else {
+        lora::merge(model.clone()).save(dir)?;
     }
     tk.save(dir.join("tokenizer.json"), true)
         .map_err(|e| format!("cannot save tokenizer.json: {e}"))?;
